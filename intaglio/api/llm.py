@@ -1,0 +1,174 @@
+"""LLM: the offline API. Give it prompts, get completions; or stream them as they grow."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from intaglio.config import EngineConfig
+from intaglio.engine.engine import LLMEngine
+from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from intaglio.executor.model_executor import ModelExecutor
+from intaglio.model.config import ModelLoadError
+from intaglio.sampling.params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+
+Prompt = str | list[int]
+ParamsLike = SamplingParams | dict[str, Any]
+
+
+def resolve_model_path(model: str | None) -> Path:
+    path = DEFAULT_MODEL if model is None else Path(model).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"model folder not found: {path} (give a local Hugging Face folder)")
+    return path
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # transformers raises many kinds; name the folder in one message
+        raise ModelLoadError(f"cannot load the tokenizer in {path}: {e}") from e
+
+
+def _generation_defaults(path: Path) -> tuple[dict[str, Any], list[int]]:
+    """Sampling defaults and extra EOS ids from generation_config.json, when present."""
+    file = path / "generation_config.json"
+    if not file.is_file():
+        return {}, []
+    gen = json.loads(file.read_text())
+    keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+    defaults = {k: gen[k] for k in keys if gen.get(k) is not None}
+    if not gen.get("do_sample", True):
+        defaults["temperature"] = 0.0
+    eos = gen.get("eos_token_id")
+    return defaults, (eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+class LLM:
+    def __init__(self, model: str | None = None, **engine_args: Any) -> None:
+        self.config = EngineConfig(model=model, **engine_args)
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        torch.manual_seed(self.config.seed)
+        path = resolve_model_path(model)
+        self.tokenizer = load_tokenizer(path)
+        executor = ModelExecutor(
+            path,
+            self.config.dtype,
+            self.config.device,
+            self.config.block_size,
+            self.config.kv_cache_memory_gib,
+            self.config.num_kv_blocks,
+        )
+        cfg = executor.model.cfg
+        defaults, gen_eos = _generation_defaults(path)
+        self.default_sampling_params = SamplingParams(**defaults)
+        eos = [*cfg.eos_token_ids, *gen_eos]
+        if self.tokenizer.eos_token_id is not None:
+            eos.append(self.tokenizer.eos_token_id)
+        self.engine = LLMEngine(
+            self.config,
+            executor,
+            self.tokenizer,
+            tuple(dict.fromkeys(eos)),
+            max_model_len_limit=cfg.sliding_window,  # beyond it our attention would differ
+        )
+        self._ids = itertools.count()
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: ParamsLike | Sequence[ParamsLike] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """Complete every prompt; a bad prompt or bad params fail that request alone."""
+        final: dict[str, RequestOutput] = {}
+        order = self._submit(prompts, sampling_params, final)
+        bar = tqdm(total=len(order), disable=not use_tqdm, desc="generating", unit="req")
+        bar.update(len(final))
+        while self.engine.has_unfinished():
+            for out in self.engine.step():
+                if out.finished:
+                    final[out.request_id] = out
+                    bar.update(1)
+        bar.close()
+        return [final[rid] for rid in order]
+
+    def stream(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: ParamsLike | Sequence[ParamsLike] | None = None,
+    ) -> Iterator[RequestOutput]:
+        """Yield each request's output every time it grows; the last one has finished=True."""
+        failed: dict[str, RequestOutput] = {}
+        self._submit(prompts, sampling_params, failed)
+        yield from failed.values()
+        while self.engine.has_unfinished():
+            yield from self.engine.step()
+
+    def _submit(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: ParamsLike | Sequence[ParamsLike] | None,
+        failed: dict[str, RequestOutput],
+    ) -> list[str]:
+        if isinstance(prompts, str) or (
+            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
+        ):
+            prompts = [prompts]  # type: ignore[list-item]
+        prompts = list(prompts)  # type: ignore[arg-type]
+        if sampling_params is None or isinstance(sampling_params, (SamplingParams, dict)):
+            params_list = [sampling_params] * len(prompts)
+        else:
+            params_list = list(sampling_params)
+            if len(params_list) != len(prompts):
+                raise ValueError(
+                    f"got {len(params_list)} sampling params for {len(prompts)} prompts"
+                )
+        order = []
+        for prompt, params in zip(prompts, params_list):
+            request_id = str(next(self._ids))
+            order.append(request_id)
+            try:
+                self.engine.add_request(request_id, prompt, self._params(params))
+            except ValueError as e:
+                logger.warning("request %s rejected: %s", request_id, e)
+                failed[request_id] = _error_output(request_id, prompt, str(e))
+        return order
+
+    def _params(self, params: ParamsLike | None) -> SamplingParams:
+        if params is None:
+            return self.default_sampling_params
+        if isinstance(params, dict):
+            return SamplingParams.from_dict(params)
+        return params
+
+    def with_defaults(self, **overrides: Any) -> SamplingParams:
+        """The model's default sampling params (generation_config.json) with some fields set."""
+        return replace(self.default_sampling_params, **overrides)
+
+
+def _error_output(request_id: str, prompt: Prompt, message: str) -> RequestOutput:
+    return RequestOutput(
+        request_id=request_id,
+        prompt=prompt if isinstance(prompt, str) else None,
+        prompt_token_ids=[] if isinstance(prompt, str) else list(prompt),
+        outputs=[CompletionOutput(index=0, text="", token_ids=[], finish_reason="error")],
+        finished=True,
+        metrics=RequestMetrics(arrival_time=0.0),
+        error=message,
+    )

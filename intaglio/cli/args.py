@@ -1,0 +1,59 @@
+"""Argparse flags generated from the frozen config dataclasses, so flags map 1:1 to fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from intaglio.config import EngineConfig
+from intaglio.sampling.params import SamplingParams
+
+
+def _flag_type(annotation: Any) -> tuple[Any, bool]:
+    """(element type, is a tuple) for an annotation such as `int | None` or `tuple[str, ...]`."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"types": types})  # noqa: S307 (own hints)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is tuple:
+        return args[0], True
+    if args:
+        return args[0], False
+    return annotation, False
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[str]) -> None:
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind, many = _flag_type(f.type)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(flag, type=kind, nargs="+" if many else None, default=None)
+
+
+def collect(args: argparse.Namespace, cls: type, skip: set[str]) -> dict[str, Any]:
+    """The fields the user actually set, so the dataclass defaults apply to the rest."""
+    names = {f.name for f in dataclasses.fields(cls)} - skip
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_flags(parser, EngineConfig, skip=set())
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_flags(parser, SamplingParams, skip={"seed"})
+
+
+def engine_args(args: argparse.Namespace) -> dict[str, Any]:
+    return collect(args, EngineConfig, skip={"model"})
+
+
+def sampling_args(args: argparse.Namespace) -> dict[str, Any]:
+    return collect(args, SamplingParams, skip={"seed"})

@@ -1,0 +1,106 @@
+"""The `intaglio` command: generate text, run benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, sampling_args
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from intaglio.api.llm import LLM
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        lines = Path(args.prompts_file).read_text().splitlines()
+        prompts += [line for line in lines if line.strip()]
+    if not prompts:
+        print("error: give at least one PROMPT or --prompts-file", file=sys.stderr)
+        return 2
+    try:
+        llm = LLM(args.model, **engine_args(args))
+        params = llm.with_defaults(**sampling_args(args))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    outputs = llm.generate(prompts, params, use_tqdm=len(prompts) > 1 and not args.json)
+    failed = 0
+    for out in outputs:
+        failed += out.error is not None
+        if args.json:
+            record = {
+                "prompt": out.prompt,
+                "error": out.error,
+                "time_to_first_token": out.metrics.time_to_first_token,
+                "decode_time": out.metrics.decode_time,
+                "completions": [
+                    {
+                        "text": c.text,
+                        "token_ids": c.token_ids,
+                        "finish_reason": c.finish_reason,
+                        "logprobs": (
+                            [{str(t): lp for t, lp in e.items()} for e in c.logprobs]
+                            if c.logprobs is not None
+                            else None
+                        ),
+                    }
+                    for c in out.outputs
+                ],
+            }
+            print(json.dumps(record))
+        elif out.error is not None:
+            print(f"error: {out.error}", file=sys.stderr)
+        else:
+            for c in out.outputs:
+                print(f"{out.prompt}{c.text}")
+                if len(outputs) > 1 or len(out.outputs) > 1:
+                    print("-" * 40)
+    return 1 if failed else 0
+
+
+def _bench_throughput(args: argparse.Namespace) -> int:
+    from intaglio.bench.throughput import run_throughput_benchmark
+
+    run_throughput_benchmark(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intaglio", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="complete prompts with a model")
+    gen.add_argument("prompt", nargs="*", help="prompt text")
+    gen.add_argument("--prompts-file", help="one prompt per line")
+    gen.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    add_engine_flags(gen)
+    add_sampling_flags(gen)
+    gen.set_defaults(func=_generate)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    thr = bench_sub.add_parser("throughput", help="offline throughput versus HF transformers")
+    from intaglio.bench.throughput import add_throughput_flags
+
+    add_throughput_flags(thr)
+    add_engine_flags(thr)
+    thr.set_defaults(func=_bench_throughput)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""EngineConfig: every engine setting in one frozen, validated place (CLI flags map 1:1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str | None = None  # local HF folder; None: the embedded default model
+    dtype: str = "auto"  # auto (the checkpoint's), float32, bfloat16, float16
+    device: str = "cpu"
+    seed: int = 0
+    block_size: int = 16  # tokens per KV cache block
+    kv_cache_memory_gib: float = 1.0  # KV cache budget; sets the number of blocks
+    num_kv_blocks: int | None = None  # overrides the memory budget (tests, experiments)
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
+    max_num_seqs: int = 128  # most requests running at once
+    max_num_batched_tokens: int = 2048  # per-step token budget (prefill chunks + decodes)
+    max_num_waiting: int = 4096  # queue bound: add_request fails beyond it
+    num_threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+
+    def __post_init__(self) -> None:
+        def fail(msg: str) -> None:
+            raise ValueError(f"invalid EngineConfig: {msg}")
+
+        if self.block_size < 1:
+            fail(f"block_size must be positive, got {self.block_size}")
+        if self.kv_cache_memory_gib <= 0:
+            fail(f"kv_cache_memory_gib must be positive, got {self.kv_cache_memory_gib}")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            fail(f"num_kv_blocks must be positive, got {self.num_kv_blocks}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            fail(f"max_model_len must be at least 2, got {self.max_model_len}")
+        if self.max_num_seqs < 1:
+            fail(f"max_num_seqs must be positive, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            fail(f"max_num_batched_tokens must be positive, got {self.max_num_batched_tokens}")
+        if self.max_num_waiting < 1:
+            fail(f"max_num_waiting must be positive, got {self.max_num_waiting}")

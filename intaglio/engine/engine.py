@@ -1,0 +1,219 @@
+"""LLMEngine: admits requests, runs schedule -> execute -> update steps, emits outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from intaglio.config import EngineConfig
+from intaglio.engine.block_manager import BlockManager
+from intaglio.engine.detokenizer import IncrementalDetokenizer
+from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from intaglio.engine.request import FINISH_ABORT, FINISH_STOP, Request
+from intaglio.engine.scheduler import Scheduler
+from intaglio.executor.base import Executor
+from intaglio.sampling.params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The waiting queue is at max_num_waiting; retry later."""
+
+
+@dataclass
+class _Group:
+    """One user request: its n samples share the prompt and are reported together."""
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    children: list[Request]
+    detokenizers: list[IncrementalDetokenizer]
+    metrics: RequestMetrics
+    prompt_logprobs: list[dict[int, float] | None] | None = None
+    finished: bool = field(default=False)
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        executor: Executor,
+        tokenizer: Any,
+        eos_token_ids: tuple[int, ...],
+        max_model_len_limit: int | None = None,
+    ) -> None:
+        self.config = config
+        self.executor = executor
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        limit = min(executor.max_position_embeddings, max_model_len_limit or 1 << 62)
+        self.max_model_len = config.max_model_len or limit
+        if self.max_model_len > limit:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} exceeds what the model supports ({limit})"
+            )
+        capacity = executor.num_kv_blocks * executor.block_size
+        if capacity < self.max_model_len:
+            if config.max_model_len is not None:
+                raise ValueError(
+                    f"the KV cache holds {capacity} tokens, fewer than max_model_len "
+                    f"{self.max_model_len}; raise kv_cache_memory_gib or lower max_model_len"
+                )
+            self.max_model_len = capacity
+        self.block_manager = BlockManager(executor.num_kv_blocks, executor.block_size)
+        self.scheduler = Scheduler(
+            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
+        )
+        self._groups: dict[str, _Group] = {}
+        self._parent_of: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- admission
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
+        """Queue a request; raises ValueError for bad input and QueueFullError at the limit."""
+        if request_id in self._groups:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        if len(self.scheduler.waiting) + params.n > self.config.max_num_waiting:
+            raise QueueFullError(
+                f"the waiting queue is full ({self.config.max_num_waiting} requests); retry later"
+            )
+        text, token_ids = self._tokenize(prompt)
+        if len(token_ids) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(token_ids)} tokens; max_model_len is {self.max_model_len}, "
+                "which must leave room for at least one generated token"
+            )
+        vocab = self.executor.vocab_size
+        bad = [t for t in token_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token ids out of range [0, {vocab}): {bad[:5]}")
+        room = self.max_model_len - len(token_ids)
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        group = _Group(request_id, text, token_ids, [], [], RequestMetrics(time.monotonic()))
+        for i in range(params.n):
+            child = Request(
+                request_id=f"{request_id}#{i}",
+                prompt_token_ids=token_ids,
+                params=params,
+                eos_token_ids=self.eos_token_ids,
+                max_tokens=max_tokens,
+                arrival_time=group.metrics.arrival_time,
+                logprobs=[] if params.logprobs is not None else None,
+            )
+            if params.seed is not None:
+                # Each sample gets its own stream; the same seed always gives the same samples.
+                child.generator = torch.Generator(device=self.executor_device).manual_seed(
+                    params.seed + i
+                )
+            group.children.append(child)
+            group.detokenizers.append(
+                IncrementalDetokenizer(
+                    self.tokenizer,
+                    params.stop,
+                    params.include_stop_str_in_output,
+                    params.skip_special_tokens,
+                )
+            )
+            self._parent_of[child.request_id] = request_id
+        self._groups[request_id] = group
+        for child in group.children:
+            self.scheduler.add(child)
+
+    @property
+    def executor_device(self) -> str:
+        return str(getattr(self.executor, "device", "cpu"))
+
+    def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            return prompt, list(self.tokenizer.encode(prompt))
+        token_ids = [int(t) for t in prompt]
+        if not token_ids:
+            raise ValueError("the prompt is empty")
+        return None, token_ids
+
+    def abort(self, request_id: str) -> None:
+        group = self._groups.get(request_id)
+        if group is None:
+            return
+        for child in group.children:
+            self.scheduler.finish(child, FINISH_ABORT)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # ---------------------------------------------------------------- stepping
+    def step(self) -> list[RequestOutput]:
+        """Run one engine step; return the outputs of every request it advanced or finished."""
+        aborted = [g for g in self._groups.values() if self._all_finished(g)]
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            if self.scheduler.has_unfinished():
+                raise RuntimeError("no request could be scheduled; the KV cache is too small")
+            return [self._emit(g) for g in aborted]
+        result = self.executor.execute(sched)
+        self.scheduler.update(sched, result.sampled)
+        now = time.monotonic()
+        touched: dict[str, _Group] = {g.request_id: g for g in aborted}
+        for s in sched.scheduled:
+            request = s.request
+            group = self._groups[self._parent_of[request.request_id]]
+            touched[group.request_id] = group
+            if request.request_id in result.prompt_logprobs:
+                group.prompt_logprobs = (group.prompt_logprobs or []) + result.prompt_logprobs[
+                    request.request_id
+                ]
+            if request.request_id not in result.sampled:
+                continue
+            if group.metrics.first_token_time is None:
+                group.metrics.first_token_time = now
+            if request.logprobs is not None:
+                request.logprobs.append(result.logprobs[request.request_id])
+            if not request.params.detokenize:
+                continue
+            index = int(request.request_id.rsplit("#", 1)[1])
+            stop = group.detokenizers[index].update(request.output_token_ids, request.is_finished)
+            if stop is not None and not request.is_finished:
+                self.scheduler.finish(request, FINISH_STOP, stop)
+        return [self._emit(g) for g in touched.values()]
+
+    @staticmethod
+    def _all_finished(group: _Group) -> bool:
+        return not group.finished and all(c.is_finished for c in group.children)
+
+    def _emit(self, group: _Group) -> RequestOutput:
+        done = all(c.is_finished for c in group.children)
+        outputs = []
+        for i, (child, detok) in enumerate(zip(group.children, group.detokenizers)):
+            outputs.append(
+                CompletionOutput(
+                    index=i,
+                    text=detok.stream_text(child.is_finished),
+                    token_ids=list(child.output_token_ids),
+                    finish_reason=child.finish_reason,
+                    stop_reason=child.stop_reason,
+                    logprobs=child.logprobs,
+                )
+            )
+        if done and not group.finished:
+            group.finished = True
+            group.metrics.finished_time = time.monotonic()
+            group.metrics.num_preemptions = sum(c.num_preemptions for c in group.children)
+            del self._groups[group.request_id]
+            for child in group.children:
+                del self._parent_of[child.request_id]
+        return RequestOutput(
+            request_id=group.request_id,
+            prompt=group.prompt,
+            prompt_token_ids=group.prompt_token_ids,
+            outputs=outputs,
+            finished=done,
+            metrics=group.metrics,
+            prompt_logprobs=group.prompt_logprobs,
+        )

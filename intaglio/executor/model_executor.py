@@ -1,0 +1,213 @@
+"""ModelExecutor: lays a scheduled step out as one flat batch, runs the model, samples.
+
+Flat batch order: every decode (one new token) first, then each prefill chunk; this is the
+layout AttentionMetadata describes. Metadata is built with numpy, one copy per tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from intaglio.attention.metadata import AttentionMetadata, PrefillChunk
+from intaglio.engine.request import Request
+from intaglio.engine.scheduler import ScheduledRequest, SchedulerOutput
+from intaglio.executor.base import ExecutorOutput
+from intaglio.model.loader import load_model
+from intaglio.sampling.sampler import Sampler, SamplingMetadata
+
+logger = logging.getLogger(__name__)
+
+
+def _tokens(request: Request, start: int, end: int) -> list[int]:
+    """request.all_token_ids[start:end] without building the whole list."""
+    prompt, num_prompt = request.prompt_token_ids, request.num_prompt_tokens
+    if start >= num_prompt:
+        return request.output_token_ids[start - num_prompt : end - num_prompt]
+    return prompt[start:end] + request.output_token_ids[: max(end - num_prompt, 0)]
+
+
+def _logprob_entry(
+    token: int, token_lp: float, top_ids: list[int], top_lps: list[float]
+) -> dict[int, float]:
+    entry = {token: token_lp}
+    for t, lp in zip(top_ids, top_lps):
+        entry.setdefault(t, lp)
+    return entry
+
+
+class ModelExecutor:
+    def __init__(
+        self,
+        model_path: str | Path,
+        dtype: str,
+        device: str,
+        block_size: int,
+        kv_cache_memory_gib: float,
+        num_kv_blocks: int | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = load_model(model_path, dtype, device)
+        cfg = self.model.cfg
+        self.block_size = block_size
+        self.vocab_size = cfg.vocab_size
+        self.max_position_embeddings = cfg.max_position_embeddings
+        elem = torch.empty(0, dtype=cfg.dtype).element_size()
+        bytes_per_block = 2 * cfg.num_layers * block_size * cfg.kv_size * elem
+        self.num_kv_blocks = num_kv_blocks or int(kv_cache_memory_gib * 2**30 // bytes_per_block)
+        if self.num_kv_blocks < 1:
+            raise ValueError(
+                f"the KV cache budget of {kv_cache_memory_gib} GiB holds no block of "
+                f"{bytes_per_block} bytes; raise kv_cache_memory_gib"
+            )
+        shape = (self.num_kv_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.kv_caches = [
+            (
+                torch.zeros(shape, dtype=cfg.dtype, device=self.device),
+                torch.zeros(shape, dtype=cfg.dtype, device=self.device),
+            )
+            for _ in range(cfg.num_layers)
+        ]
+        self.sampler = Sampler()
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            self.num_kv_blocks,
+            block_size,
+            self.num_kv_blocks * bytes_per_block / 2**30,
+        )
+
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> ExecutorOutput:
+        batch = sorted(out.scheduled, key=lambda s: s.num_new_tokens != 1)  # decodes first
+        input_ids, positions, meta, starts = self._prepare(batch)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+
+        # Rows whose logits we need: each sampling request's last token, plus prompt positions
+        # of requests asking for prompt logprobs.
+        sample_rows = [starts[i] + s.num_new_tokens - 1 for i, s in enumerate(batch) if s.samples]
+        samplers = [s.request for s in batch if s.samples]
+        result = ExecutorOutput()
+        if samplers:
+            logits = self.model.compute_logits(hidden[sample_rows])
+            self._sample(samplers, logits, result)
+        for i, s in enumerate(batch):
+            r = s.request
+            if r.wants_prompt_logprobs and r.num_computed_tokens < r.num_prompt_tokens:
+                self._prompt_logprobs(s, hidden, starts[i], result)
+        return result
+
+    def _prepare(
+        self, batch: list[ScheduledRequest]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        bs = self.block_size
+        ids: list[int] = []
+        pos_chunks = []
+        starts = []
+        for s in batch:
+            start = s.request.num_computed_tokens
+            starts.append(len(ids))
+            ids.extend(_tokens(s.request, start, start + s.num_new_tokens))
+            pos_chunks.append(np.arange(start, start + s.num_new_tokens, dtype=np.int64))
+        positions = np.concatenate(pos_chunks)
+        # Slot of each token: its block's id * block_size + its offset in the block.
+        block_of_token = np.concatenate(
+            [
+                np.asarray(s.request.block_ids, dtype=np.int64)[p // bs]
+                for s, p in zip(batch, pos_chunks)
+            ]
+        )
+        slot_mapping = block_of_token * bs + positions % bs
+
+        decodes = [s for s in batch if s.num_new_tokens == 1]
+        nd = len(decodes)
+        decode_tables = decode_lens = None
+        max_len = 0
+        if nd:
+            lens = np.array([s.request.num_computed_tokens + 1 for s in decodes], dtype=np.int64)
+            max_len = int(lens.max())
+            tables = np.zeros((nd, -(-max_len // bs)), dtype=np.int64)
+            for row, s in enumerate(decodes):
+                blocks = s.request.block_ids[: tables.shape[1]]
+                tables[row, : len(blocks)] = blocks
+            decode_tables = torch.from_numpy(tables).to(self.device)
+            decode_lens = torch.from_numpy(lens).to(self.device)
+        prefills = [
+            PrefillChunk(
+                query_start=starts[i],
+                query_len=s.num_new_tokens,
+                context_len=s.request.num_computed_tokens + s.num_new_tokens,
+                block_table=torch.tensor(
+                    s.request.block_ids, dtype=torch.int64, device=self.device
+                ),
+            )
+            for i, s in enumerate(batch)
+            if i >= nd
+        ]
+        meta = AttentionMetadata(
+            slot_mapping=torch.from_numpy(slot_mapping).to(self.device),
+            num_decode_tokens=nd,
+            decode_block_tables=decode_tables,
+            decode_context_lens=decode_lens,
+            decode_max_context_len=max_len,
+            prefills=prefills,
+            block_size=bs,
+        )
+        input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
+        return input_ids, torch.from_numpy(positions).to(self.device), meta, starts
+
+    def _sample(
+        self, requests: list[Request], logits: torch.Tensor, result: ExecutorOutput
+    ) -> None:
+        banned = []
+        for r in requests:
+            # Until min_tokens are out, no token that would end the request may be drawn.
+            ends = () if r.params.ignore_eos else r.eos_token_ids
+            early = len(r.output_token_ids) < r.params.min_tokens
+            banned.append(list(ends) + list(r.params.stop_token_ids) if early else [])
+        meta = SamplingMetadata.build(
+            [r.params for r in requests],
+            [r.prompt_token_ids for r in requests],
+            [r.output_token_ids for r in requests],
+            {i: r.generator for i, r in enumerate(requests) if r.generator is not None},
+            banned,
+            logits.shape[-1],
+            self.device,
+        )
+        sampled = self.sampler(logits, meta)
+        token_ids = sampled.token_ids.tolist()
+        for i, r in enumerate(requests):
+            result.sampled[r.request_id] = token_ids[i]
+        if sampled.logprobs is None:
+            return
+        assert sampled.top_logprobs is not None and sampled.top_token_ids is not None
+        lps = sampled.logprobs.tolist()
+        top_lps, top_ids = sampled.top_logprobs.tolist(), sampled.top_token_ids.tolist()
+        for i, r in enumerate(requests):
+            n = r.params.logprobs
+            if n is not None:
+                result.logprobs[r.request_id] = _logprob_entry(
+                    token_ids[i], lps[i], top_ids[i][:n], top_lps[i][:n]
+                )
+
+    def _prompt_logprobs(
+        self, s: ScheduledRequest, hidden: torch.Tensor, row0: int, result: ExecutorOutput
+    ) -> None:
+        r = s.request
+        start, end = r.num_computed_tokens, r.num_computed_tokens + s.num_new_tokens
+        # Position p's logits predict prompt token p + 1, for p + 1 < num_prompt_tokens.
+        last = min(end, r.num_prompt_tokens - 1)
+        entries: list[dict[int, float] | None] = [None] if start == 0 else []
+        if last > start:
+            logprobs = self.model.compute_logits(hidden[row0 : row0 + last - start]).log_softmax(-1)
+            targets = torch.tensor(r.prompt_token_ids[start + 1 : last + 1], device=self.device)
+            target_lps = logprobs.gather(1, targets[:, None]).squeeze(1).tolist()
+            n = r.params.prompt_logprobs or 0
+            top = logprobs.topk(n, dim=-1) if n else None
+            for j, token in enumerate(targets.tolist()):
+                top_ids = top.indices[j].tolist() if top is not None else []
+                top_lps = top.values[j].tolist() if top is not None else []
+                entries.append(_logprob_entry(token, target_lps[j], top_ids, top_lps))
+        result.prompt_logprobs[r.request_id] = entries

@@ -1,0 +1,88 @@
+"""Tiny random-weight Hugging Face checkpoints, built with transformers' own model classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("llama", "llama3_scaled", "mistral", "qwen2", "qwen3")
+
+_COMMON = dict(
+    vocab_size=320,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def build_checkpoint(family: str, folder: Path, seed: int = 0, **overrides: object) -> Path:
+    """Save a tiny `family` model to `folder`, weights drawn wide so greedy decoding is decisive."""
+    import transformers as tf
+
+    kwargs = {**_COMMON, **overrides}
+    if family == "llama":
+        config, cls = tf.LlamaConfig(**kwargs, tie_word_embeddings=True), tf.LlamaForCausalLM
+    elif family == "llama3_scaled":
+        scaling = {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
+        config = tf.LlamaConfig(**kwargs, rope_scaling=scaling, rope_theta=500000.0)
+        cls = tf.LlamaForCausalLM
+    elif family == "mistral":
+        config, cls = tf.MistralConfig(**kwargs, sliding_window=None), tf.MistralForCausalLM
+    elif family == "qwen2":
+        config, cls = tf.Qwen2Config(**kwargs), tf.Qwen2ForCausalLM
+    elif family == "qwen3":
+        config, cls = tf.Qwen3Config(**kwargs, head_dim=32), tf.Qwen3ForCausalLM
+    else:
+        raise ValueError(family)
+    torch.manual_seed(seed)
+    model = cls(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.8, 1.2)
+            else:
+                p.normal_(0.0, 0.08)
+    model.save_pretrained(folder, safe_serialization=True)
+    build_tokenizer(folder, kwargs["vocab_size"])
+    return folder
+
+
+_CORPUS = [
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "    return fibonacci(n - 1) + fibonacci(n - 2)\n",
+    "The quick brown fox jumps over the lazy dog. Caf\u00e9 na\u00efve \u00fcber \u4e2d\u6587.\n",
+    "import os\nimport sys\n\nclass Engine:\n    pass\n",
+]
+
+
+def build_tokenizer(folder: Path, vocab_size: int) -> None:
+    """A small byte-level BPE tokenizer; ids 0-2 are <unk>, <s>, </s> as the configs expect."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.save_pretrained(str(folder))
