@@ -1,0 +1,91 @@
+"""Scheduler and block manager decisions, checked without a model."""
+
+from __future__ import annotations
+
+from intaglio.engine.block_manager import BlockManager
+from intaglio.engine.request import Request, RequestStatus
+from intaglio.engine.scheduler import Scheduler
+from intaglio.sampling.params import SamplingParams
+
+
+def _request(rid: str, prompt_len: int, max_tokens: int = 100) -> Request:
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    return Request(rid, list(range(prompt_len)), params, (), max_tokens)
+
+
+def _step(sched: Scheduler) -> dict[str, int]:
+    """Schedule once, pretend the model ran, sample token 7 where due; return tokens per id."""
+    out = sched.schedule()
+    sampled = {s.request.request_id: 7 for s in out.scheduled if s.samples}
+    plan = {s.request.request_id: s.num_new_tokens for s in out.scheduled}
+    sched.update(out, sampled)
+    return plan
+
+
+def _blocks_in_use(bm: BlockManager, requests: list[Request]) -> None:
+    owned = [b for r in requests for b in r.block_ids]
+    assert len(owned) == len(set(owned)), "a block is owned twice"
+    assert not set(owned) & set(bm.free_block_ids), "a block is both free and owned"
+    assert len(owned) + bm.num_free_blocks == bm.num_blocks, "a block leaked"
+
+
+def test_long_prompt_prefills_in_chunks_beside_decodes():
+    bm = BlockManager(num_blocks=64, block_size=4)
+    sched = Scheduler(bm, max_num_seqs=8, max_num_batched_tokens=10)
+    a = _request("a", 3)
+    sched.add(a)
+    assert _step(sched) == {"a": 3}  # a's prompt fits; it samples its first token
+    b = _request("b", 25)
+    sched.add(b)
+    # a decodes one token per step; b gets the rest of the budget until its prompt is done.
+    assert _step(sched) == {"a": 1, "b": 9}
+    assert _step(sched) == {"a": 1, "b": 9}
+    assert _step(sched) == {"a": 1, "b": 7}
+    assert len(b.output_token_ids) == 1 and b.num_computed_tokens == 25
+    assert _step(sched) == {"a": 1, "b": 1}
+    _blocks_in_use(bm, [a, b])
+
+
+def test_max_num_seqs_bounds_running():
+    bm = BlockManager(num_blocks=64, block_size=4)
+    sched = Scheduler(bm, max_num_seqs=2, max_num_batched_tokens=100)
+    for rid in "abc":
+        sched.add(_request(rid, 4))
+    assert set(_step(sched)) == {"a", "b"}
+    assert [r.request_id for r in sched.waiting] == ["c"]
+
+
+def test_preemption_frees_newest_and_resumes_it_first():
+    bm = BlockManager(num_blocks=4, block_size=4)  # 16 token slots
+    sched = Scheduler(bm, max_num_seqs=4, max_num_batched_tokens=100)
+    a, b = _request("a", 7), _request("b", 7)
+    sched.add(a)
+    sched.add(b)
+    _step(sched)  # a and b: 7 prompt tokens in 2 blocks each; the cache is full
+    assert bm.num_free_blocks == 0
+    assert _step(sched) == {"a": 1, "b": 1}  # the 8th tokens still fit
+    plan = _step(sched)  # a's 9th token needs a third block: b, the newest, is preempted
+    assert plan == {"a": 1}
+    assert b.status == RequestStatus.PREEMPTED and b.num_computed_tokens == 0
+    assert b.block_ids == [] and list(sched.waiting) == [b]
+    assert len(b.output_token_ids) == 2  # its sampled tokens are kept and will be recomputed
+    _blocks_in_use(bm, [a, b])
+    sched.finish(a, "abort")
+    assert _step(sched) == {"b": 9}  # prompt + the kept output tokens, recomputed at once
+    assert len(b.output_token_ids) == 3
+    _blocks_in_use(bm, [b])
+
+
+def test_finish_and_abort_return_every_block():
+    bm = BlockManager(num_blocks=16, block_size=4)
+    sched = Scheduler(bm, max_num_seqs=4, max_num_batched_tokens=100)
+    reqs = [_request(str(i), 5 + i, max_tokens=3) for i in range(3)]
+    for r in reqs:
+        sched.add(r)
+    _step(sched)
+    sched.finish(reqs[0], "abort")
+    while sched.has_unfinished():
+        _step(sched)
+    assert all(r.is_finished for r in reqs)
+    assert [len(r.output_token_ids) for r in reqs[1:]] == [3, 3]
+    assert bm.num_free_blocks == 16
