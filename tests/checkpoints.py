@@ -21,7 +21,14 @@ _COMMON = dict(
 )
 
 
-def build_checkpoint(family: str, folder: Path, seed: int = 0, **overrides: object) -> Path:
+def build_checkpoint(
+    family: str,
+    folder: Path,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str = "5GB",
+    **overrides: object,
+) -> Path:
     """Save a tiny `family` model to `folder`, weights drawn wide so greedy decoding is decisive."""
     import transformers as tf
 
@@ -54,7 +61,7 @@ def build_checkpoint(family: str, folder: Path, seed: int = 0, **overrides: obje
                 p.uniform_(0.8, 1.2)
             else:
                 p.normal_(0.0, 0.08)
-    model.save_pretrained(folder, safe_serialization=True)
+    model.to(getattr(torch, dtype)).save_pretrained(folder, max_shard_size=max_shard_size)
     build_tokenizer(folder, kwargs["vocab_size"])
     return folder
 

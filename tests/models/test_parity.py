@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checkpoints import FAMILIES
 
+from checkpoints import FAMILIES
 from intaglio import LLM, SamplingParams
 
 PROMPT_LENS = (3, 5, 8, 13, 17, 21, 2, 30, 9)
