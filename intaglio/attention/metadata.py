@@ -28,5 +28,6 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None  # [num_decodes, max_blocks] int64 (padded with 0)
     decode_context_lens: torch.Tensor | None  # [num_decodes] int64, including the new token
     decode_max_context_len: int
+    decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, padded_context] bool: True = attend
     prefills: list[PrefillChunk]
     block_size: int

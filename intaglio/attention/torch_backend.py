@@ -60,20 +60,18 @@ class TorchAttentionBackend:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
-        assert meta.decode_block_tables is not None and meta.decode_context_lens is not None
+        assert meta.decode_block_tables is not None and meta.decode_mask is not None
         bs = meta.block_size
         num_blocks = -(-meta.decode_max_context_len // bs)
         tables = meta.decode_block_tables[:, :num_blocks]
         # [n, num_blocks, bs, kv_heads, d] -> [n, kv_heads, ctx, d]
         keys = k_cache[tables].flatten(1, 2).transpose(1, 2)
         values = v_cache[tables].flatten(1, 2).transpose(1, 2)
-        positions = torch.arange(num_blocks * bs, device=q.device)
-        mask = positions[None, :] < meta.decode_context_lens[:, None]  # [n, ctx]
         out = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # [n, heads, 1, d]
             keys,
             values,
-            attn_mask=mask[:, None, None, :],
+            attn_mask=meta.decode_mask,
             scale=scale,
             enable_gqa=True,
         )

@@ -55,7 +55,8 @@ class ModelExecutor:
         self.block_size = block_size
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
-        elem = torch.empty(0, dtype=cfg.dtype).element_size()
+        kv_dtype = self.model.compute_dtype
+        elem = torch.empty(0, dtype=kv_dtype).element_size()
         bytes_per_block = 2 * cfg.num_layers * block_size * cfg.kv_size * elem
         self.num_kv_blocks = num_kv_blocks or int(kv_cache_memory_gib * 2**30 // bytes_per_block)
         if self.num_kv_blocks < 1:
@@ -66,8 +67,8 @@ class ModelExecutor:
         shape = (self.num_kv_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (
-                torch.zeros(shape, dtype=cfg.dtype, device=self.device),
-                torch.zeros(shape, dtype=cfg.dtype, device=self.device),
+                torch.zeros(shape, dtype=kv_dtype, device=self.device),
+                torch.zeros(shape, dtype=kv_dtype, device=self.device),
             )
             for _ in range(cfg.num_layers)
         ]
@@ -123,7 +124,7 @@ class ModelExecutor:
 
         decodes = [s for s in batch if s.num_new_tokens == 1]
         nd = len(decodes)
-        decode_tables = decode_lens = None
+        decode_tables = decode_lens = decode_mask = None
         max_len = 0
         if nd:
             lens = np.array([s.request.num_computed_tokens + 1 for s in decodes], dtype=np.int64)
@@ -134,6 +135,8 @@ class ModelExecutor:
                 tables[row, : len(blocks)] = blocks
             decode_tables = torch.from_numpy(tables).to(self.device)
             decode_lens = torch.from_numpy(lens).to(self.device)
+            padded = np.arange(tables.shape[1] * bs)[None, :] < lens[:, None]
+            decode_mask = torch.from_numpy(padded[:, None, None, :]).to(self.device)
         prefills = [
             PrefillChunk(
                 query_start=starts[i],
@@ -152,6 +155,7 @@ class ModelExecutor:
             decode_block_tables=decode_tables,
             decode_context_lens=decode_lens,
             decode_max_context_len=max_len,
+            decode_mask=decode_mask,
             prefills=prefills,
             block_size=bs,
         )

@@ -14,14 +14,15 @@ from intaglio.attention.metadata import AttentionMetadata
 from intaglio.attention.torch_backend import TorchAttentionBackend
 from intaglio.model.config import ModelConfig
 from intaglio.model.layers import GatedMLP, RMSNorm, RotaryEmbedding
+from intaglio.ops.linear import Linear
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
         super().__init__()
         self.cfg = cfg
-        self.qkv_proj = nn.Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.qkv_proj = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
+        self.o_proj = Linear(cfg.q_size, cfg.hidden_size, bias=cfg.o_bias)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
@@ -88,9 +89,11 @@ class DecoderForCausalLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.model = DecoderModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
         self.backend = TorchAttentionBackend()
+        # Activations and KV cache dtype; fp32 over half weights on CPUs without half units.
+        self.compute_dtype = cfg.dtype
 
     def tie_weights(self) -> None:
         """Share the embedding with the output head (again after `to_empty`, which unties)."""
@@ -104,7 +107,7 @@ class DecoderForCausalLM(nn.Module):
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (k_cache, v_cache)
         meta: AttentionMetadata,
     ) -> torch.Tensor:  # [num_tokens, hidden]
-        x = self.model.embed_tokens(input_ids)
+        x = self.model.embed_tokens(input_ids).to(self.compute_dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches):
             x = layer(positions, x, kv_cache, meta, self.backend)
         return self.model.norm(x)

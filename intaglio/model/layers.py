@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from intaglio.ops.linear import Linear
+
 
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float) -> None:
@@ -39,6 +41,8 @@ class RotaryEmbedding(nn.Module):
         )
         self.register_buffer("cos", torch.empty(0), persistent=False)
         self.register_buffer("sin", torch.empty(0), persistent=False)
+        self._positions: torch.Tensor | None = None
+        self._cos_sin: tuple[torch.Tensor, torch.Tensor] = (self.cos, self.sin)
         self.build_tables()
 
     def build_tables(self, device: torch.device | str | None = None) -> None:
@@ -58,8 +62,11 @@ class RotaryEmbedding(nn.Module):
         q: torch.Tensor,  # [num_tokens, heads, head_dim]
         k: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos[positions].unsqueeze(1)  # [num_tokens, 1, head_dim / 2]
-        sin = self.sin[positions].unsqueeze(1)
+        # Every layer rotates at the same positions: look the tables up once per step.
+        if positions is not self._positions:
+            self._positions = positions
+            self._cos_sin = (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))
+        cos, sin = self._cos_sin  # [num_tokens, 1, head_dim / 2]
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 
@@ -91,8 +98,8 @@ class GatedMLP(nn.Module):
 
     def __init__(self, hidden: int, intermediate: int, bias: bool) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=bias)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
+        self.gate_up_proj = Linear(hidden, 2 * intermediate, bias=bias)
+        self.down_proj = Linear(intermediate, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)

@@ -12,6 +12,7 @@ from safetensors import safe_open
 from intaglio.model.config import ModelConfig, ModelLoadError
 from intaglio.model.decoder import DecoderForCausalLM
 from intaglio.model.layers import RotaryEmbedding
+from intaglio.ops.linear import use_transposed_half_weights
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def load_model(
         if isinstance(module, RotaryEmbedding):
             module.build_tables(device)
     _load_weights(model, cfg, safetensors_files(folder))
+    if use_transposed_half_weights(model):
+        logger.info("CPU without half-precision units: %s weights, fp32 compute", cfg.dtype)
+        model.compute_dtype = torch.float32
     return model.eval()
 
 
