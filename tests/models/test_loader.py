@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from checkpoints import build_checkpoint
@@ -31,3 +32,14 @@ def test_stored_dtype_is_the_default_and_can_be_overridden(tmp_path):
     assert model.lm_head.weight.dtype == torch.bfloat16
     assert load_model(folder, "float16").lm_head.weight.dtype == torch.float16
     assert load_model(folder, "float32").model.norm.weight.dtype == torch.float32
+
+
+def test_mistral_sliding_window_caps_max_model_len(tmp_path):
+    from intaglio import LLM
+
+    folder = build_checkpoint("mistral", tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "sliding_window": 64}))
+    assert LLM(str(folder), dtype="float32").engine.max_model_len == 64
+    with pytest.raises(ValueError, match="exceeds"):
+        LLM(str(folder), dtype="float32", max_model_len=65)
