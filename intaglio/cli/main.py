@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from intaglio.cli import serve as serve_cli
 from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, sampling_args
 
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(gen)
     add_sampling_flags(gen)
     gen.set_defaults(func=_generate)
+    serve_cli.register(sub)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_throughput_flags(thr)
     add_engine_flags(thr)
     thr.set_defaults(func=_bench_throughput)
+    serve_cli.register_bench(bench_sub)
     return parser
 
 

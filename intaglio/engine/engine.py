@@ -92,6 +92,13 @@ class LLMEngine:
         bad = [t for t in token_ids if not 0 <= t < vocab]
         if bad:
             raise ValueError(f"prompt token ids out of range [0, {vocab}): {bad[:5]}")
+        for name, ids in (
+            ("stop_token_ids", params.stop_token_ids),
+            ("logit_bias", [t for t, _ in params.logit_bias]),
+        ):
+            bad = [t for t in ids if t >= vocab]
+            if bad:
+                raise ValueError(f"{name} out of range [0, {vocab}): {bad[:5]}")
         room = self.max_model_len - len(token_ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         group = _Group(request_id, text, token_ids, [], [], RequestMetrics(time.monotonic()))
@@ -165,7 +172,8 @@ class LLMEngine:
             request = s.request
             group = self._groups[self._parent_of[request.request_id]]
             touched[group.request_id] = group
-            if request.request_id in result.prompt_logprobs:
+            # The n samples share one prompt: take its logprobs from the first sample only.
+            if request.request_id in result.prompt_logprobs and request.request_id.endswith("#0"):
                 group.prompt_logprobs = (group.prompt_logprobs or []) + result.prompt_logprobs[
                     request.request_id
                 ]

@@ -28,6 +28,7 @@ class SamplingParams:
     logprobs: int | None = None  # top-N logprobs per output token (0: the sampled token only)
     prompt_logprobs: int | None = None  # same, per prompt token
     seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs; a dict is accepted
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks, token-level clients)
 
@@ -37,6 +38,10 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+        object.__setattr__(
+            self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias))
+        )
         self._validate()
 
     def _validate(self) -> None:
@@ -71,6 +76,8 @@ class SamplingParams:
             fail("stop strings need detokenize=True")
         if any(t < 0 for t in self.stop_token_ids):
             fail("stop_token_ids must be non-negative")
+        if any(t < 0 or not -100.0 <= b <= 100.0 for t, b in self.logit_bias):
+            fail("logit_bias needs token ids >= 0 and biases in [-100, 100]")
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 20:

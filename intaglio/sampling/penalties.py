@@ -37,6 +37,26 @@ def apply_banned_tokens(logits: torch.Tensor, banned_token_ids: list[list[int]])
     logits[row_idx, col_idx] = float("-inf")
 
 
+def apply_logit_bias(
+    logits: torch.Tensor, logit_bias: list[tuple[tuple[int, float], ...]]
+) -> None:
+    """Add each row's (token, bias) pairs to its logits in place. logits: [B, V]."""
+    rows = [row for row, pairs in enumerate(logit_bias) for _ in pairs]
+    if not rows:
+        return
+    device = logits.device
+    cols = [token for pairs in logit_bias for token, _ in pairs]
+    values = [bias for pairs in logit_bias for _, bias in pairs]
+    logits.index_put_(
+        (
+            torch.tensor(rows, dtype=torch.int64, device=device),
+            torch.tensor(cols, dtype=torch.int64, device=device),
+        ),
+        torch.tensor(values, dtype=logits.dtype, device=device),
+        accumulate=True,
+    )
+
+
 def apply_penalties(
     logits: torch.Tensor,
     prompt_token_ids: torch.Tensor | None,

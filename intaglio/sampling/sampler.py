@@ -1,7 +1,7 @@
 """Batched sampler: raw logits -> (penalties, temperature, min-p, top-k, top-p) -> token ids.
 
-Order follows vLLM: logprobs come from the raw logits; banned tokens and penalties apply to
-every row; greedy rows take the argmax of the penalized logits; random rows are tempered,
+Order follows vLLM: logprobs come from the raw logits; logit bias, banned tokens and penalties
+apply to every row; greedy rows take the argmax of the penalized logits; random rows are tempered,
 truncated and sampled with the exponential race (argmax of probs / q, q ~ Exp(1)), which
 lets a seeded row draw q from its own generator so its tokens never depend on its neighbours.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from intaglio.sampling.params import SamplingParams
-from intaglio.sampling.penalties import apply_banned_tokens, apply_penalties
+from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties
 
 # Temperatures below this are treated as greedy: dividing by them overflows float32.
 _SAMPLING_EPS = 1e-5
@@ -44,6 +44,7 @@ class SamplingMetadata:
     prompt_token_ids: torch.Tensor | None  # [B, max_prompt_len] int64 padded with vocab_size
     output_token_ids: torch.Tensor | None  # [B, max_output_len] int64 padded with vocab_size
     banned_token_ids: list[list[int]]  # per row tokens forbidden this step; mostly empty
+    logit_bias: list[tuple[tuple[int, float], ...]]  # per row (token, bias) pairs; mostly empty
     generators: dict[int, torch.Generator]  # row index -> generator of a seeded request
     max_num_logprobs: int | None  # top-N logprobs to return; None: none requested
     all_greedy: bool
@@ -106,6 +107,7 @@ class SamplingMetadata:
                 _pad_token_ids(output_token_ids, vocab_size, device) if any_penalty else None
             ),
             banned_token_ids=banned_token_ids,
+            logit_bias=[p.logit_bias for p in params],
             # A greedy row never draws, so its generator is left untouched.
             generators={i: g for i, g in generators.items() if not greedy[i]},
             max_num_logprobs=max(logprobs) if logprobs else None,
@@ -181,6 +183,7 @@ class Sampler:
 
         raw_logprobs = logits.log_softmax(dim=-1) if meta.max_num_logprobs is not None else None
 
+        apply_logit_bias(logits, meta.logit_bias)
         apply_banned_tokens(logits, meta.banned_token_ids)
         logits = apply_penalties(
             logits,

@@ -148,3 +148,24 @@ def test_queue_limit_is_explicit(checkpoint):
     finished = [o.request_id for _ in range(10) for o in engine.step() if o.finished]
     assert sorted(finished) == ["a", "b"]
     engine.add_request("c", [5, 6], _greedy(max_tokens=2))  # room again
+
+
+def test_out_of_vocab_stop_and_bias_ids_fail_alone(llm):
+    good = _greedy(max_tokens=3)
+    outs = llm.generate(
+        [[5, 6], [5, 6], [5, 6]],
+        [
+            good,
+            _greedy(max_tokens=3, min_tokens=1, stop_token_ids=[10**6]),
+            _greedy(max_tokens=3, logit_bias={10**6: 1.0}),
+        ],
+    )
+    assert outs[0].error is None and len(outs[0].outputs[0].token_ids) == 3
+    assert "stop_token_ids out of range" in outs[1].error
+    assert "logit_bias out of range" in outs[2].error
+
+
+def test_n_samples_report_prompt_logprobs_once(llm):
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=2, prompt_logprobs=1)
+    out = llm.generate([[5, 6, 7, 8]], params)[0]
+    assert len(out.prompt_logprobs) == 4 and out.prompt_logprobs[0] is None

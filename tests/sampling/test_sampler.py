@@ -410,3 +410,16 @@ def test_build_metadata() -> None:
     assert not meta.all_greedy and not meta.all_random
     with_k = build([SamplingParams(top_k=4), SamplingParams()], vocab)
     assert with_k.top_k is not None and with_k.top_k.tolist() == [4, vocab]
+
+
+def test_logit_bias_adds_to_the_logits_of_its_row_only():
+    logits = torch.zeros(3, 10)
+    params = [
+        SamplingParams(temperature=0.0, logit_bias={7: 5.0, 2: -1.0}),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.0, logit_bias={4: 100.0}),
+    ]
+    meta = SamplingMetadata.build(params, [[]] * 3, [[]] * 3, {}, [[]] * 3, 10, "cpu")
+    out = Sampler()(logits, meta)
+    assert out.token_ids.tolist() == [7, 0, 4]
+    assert torch.equal(logits, torch.zeros(3, 10))  # the caller's logits are untouched

@@ -1,0 +1,326 @@
+"""AsyncEngine: the synchronous LLMEngine behind an asyncio front, for the server.
+
+The LLMEngine is not thread-safe, so exactly one background thread owns it: it takes commands
+(add, abort, stop) from a queue, runs `step()` while there is work, and hands every step's
+outputs to the event loop in one `call_soon_threadsafe`. Each request's outputs land in an
+asyncio.Queue the caller owns. Admission errors (ValueError for bad input, QueueFullError when
+the waiting queue is full) travel back through a concurrent future, so the HTTP handler sees
+them before it starts a response.
+
+    engine = AsyncEngine.from_model("/path/to/hf-folder", dtype="float32")
+    engine.start(asyncio.get_running_loop())
+    queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+    await engine.add_request("r1", [1, 2, 3], SamplingParams(max_tokens=8), queue)
+    while not (out := await queue.get()).finished: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue as thread_queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from intaglio.engine.engine import LLMEngine
+from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from intaglio.sampling.params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class EngineUnavailableError(RuntimeError):
+    """The engine is shutting down (or its loop died) and admits no new requests."""
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot the engine thread publishes after every iteration (safe to read anywhere)."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0
+    num_preemptions: int = 0
+    prefix_cache_hit_rate: float = 0.0  # no prefix cache yet; kept so dashboards need no change
+
+
+@dataclass
+class _Stream:
+    queue: asyncio.Queue[RequestOutput]
+    abandoned: bool = False  # aborted by the caller: outputs are dropped, the final one counted
+
+
+@dataclass
+class _Add:
+    request_id: str
+    prompt: str | list[int]
+    params: SamplingParams
+    future: concurrent.futures.Future[None]
+
+
+@dataclass
+class _Abort:
+    request_id: str
+
+
+_STOP = object()
+
+
+class AsyncEngine:
+    def __init__(
+        self,
+        engine: LLMEngine,
+        tokenizer: Any,
+        default_sampling_params: SamplingParams,
+        model_path: Path | None = None,
+    ) -> None:
+        self.engine = engine
+        # The server's own tokenizer: the engine thread detokenizes with engine.tokenizer, and
+        # HF fast tokenizers are not safe to share between threads.
+        self.tokenizer = tokenizer
+        self.default_sampling_params = default_sampling_params
+        self.model_path = model_path
+        self.max_model_len = engine.max_model_len
+        self.vocab_size = engine.executor.vocab_size
+        self.stats = EngineStats()
+        # Called on the event loop with every request's final output (metrics hook).
+        self.on_finished: list[Callable[[RequestOutput], None]] = []
+        self._commands: thread_queue.Queue[Any] = thread_queue.Queue()
+        self._streams: dict[str, _Stream] = {}
+        self._idle = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._accepting = True
+        self._live: set[str] = set()  # engine thread only: ids admitted and not yet finished
+
+    @classmethod
+    def from_model(cls, model: str | None = None, **engine_args: Any) -> AsyncEngine:
+        """Load the model as the offline LLM does, and keep a second tokenizer for the server."""
+        from intaglio.api.llm import LLM, load_tokenizer, resolve_model_path
+
+        llm = LLM(model, **engine_args)
+        path = resolve_model_path(model)
+        return cls(llm.engine, load_tokenizer(path), llm.default_sampling_params, path)
+
+    # ------------------------------------------------------------ lifecycle (event loop)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._thread is not None:
+            raise RuntimeError("AsyncEngine.start() was already called")
+        self._loop = loop
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="intaglio-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting and self.is_running
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._streams)
+
+    def begin_shutdown(self) -> None:
+        """Stop admitting; requests already in flight carry on."""
+        self._accepting = False
+
+    async def shutdown(self, drain_timeout: float = 0.0) -> None:
+        """Stop admitting, let in-flight requests finish for up to drain_timeout, fail the rest."""
+        self.begin_shutdown()
+        if self._thread is None:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=drain_timeout)
+        except asyncio.TimeoutError:
+            pass
+        for request_id in list(self._streams):
+            self._fail_stream(request_id, "the server is shutting down")
+            self._commands.put(_Abort(request_id))
+        self._commands.put(_STOP)
+        await asyncio.to_thread(self._thread.join, 30.0)
+
+    # ------------------------------------------------------------ requests (event loop)
+    async def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        queue: asyncio.Queue[RequestOutput],
+    ) -> None:
+        """Admit a request whose outputs go to `queue` (several requests may share one).
+
+        Raises ValueError (bad input), QueueFullError, or EngineUnavailableError.
+        """
+        if not self.accepting:
+            raise EngineUnavailableError("the server is shutting down; not accepting requests")
+        if request_id in self._streams:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        # Registered before the engine can produce anything for it.
+        self._streams[request_id] = _Stream(queue)
+        self._idle.clear()
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._commands.put(_Add(request_id, prompt, params, future))
+        try:
+            await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.abort(request_id)  # the caller went away while we were admitting
+            raise
+        except BaseException:
+            self._drop_stream(request_id)
+            raise
+
+    def abort(self, request_id: str) -> None:
+        """Abort a request; its KV blocks are freed on the engine thread's next iteration."""
+        stream = self._streams.get(request_id)
+        if stream is None or stream.abandoned:
+            return
+        stream.abandoned = True
+        self._commands.put(_Abort(request_id))
+
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue
+            if not stream.abandoned:
+                stream.queue.put_nowait(out)
+            if out.finished:
+                self._drop_stream(out.request_id)
+                for hook in self.on_finished:
+                    try:
+                        hook(out)
+                    except Exception:  # a metrics bug must not break delivery
+                        logger.exception("on_finished hook failed")
+
+    def _drop_stream(self, request_id: str) -> None:
+        self._streams.pop(request_id, None)
+        if not self._streams:
+            self._idle.set()
+
+    def _fail_stream(self, request_id: str, message: str) -> None:
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return
+        self._dispatch([_error_output(request_id, message)])
+
+    def _fail_all(self, message: str) -> None:
+        for request_id in list(self._streams):
+            self._fail_stream(request_id, message)
+
+    # ------------------------------------------------------------ engine thread
+    def _run(self) -> None:
+        needs_step = False  # an abort's final output appears on the next step
+        try:
+            while True:
+                block = not needs_step and not self.engine.has_unfinished()
+                for command in self._next_commands(block):
+                    if command is _STOP:
+                        self._abort_everything()
+                        return
+                    needs_step |= self._apply(command)
+                if needs_step or self.engine.has_unfinished():
+                    needs_step = False
+                    self._step()
+                self._publish_stats()
+                # Let the event loop have the GIL between steps: with small models a step is
+                # mostly Python, and without this the HTTP side would wait for the 5 ms switch.
+                time.sleep(0)
+        except Exception:
+            logger.exception("the engine loop died")
+            self._accepting = False
+            self._post(self._fail_all, "the engine stopped unexpectedly")
+
+    def _next_commands(self, block: bool) -> list[Any]:
+        commands = [self._commands.get()] if block else []
+        while True:
+            try:
+                commands.append(self._commands.get_nowait())
+            except thread_queue.Empty:
+                return commands
+
+    def _apply(self, command: _Add | _Abort) -> bool:
+        """Apply one command; True when the engine must step to emit an abort."""
+        if isinstance(command, _Abort):
+            if command.request_id in self._live:
+                self.engine.abort(command.request_id)
+                return True
+            return False
+        if not command.future.set_running_or_notify_cancel():
+            self._post(self._drop_stream, command.request_id)  # its caller left before this
+            return False
+        try:
+            self.engine.add_request(command.request_id, command.prompt, command.params)
+        except BaseException as e:  # every admission error goes back to the caller
+            command.future.set_exception(e)
+            self._post(self._drop_stream, command.request_id)  # even if the caller has left
+        else:
+            self._live.add(command.request_id)
+            self._publish_stats()  # so a scrape right after admission already counts it
+            command.future.set_result(None)
+        return False
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as e:
+            logger.exception("engine step failed; failing %d in-flight requests", len(self._live))
+            self._recover(f"the engine failed while running this request: {e}")
+            return
+        for out in outputs:
+            if out.finished:
+                self._live.discard(out.request_id)
+        if outputs:
+            self._post(self._dispatch, outputs)
+
+    def _recover(self, message: str) -> None:
+        """After a failed step: abort everything, flush the aborts, fail the callers."""
+        failed = list(self._live)
+        self._abort_everything()
+        self._post(self._dispatch, [_error_output(rid, message) for rid in failed])
+
+    def _abort_everything(self) -> None:
+        for request_id in self._live:
+            self.engine.abort(request_id)
+        self._live.clear()
+        try:
+            self.engine.step()  # emits (and forgets) the aborted requests, freeing their blocks
+        except Exception:
+            logger.exception("the engine could not flush aborted requests")
+
+    def _publish_stats(self) -> None:
+        scheduler = self.engine.scheduler
+        self.stats = EngineStats(
+            num_running=len(scheduler.running),
+            num_waiting=len(scheduler.waiting),
+            kv_cache_usage=self.engine.block_manager.usage,
+            num_preemptions=scheduler.num_preemptions,
+        )
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is left to tell
+            logger.debug("event loop closed; dropping %s", getattr(fn, "__name__", fn))
+
+
+def _error_output(request_id: str, message: str) -> RequestOutput:
+    now = time.monotonic()
+    return RequestOutput(
+        request_id=request_id,
+        prompt=None,
+        prompt_token_ids=[],
+        outputs=[CompletionOutput(index=0, text="", token_ids=[], finish_reason="error")],
+        finished=True,
+        metrics=RequestMetrics(arrival_time=now, finished_time=now),
+        error=message,
+    )

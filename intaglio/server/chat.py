@@ -1,0 +1,168 @@
+"""POST /v1/chat/completions: messages through the chat template, streamed or not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from intaglio.engine.outputs import RequestOutput
+from intaglio.server.admission import admit, engine_error
+from intaglio.server.chat_template import render_chat
+from intaglio.server.deltas import Delta, DeltaTracker
+from intaglio.server.errors import bad_request, error_body, parse_request
+from intaglio.server.logprobs import chat_logprobs
+from intaglio.server.protocol import ChatCompletionRequest
+from intaglio.server.sampling import build_sampling_params, check_fits
+from intaglio.server.state import ServerState, get_state
+from intaglio.server.streams import (
+    DONE,
+    ClientDisconnected,
+    EventStream,
+    abort_all,
+    collect_final,
+    next_outputs,
+    sse,
+)
+
+router = APIRouter()
+
+
+def _check_supported(req: ChatCompletionRequest) -> None:
+    """Refuse what would silently change the meaning of the answer if ignored."""
+    if req.tools or req.functions:
+        raise bad_request("tool and function calling are not supported", "tools", "unsupported")
+    for name in ("tool_choice", "function_call"):
+        if getattr(req, name) not in (None, "none", "auto"):
+            raise bad_request(f"{name} is not supported", name, "unsupported")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise bad_request(
+            f"response_format {req.response_format.type!r} is not supported yet "
+            "(no structured decoding); use 'text'",
+            "response_format",
+            "unsupported",
+        )
+    if req.audio is not None or (req.modalities and set(req.modalities) != {"text"}):
+        raise bad_request("only text output is supported", "modalities", "unsupported")
+    if req.web_search_options is not None:
+        raise bad_request("web search is not supported", "web_search_options", "unsupported")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise bad_request("top_logprobs needs logprobs=true", "top_logprobs")
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("stream_options needs stream=true", "stream_options")
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(raw: Request) -> Response:
+    state = get_state(raw)
+    req = await parse_request(ChatCompletionRequest, raw)
+    state.check_model(req.model)
+    _check_supported(req)
+    state.check_accepting()
+    text, add_special = render_chat(state.engine.tokenizer, req.messages)
+    token_ids = state.encode(text, add_special, "messages")
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+    check_fits(len(token_ids), max_tokens, state.engine.max_model_len, "messages", param)
+    params = build_sampling_params(
+        req,
+        state.engine,
+        max_tokens=max_tokens,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+    )
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+    await admit(state.engine, [(request_id, token_ids, params)], queue)
+    view = _ChatView(state, req, request_id, params.n)
+    if req.stream:
+        return EventStream(view.stream(queue), lambda: abort_all(state.engine, [request_id]))
+    try:
+        finals = await collect_final(queue, [request_id], raw)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    finally:
+        abort_all(state.engine, [request_id])  # only matters when the client left
+    out = finals[request_id]
+    if out.error is not None:
+        raise engine_error(out, state.engine)
+    return JSONResponse(view.response(out))
+
+
+class _ChatView:
+    def __init__(
+        self, state: ServerState, req: ChatCompletionRequest, request_id: str, n: int
+    ) -> None:
+        self.state = state
+        self.req = req
+        self.id = request_id
+        self.n = n
+        self.created = int(time.time())
+        self.strings = state.token_strings
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.state.served_model_name,
+            "choices": choices,
+        }
+
+    def _logprobs(self, delta: Delta) -> dict[str, Any] | None:
+        if not self.req.logprobs or delta.logprobs is None:
+            return None
+        top_n = self.req.top_logprobs or 0
+        return {"content": chat_logprobs(delta.token_ids, delta.logprobs, top_n, self.strings)}
+
+    def response(self, out: RequestOutput) -> dict[str, Any]:
+        tracker = DeltaTracker([self.id], self.n)
+        choices = [
+            {
+                "index": d.index,
+                "message": {"role": "assistant", "content": d.text},
+                "logprobs": self._logprobs(d),
+                "finish_reason": d.finish_reason,
+            }
+            for d in tracker.update(out)
+        ]
+        return {**self._envelope("chat.completion", choices), "usage": tracker.usage()}
+
+    def _chunk(self, choice: dict[str, Any], include_usage: bool) -> str:
+        chunk = self._envelope("chat.completion.chunk", [choice])
+        if include_usage:
+            chunk["usage"] = None
+        return sse(chunk)
+
+    async def stream(self, queue: asyncio.Queue[RequestOutput]) -> AsyncIterator[str]:
+        """SSE chunks until every choice finished; EventStream aborts the rest if cut short."""
+        tracker = DeltaTracker([self.id], self.n)
+        include_usage = bool(self.req.stream_options and self.req.stream_options.include_usage)
+        for i in range(self.n):
+            role = {"role": "assistant", "content": ""}
+            yield self._chunk(
+                {"index": i, "delta": role, "logprobs": None, "finish_reason": None},
+                include_usage,
+            )
+        while not tracker.all_finished:
+            for out in await next_outputs(queue):
+                if out.error is not None:
+                    err = engine_error(out, self.state.engine)
+                    yield sse(error_body(err.status, err.message, code=err.code))
+                    yield DONE
+                    return
+                for d in tracker.update(out):
+                    choice = {
+                        "index": d.index,
+                        "delta": {"content": d.text} if d.text else {},
+                        "logprobs": self._logprobs(d),
+                        "finish_reason": d.finish_reason,
+                    }
+                    yield self._chunk(choice, include_usage)
+        if include_usage:
+            yield sse({**self._envelope("chat.completion.chunk", []), "usage": tracker.usage()})
+        yield DONE

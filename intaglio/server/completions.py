@@ -1,0 +1,210 @@
+"""POST /v1/completions: prompts as text, token ids, or lists of either; streamed or not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from intaglio.engine.outputs import RequestOutput
+from intaglio.sampling.params import SamplingParams
+from intaglio.server.admission import admit, engine_error
+from intaglio.server.deltas import Delta, DeltaTracker
+from intaglio.server.errors import bad_request, error_body, parse_request
+from intaglio.server.logprobs import completion_logprobs
+from intaglio.server.protocol import CompletionRequest
+from intaglio.server.sampling import build_sampling_params, check_fits
+from intaglio.server.state import ServerState, get_state
+from intaglio.server.streams import (
+    DONE,
+    ClientDisconnected,
+    EventStream,
+    abort_all,
+    collect_final,
+    next_outputs,
+    sse,
+)
+
+router = APIRouter()
+
+OPENAI_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's documented default
+
+
+def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list[int]]]:
+    """(text for echo, token ids) per prompt, tokenized the way the offline LLM does."""
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        items: list[str | list[int]] = [prompt]
+    elif not prompt:
+        raise bad_request("prompt must not be empty", "prompt")
+    elif isinstance(prompt[0], int):
+        items = [prompt]  # type: ignore[list-item]
+    else:
+        items = list(prompt)  # type: ignore[arg-type]
+    vocab = state.engine.vocab_size
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append((item, state.encode(item)))
+            continue
+        bad = [t for t in item if t >= vocab]
+        if bad:
+            raise bad_request(f"prompt token ids out of range [0, {vocab}): {bad[:5]}", "prompt")
+        out.append((state.decode(item) if req.echo else "", list(item)))
+    return out
+
+
+def _check_supported(req: CompletionRequest) -> None:
+    if req.suffix:
+        raise bad_request("suffix is not supported", "suffix", "unsupported")
+    if req.best_of is not None and req.best_of != req.n:
+        raise bad_request("best_of must equal n (no best-of ranking yet)", "best_of")
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("stream_options needs stream=true", "stream_options")
+
+
+@router.post("/v1/completions")
+async def create_completion(raw: Request) -> Response:
+    state = get_state(raw)
+    req = await parse_request(CompletionRequest, raw)
+    state.check_model(req.model)
+    _check_supported(req)
+    state.check_accepting()
+    prompts = _prompts(req, state)
+    limit = state.engine.engine.config.max_num_waiting
+    if len(prompts) * req.n > limit:
+        raise bad_request(
+            f"{len(prompts)} prompts x n={req.n} exceeds the waiting-queue size ({limit})", "prompt"
+        )
+    for _, token_ids in prompts:
+        check_fits(len(token_ids), req.max_tokens, state.engine.max_model_len, "prompt")
+    max_tokens = req.max_tokens if req.max_tokens is not None else OPENAI_DEFAULT_MAX_TOKENS
+    params = build_sampling_params(
+        req,
+        state.engine,
+        max_tokens=max_tokens,
+        logprobs=req.logprobs,
+        prompt_logprobs=req.logprobs if req.echo and req.logprobs is not None else None,
+    )
+    base_id = f"cmpl-{uuid.uuid4().hex}"
+    request_ids = [f"{base_id}-{i}" for i in range(len(prompts))]
+    queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+    await admit(
+        state.engine,
+        [(rid, ids, params) for rid, (_, ids) in zip(request_ids, prompts)],
+        queue,
+    )
+    view = _View(state, req, base_id, request_ids, [text for text, _ in prompts], params)
+    if req.stream:
+        return EventStream(view.stream(queue), lambda: abort_all(state.engine, request_ids))
+    try:
+        finals = await collect_final(queue, request_ids, raw)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    finally:
+        abort_all(state.engine, request_ids)  # only matters when the client left
+    for out in finals.values():
+        if out.error is not None:
+            raise engine_error(out, state.engine)
+    return JSONResponse(view.response([finals[rid] for rid in request_ids]))
+
+
+class _View:
+    """Turns engine outputs into completion responses and chunks for one HTTP request."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        req: CompletionRequest,
+        base_id: str,
+        request_ids: list[str],
+        echo_texts: list[str],
+        params: SamplingParams,
+    ) -> None:
+        self.state = state
+        self.req = req
+        self.id = base_id
+        self.request_ids = request_ids
+        self.echo_texts = echo_texts if req.echo else ["" for _ in request_ids]
+        self.n = params.n
+        self.created = int(time.time())
+        self.strings = state.token_strings
+
+    def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.state.served_model_name,
+            "choices": choices,
+        }
+
+    def _echo_logprobs(self, out: RequestOutput) -> tuple[list[int], list[Any]]:
+        """Prompt tokens and their logprob entries, when echoing with logprobs."""
+        if not (self.req.echo and self.req.logprobs is not None):
+            return [], []
+        num = len(out.prompt_token_ids)
+        # Each of the n samples reports the prompt's logprobs; keep one copy.
+        entries = list((out.prompt_logprobs or [])[:num])
+        entries += [None] * (num - len(entries))
+        return out.prompt_token_ids, entries
+
+    def _choice(
+        self, out: RequestOutput, delta: Delta, prompt_index: int, text_offset: int
+    ) -> dict[str, Any]:
+        text = delta.text
+        logprobs = None
+        token_ids = delta.token_ids
+        entries: list[Any] = list(delta.logprobs or [])
+        if delta.first and self.req.echo:
+            text = self.echo_texts[prompt_index] + text
+            prompt_ids, prompt_entries = self._echo_logprobs(out)
+            token_ids = prompt_ids + token_ids
+            entries = prompt_entries + entries
+            text_offset = 0
+        if self.req.logprobs is not None:
+            logprobs = completion_logprobs(token_ids, entries, self.strings, text_offset)
+        return {
+            "index": delta.index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": delta.finish_reason,
+        }
+
+    def response(self, finals: list[RequestOutput]) -> dict[str, Any]:
+        tracker = DeltaTracker(self.request_ids, self.n)
+        choices = []
+        for prompt_index, out in enumerate(finals):
+            for delta in tracker.update(out):
+                choices.append(self._choice(out, delta, prompt_index, 0))
+        return {**self._envelope(choices), "usage": tracker.usage()}
+
+    async def stream(self, queue: asyncio.Queue[RequestOutput]) -> AsyncIterator[str]:
+        """SSE chunks until every choice finished; EventStream aborts the rest if cut short."""
+        tracker = DeltaTracker(self.request_ids, self.n)
+        include_usage = bool(self.req.stream_options and self.req.stream_options.include_usage)
+        offsets: dict[int, int] = {}  # choice index -> characters sent (logprob text_offset)
+        prompt_index = {rid: i for i, rid in enumerate(self.request_ids)}
+        while not tracker.all_finished:
+            for out in await next_outputs(queue):
+                if out.error is not None:
+                    err = engine_error(out, self.state.engine)
+                    yield sse(error_body(err.status, err.message, code=err.code))
+                    yield DONE
+                    return
+                for delta in tracker.update(out):
+                    start = offsets.get(delta.index, 0)
+                    choice = self._choice(out, delta, prompt_index[out.request_id], start)
+                    offsets[delta.index] = start + len(choice["text"])
+                    chunk = self._envelope([choice])
+                    if include_usage:
+                        chunk["usage"] = None
+                    yield sse(chunk)
+        if include_usage:
+            yield sse({**self._envelope([]), "usage": tracker.usage()})
+        yield DONE

@@ -1,0 +1,110 @@
+"""From an OpenAI request to engine inputs: token ids that fit, and SamplingParams."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from intaglio.api.async_engine import AsyncEngine
+from intaglio.sampling.params import SamplingParams
+from intaglio.server.errors import bad_request
+from intaglio.server.protocol import SamplingFields
+
+# logit_bias needs a SamplingParams field and a sampler step; until the engine has them the
+# server refuses non-empty biases instead of silently ignoring them.
+
+# Request fields copied one-to-one into SamplingParams when the client sets them.
+_DIRECT = (
+    "n",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "min_tokens",
+    "ignore_eos",
+    "include_stop_str_in_output",
+    "skip_special_tokens",
+)
+
+
+def build_sampling_params(
+    req: SamplingFields,
+    engine: AsyncEngine,
+    max_tokens: int | None,
+    logprobs: int | None,
+    prompt_logprobs: int | None = None,
+) -> SamplingParams:
+    """The model's defaults (generation_config.json) overridden by what the client set."""
+    values: dict[str, Any] = {k: getattr(req, k) for k in _DIRECT if getattr(req, k) is not None}
+    values["max_tokens"] = max_tokens
+    values["logprobs"] = logprobs
+    values["prompt_logprobs"] = prompt_logprobs
+    if req.stop is not None:
+        values["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
+    if req.stop_token_ids:
+        bad = [t for t in req.stop_token_ids if t >= engine.vocab_size]
+        if bad:
+            raise bad_request(
+                f"stop_token_ids out of range [0, {engine.vocab_size}): {bad[:5]}",
+                "stop_token_ids",
+            )
+        values["stop_token_ids"] = tuple(req.stop_token_ids)
+    if req.logit_bias:
+        values.update(_logit_bias(req.logit_bias, engine.vocab_size))
+    if req.n > engine.engine.config.max_num_waiting:
+        raise bad_request(
+            f"n={req.n} exceeds this server's waiting-queue size "
+            f"({engine.engine.config.max_num_waiting})",
+            "n",
+        )
+    try:
+        return dataclasses.replace(engine.default_sampling_params, **values)
+    except ValueError as e:  # SamplingParams validates combinations (min_tokens <= max_tokens...)
+        raise bad_request(str(e)) from None
+
+
+def _logit_bias(bias: dict[str, float], vocab_size: int) -> dict[str, Any]:
+    parsed: dict[int, float] = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            message = f"logit_bias keys must be token ids, got {key!r}"
+            raise bad_request(message, "logit_bias") from None
+        if not 0 <= token < vocab_size:
+            raise bad_request(
+                f"logit_bias token id {token} out of range [0, {vocab_size})", "logit_bias"
+            )
+        parsed[token] = value
+    return {"logit_bias": parsed}
+
+
+def check_fits(
+    num_prompt_tokens: int,
+    max_tokens: int | None,
+    max_model_len: int,
+    param: str,
+    max_tokens_param: str = "max_tokens",
+) -> None:
+    """Refuse prompts that leave no room, and max_tokens beyond the context, with a 400."""
+    if num_prompt_tokens == 0:
+        raise bad_request("the prompt is empty", param)
+    if num_prompt_tokens >= max_model_len:
+        raise bad_request(
+            f"this model's maximum context length is {max_model_len} tokens; the prompt has "
+            f"{num_prompt_tokens}, which leaves no room to generate",
+            param,
+            "context_length_exceeded",
+        )
+    if max_tokens is not None and num_prompt_tokens + max_tokens > max_model_len:
+        raise bad_request(
+            f"this model's maximum context length is {max_model_len} tokens; the prompt has "
+            f"{num_prompt_tokens} and {max_tokens_param} asks for {max_tokens} more "
+            f"(at most {max_model_len - num_prompt_tokens})",
+            max_tokens_param,
+            "context_length_exceeded",
+        )

@@ -1,0 +1,99 @@
+"""Reading a request's outputs off its queue: coalesced for streaming, watched for disconnects.
+
+Outputs are cumulative (each holds all tokens so far), so when a slow reader falls behind it
+may skip to the newest output of each request without losing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from intaglio.api.async_engine import AsyncEngine
+from intaglio.engine.outputs import RequestOutput
+
+DONE = "data: [DONE]\n\n"
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that runs `on_close` however it ends, even if it never started.
+
+    The generator's own `finally` misses one case: a client gone before the first chunk, when
+    the generator is never entered. This catches it, so no request outlives its client.
+    """
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def next_outputs(queue: asyncio.Queue[RequestOutput]) -> list[RequestOutput]:
+    """Wait for at least one output, then take all that are ready: the newest per request."""
+    latest = {}
+    out = await queue.get()
+    latest[out.request_id] = out
+    while not queue.empty():
+        out = queue.get_nowait()
+        latest[out.request_id] = out
+    return list(latest.values())
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the client hangs up (the body must already have been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def collect_final(
+    queue: asyncio.Queue[RequestOutput], request_ids: Iterable[str], request: Request
+) -> dict[str, RequestOutput]:
+    """Wait for every request's final output (or the first error); raise ClientDisconnected
+    if the client leaves first."""
+    pending = set(request_ids)
+    finals: dict[str, RequestOutput] = {}
+    disconnect = asyncio.ensure_future(wait_for_disconnect(request))
+    try:
+        while pending:
+            getter = asyncio.ensure_future(next_outputs(queue))
+            await asyncio.wait({getter, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                raise ClientDisconnected
+            for out in getter.result():
+                if out.error is not None:
+                    return {out.request_id: out}  # the whole HTTP request fails; stop waiting
+                if out.finished:
+                    finals[out.request_id] = out
+                    pending.discard(out.request_id)
+        return finals
+    finally:
+        disconnect.cancel()
+
+
+def abort_all(engine: AsyncEngine, request_ids: Iterable[str]) -> None:
+    """Abort every request still in flight (a no-op for those already finished)."""
+    for request_id in request_ids:
+        engine.abort(request_id)

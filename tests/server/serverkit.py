@@ -1,0 +1,68 @@
+"""Helpers for the server tests: start a server, read its metrics, poll with a deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from intaglio.api.async_engine import AsyncEngine
+from intaglio.server.app import build_app
+from intaglio.server.launch import GracefulServer, background_server
+
+MODEL_NAME = "tiny-llama"
+ENGINE_ARGS: dict[str, Any] = {"dtype": "float32", "num_threads": 1}
+
+
+@dataclass
+class RunningServer:
+    url: str
+    engine: AsyncEngine
+    uvicorn: GracefulServer
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
+
+
+@contextmanager
+def run_server(
+    model_path: str, api_key: str | None = None, **engine_args: Any
+) -> Iterator[RunningServer]:
+    engine = AsyncEngine.from_model(model_path, **{**ENGINE_ARGS, **engine_args})
+    app = build_app(engine, MODEL_NAME, api_key=api_key)
+    with background_server(app, engine) as (url, uv):
+        yield RunningServer(url, engine, uv)
+
+
+def metrics(url: str) -> dict[str, float]:
+    """Every sample as {'name{label="v"}': value} (labels sorted), or just 'name'."""
+    text = httpx.get(f"{url}/metrics", timeout=10.0).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll `predicate` until true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def engine_idle(url: str) -> bool:
+    m = metrics(url)
+    return (
+        m["intaglio_num_requests_running"] == 0
+        and m["intaglio_num_requests_waiting"] == 0
+        and m["intaglio_kv_cache_usage_ratio"] == 0.0
+    )
