@@ -101,7 +101,7 @@ class LLM:
         bar = tqdm(total=len(order), disable=not use_tqdm, desc="generating", unit="req")
         bar.update(len(final))
         while self.engine.has_unfinished():
-            for out in self.engine.step():
+            for out in self.engine.step(finished_only=True):
                 if out.finished:
                     final[out.request_id] = out
                     bar.update(1)

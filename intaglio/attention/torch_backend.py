@@ -64,9 +64,8 @@ class TorchAttentionBackend:
         bs = meta.block_size
         num_blocks = -(-meta.decode_max_context_len // bs)
         tables = meta.decode_block_tables[:, :num_blocks]
-        # [n, num_blocks, bs, kv_heads, d] -> [n, kv_heads, ctx, d]
-        keys = k_cache[tables].flatten(1, 2).transpose(1, 2)
-        values = v_cache[tables].flatten(1, 2).transpose(1, 2)
+        keys = _gather_blocks(k_cache, tables)
+        values = _gather_blocks(v_cache, tables)
         out = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # [n, heads, 1, d]
             keys,
@@ -78,10 +77,18 @@ class TorchAttentionBackend:
         return out.squeeze(2)
 
 
+def _gather_blocks(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Each row's blocks, [n, num_blocks] ids -> [n, kv_heads, num_blocks * block_size, d]."""
+    n, num_blocks = tables.shape
+    # index_select on the flat block axis is a plain memcpy per block: faster than cache[tables].
+    blocks = cache.index_select(0, tables.reshape(-1))  # [n * num_blocks, bs, kv_heads, d]
+    return blocks.view(n, num_blocks * cache.shape[1], *cache.shape[2:]).transpose(1, 2)
+
+
 def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` cached tokens of one sequence: [length, kv_heads, head_dim]."""
     bs = cache.shape[1]
-    return cache[block_table[: -(-length // bs)]].flatten(0, 1)[:length]
+    return cache.index_select(0, block_table[: -(-length // bs)]).flatten(0, 1)[:length]
 
 
 def _causal_attention(

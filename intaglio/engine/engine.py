@@ -156,8 +156,11 @@ class LLMEngine:
         return self.scheduler.has_unfinished()
 
     # ---------------------------------------------------------------- stepping
-    def step(self) -> list[RequestOutput]:
-        """Run one engine step; return the outputs of every request it advanced or finished."""
+    def step(self, finished_only: bool = False) -> list[RequestOutput]:
+        """Run one engine step; return the outputs of every request it advanced or finished.
+
+        `finished_only` skips building outputs for requests still running (offline batches).
+        """
         aborted = [g for g in self._groups.values() if self._all_finished(g)]
         sched = self.scheduler.schedule()
         if sched.is_empty:
@@ -189,6 +192,8 @@ class LLMEngine:
             stop = group.detokenizers[index].update(request.output_token_ids, request.is_finished)
             if stop is not None and not request.is_finished:
                 self.scheduler.finish(request, FINISH_STOP, stop)
+        if finished_only:
+            return [self._emit(g) for g in touched.values() if self._all_finished(g)]
         return [self._emit(g) for g in touched.values()]
 
     @staticmethod

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from intaglio.model.config import ModelConfig, ModelLoadError
 from intaglio.model.decoder import DecoderForCausalLM
-from intaglio.model.layers import RotaryEmbedding
+from intaglio.model.layers import RMSNorm, RotaryEmbedding
 from intaglio.ops.linear import use_transposed_half_weights
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ def load_model(
     if use_transposed_half_weights(model):
         logger.info("CPU without half-precision units: %s weights, fp32 compute", cfg.dtype)
         model.compute_dtype = torch.float32
+        for module in model.modules():
+            if isinstance(module, RMSNorm):  # tiny; fp32 gains keep the fused norm kernel
+                module.weight.data = module.weight.data.float()
     return model.eval()
 
 

@@ -4,7 +4,8 @@ Many CPUs (and VMs that hide AMX / AVX512-BF16) run torch's bf16 and fp16 kernel
 emulation, ten times below fp32. There the model computes in fp32 while its weights stay in half
 precision (half the bytes to stream), stored transposed, [in, out] contiguous: torch multiplies
 that layout well for a single row (decode at batch 1, the input rounded to the weight's dtype as
-a half-precision model would); for more rows the weight is widened to fp32 for the fp32 GEMM.
+a half-precision model would); for more rows the weight is widened to fp32 for the fp32 GEMM,
+a slab of columns at a time so the widened copy stays in cache instead of going to memory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _HALF = (torch.bfloat16, torch.float16)
+_SLAB_ELEMENTS = 1 << 18  # 1 MiB of fp32: a widened slab that fits in L2
 
 
 @functools.cache
@@ -36,9 +38,19 @@ class Linear(nn.Linear):
             if x.shape[0] == 1:
                 out = (x.to(w_t.dtype) @ w_t).to(x.dtype)
             else:
-                out = x @ w_t.to(x.dtype)
+                out = _widened_matmul(x, w_t)
             return out if self.bias is None else out + self.bias
         return F.linear(x, self.weight, self.bias)
+
+
+def _widened_matmul(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] fp32 @ w_t [in, out] half -> [rows, out] fp32."""
+    out = x.new_empty(x.shape[0], w_t.shape[1])
+    step = max(64, _SLAB_ELEMENTS // w_t.shape[0])
+    for start in range(0, w_t.shape[1], step):
+        cols = slice(start, start + step)
+        torch.matmul(x, w_t[:, cols].to(x.dtype), out=out[:, cols])
+    return out
 
 
 def use_transposed_half_weights(model: nn.Module) -> int:
