@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from intaglio.config import EngineConfig
 from intaglio.engine.engine import LLMEngine
-from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from intaglio.engine.outputs import RequestOutput
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.model.config import ModelLoadError
 from intaglio.sampling.params import SamplingParams
@@ -80,6 +80,7 @@ class LLM:
         eos = [*cfg.eos_token_ids, *gen_eos]
         if self.tokenizer.eos_token_id is not None:
             eos.append(self.tokenizer.eos_token_id)
+        eos = [t for t in eos if 0 <= t < cfg.vocab_size]  # some configs name ids past the vocab
         self.engine = LLMEngine(
             self.config,
             executor,
@@ -100,12 +101,14 @@ class LLM:
         order = self._submit(prompts, sampling_params, final)
         bar = tqdm(total=len(order), disable=not use_tqdm, desc="generating", unit="req")
         bar.update(len(final))
-        while self.engine.has_unfinished():
-            for out in self.engine.step(finished_only=True):
-                if out.finished:
+        try:
+            while self.engine.has_unfinished():
+                for out in self.engine.step(finished_only=True):
                     final[out.request_id] = out
                     bar.update(1)
-        bar.close()
+        finally:
+            bar.close()
+            self._abort_unfinished(order, final)
         return [final[rid] for rid in order]
 
     def stream(
@@ -114,11 +117,26 @@ class LLM:
         sampling_params: ParamsLike | Sequence[ParamsLike] | None = None,
     ) -> Iterator[RequestOutput]:
         """Yield each request's output every time it grows; the last one has finished=True."""
-        failed: dict[str, RequestOutput] = {}
-        self._submit(prompts, sampling_params, failed)
-        yield from failed.values()
-        while self.engine.has_unfinished():
-            yield from self.engine.step()
+        done: dict[str, RequestOutput] = {}
+        order = self._submit(prompts, sampling_params, done)
+        yield from list(done.values())
+        try:
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.finished:
+                        done[out.request_id] = out
+                    yield out
+        finally:  # a caller that stops iterating early leaves nothing running
+            self._abort_unfinished(order, done)
+
+    def _abort_unfinished(self, order: list[str], done: dict[str, RequestOutput]) -> None:
+        for request_id in order:
+            if request_id not in done:
+                self.engine.abort(request_id)
+        # Let the engine release the aborted requests now rather than on a later call.
+        while self.engine.has_unfinished() and any(rid not in done for rid in order):
+            for out in self.engine.step():
+                done[out.request_id] = out
 
     def _submit(
         self,
@@ -145,9 +163,9 @@ class LLM:
             order.append(request_id)
             try:
                 self.engine.add_request(request_id, prompt, self._params(params))
-            except ValueError as e:
+            except (ValueError, TypeError) as e:  # bad prompt or params: this request alone
                 logger.warning("request %s rejected: %s", request_id, e)
-                failed[request_id] = _error_output(request_id, prompt, str(e))
+                failed[request_id] = RequestOutput.failed(request_id, prompt, str(e))
         return order
 
     def _params(self, params: ParamsLike | None) -> SamplingParams:
@@ -160,15 +178,3 @@ class LLM:
     def with_defaults(self, **overrides: Any) -> SamplingParams:
         """The model's default sampling params (generation_config.json) with some fields set."""
         return replace(self.default_sampling_params, **overrides)
-
-
-def _error_output(request_id: str, prompt: Prompt, message: str) -> RequestOutput:
-    return RequestOutput(
-        request_id=request_id,
-        prompt=prompt if isinstance(prompt, str) else None,
-        prompt_token_ids=[] if isinstance(prompt, str) else list(prompt),
-        outputs=[CompletionOutput(index=0, text="", token_ids=[], finish_reason="error")],
-        finished=True,
-        metrics=RequestMetrics(arrival_time=0.0),
-        error=message,
-    )

@@ -61,11 +61,8 @@ class TorchAttentionBackend:
         scale: float,
     ) -> torch.Tensor:
         assert meta.decode_block_tables is not None and meta.decode_mask is not None
-        bs = meta.block_size
-        num_blocks = -(-meta.decode_max_context_len // bs)
-        tables = meta.decode_block_tables[:, :num_blocks]
-        keys = _gather_blocks(k_cache, tables)
-        values = _gather_blocks(v_cache, tables)
+        keys = _gather_blocks(k_cache, meta.decode_block_tables)
+        values = _gather_blocks(v_cache, meta.decode_block_tables)
         out = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # [n, heads, 1, d]
             keys,

@@ -43,12 +43,16 @@ def collect(args: argparse.Namespace, cls: type, skip: set[str]) -> dict[str, An
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
+# --seed is the engine's; logit_bias (token -> bias pairs) has no natural flag form.
+_SAMPLING_SKIP = {"seed", "logit_bias"}
+
+
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     add_dataclass_flags(parser, EngineConfig, skip=set())
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_flags(parser, SamplingParams, skip={"seed"})
+    add_dataclass_flags(parser, SamplingParams, skip=_SAMPLING_SKIP)
 
 
 def engine_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,4 +60,4 @@ def engine_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sampling_args(args: argparse.Namespace) -> dict[str, Any]:
-    return collect(args, SamplingParams, skip={"seed"})
+    return collect(args, SamplingParams, skip=_SAMPLING_SKIP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from intaglio.config import EngineConfig
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.detokenizer import IncrementalDetokenizer
 from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
-from intaglio.engine.request import FINISH_ABORT, FINISH_STOP, Request
+from intaglio.engine.request import FINISH_ABORT, FINISH_ERROR, FINISH_STOP, Request
 from intaglio.engine.scheduler import Scheduler
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
@@ -36,7 +36,8 @@ class _Group:
     detokenizers: list[IncrementalDetokenizer]
     metrics: RequestMetrics
     prompt_logprobs: list[dict[int, float] | None] | None = None
-    finished: bool = field(default=False)
+    error: str | None = None
+    finished: bool = False
 
 
 class LLMEngine:
@@ -65,6 +66,11 @@ class LLMEngine:
                     f"the KV cache holds {capacity} tokens, fewer than max_model_len "
                     f"{self.max_model_len}; raise kv_cache_memory_gib or lower max_model_len"
                 )
+            logger.warning(
+                "max_model_len lowered from %d to %d, what the KV cache holds",
+                self.max_model_len,
+                capacity,
+            )
             self.max_model_len = capacity
         self.block_manager = BlockManager(executor.num_kv_blocks, executor.block_size)
         self.scheduler = Scheduler(
@@ -78,7 +84,7 @@ class LLMEngine:
         """Queue a request; raises ValueError for bad input and QueueFullError at the limit."""
         if request_id in self._groups:
             raise ValueError(f"request id {request_id!r} is already in use")
-        if len(self.scheduler.waiting) + params.n > self.config.max_num_waiting:
+        if self.scheduler.num_new_waiting + params.n > self.config.max_num_waiting:
             raise QueueFullError(
                 f"the waiting queue is full ({self.config.max_num_waiting} requests); retry later"
             )
@@ -117,6 +123,7 @@ class LLMEngine:
                 child.generator = torch.Generator(device=self.executor_device).manual_seed(
                     params.seed + i
                 )
+            child.sample_index = i
             group.children.append(child)
             group.detokenizers.append(
                 IncrementalDetokenizer(
@@ -126,9 +133,10 @@ class LLMEngine:
                     params.skip_special_tokens,
                 )
             )
-            self._parent_of[child.request_id] = request_id
+        # Register only once every sample was built, so a failure above leaves nothing behind.
         self._groups[request_id] = group
         for child in group.children:
+            self._parent_of[child.request_id] = request_id
             self.scheduler.add(child)
 
     @property
@@ -153,7 +161,8 @@ class LLMEngine:
             self.scheduler.finish(child, FINISH_ABORT)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        """True while any request has not had its final output emitted (aborted ones too)."""
+        return bool(self._groups)
 
     # ---------------------------------------------------------------- stepping
     def step(self, finished_only: bool = False) -> list[RequestOutput]:
@@ -175,26 +184,38 @@ class LLMEngine:
             request = s.request
             group = self._groups[self._parent_of[request.request_id]]
             touched[group.request_id] = group
-            # The n samples share one prompt: take its logprobs from the first sample only.
-            if request.request_id in result.prompt_logprobs and request.request_id.endswith("#0"):
-                group.prompt_logprobs = (group.prompt_logprobs or []) + result.prompt_logprobs[
-                    request.request_id
-                ]
+            entries = result.prompt_logprobs.get(request.request_id)
+            if entries is not None:  # only the first sample reports the shared prompt's
+                group.prompt_logprobs = (group.prompt_logprobs or []) + entries
+                request.num_prompt_logprobs += len(entries)
             if request.request_id not in result.sampled:
                 continue
             if group.metrics.first_token_time is None:
                 group.metrics.first_token_time = now
             if request.logprobs is not None:
                 request.logprobs.append(result.logprobs[request.request_id])
-            if not request.params.detokenize:
-                continue
-            index = int(request.request_id.rsplit("#", 1)[1])
-            stop = group.detokenizers[index].update(request.output_token_ids, request.is_finished)
-            if stop is not None and not request.is_finished:
-                self.scheduler.finish(request, FINISH_STOP, stop)
+            if request.params.detokenize:
+                self._detokenize(group, request)
         if finished_only:
             return [self._emit(g) for g in touched.values() if self._all_finished(g)]
         return [self._emit(g) for g in touched.values()]
+
+    def _detokenize(self, group: _Group, request: Request) -> None:
+        """Extend the text and apply stop strings; a failure here fails this request alone."""
+        try:
+            stop = group.detokenizers[request.sample_index].update(
+                request.output_token_ids, request.is_finished
+            )
+        except Exception as e:  # a tokenizer bug must not take the other requests down
+            logger.exception("detokenizing request %s failed", request.request_id)
+            group.error = f"detokenization failed: {e}"
+            self.scheduler.finish(request, FINISH_ERROR)
+            return
+        # Stop strings count only once min_tokens are out, like EOS and stop token ids.
+        if stop is not None and len(request.output_token_ids) >= request.params.min_tokens:
+            # A stop string wins over length or EOS reached in the same step.
+            request.finish(FINISH_STOP, stop)
+            self.scheduler.finish(request, FINISH_STOP, stop)
 
     @staticmethod
     def _all_finished(group: _Group) -> bool:
@@ -211,7 +232,8 @@ class LLMEngine:
                     token_ids=list(child.output_token_ids),
                     finish_reason=child.finish_reason,
                     stop_reason=child.stop_reason,
-                    logprobs=child.logprobs,
+                    # A copy: the engine keeps appending to the request's own list.
+                    logprobs=None if child.logprobs is None else list(child.logprobs),
                 )
             )
         if done and not group.finished:
@@ -229,4 +251,5 @@ class LLMEngine:
             finished=done,
             metrics=group.metrics,
             prompt_logprobs=group.prompt_logprobs,
+            error=group.error,
         )

@@ -50,3 +50,16 @@ class RequestOutput:
     metrics: RequestMetrics
     prompt_logprobs: list[dict[int, float] | None] | None = None
     error: str | None = None  # set when the request failed; finish_reason is then "error"
+
+    @classmethod
+    def failed(cls, request_id: str, prompt: str | list[int], message: str) -> RequestOutput:
+        """The output of a request rejected before it ran."""
+        return cls(
+            request_id=request_id,
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=[] if isinstance(prompt, str) else list(prompt),
+            outputs=[CompletionOutput(index=0, text="", token_ids=[], finish_reason="error")],
+            finished=True,
+            metrics=RequestMetrics(arrival_time=0.0),
+            error=message,
+        )

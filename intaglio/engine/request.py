@@ -22,15 +22,17 @@ class RequestStatus(enum.Enum):
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_ABORT = "abort"
+FINISH_ERROR = "error"
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field-by-field comparison, in queues and lists
 class Request:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
     eos_token_ids: tuple[int, ...]
     max_tokens: int  # resolved from params and max_model_len
+    sample_index: int = 0  # which of the params.n samples of its user request this is
     arrival_time: float = field(default_factory=time.monotonic)
     output_token_ids: list[int] = field(default_factory=list)
     # Tokens whose K/V are in the cache; the scheduler catches this up to num_tokens.
@@ -41,11 +43,9 @@ class Request:
     stop_reason: str | int | None = None  # the stop string or token that ended it
     generator: torch.Generator | None = None
     num_preemptions: int = 0
-    first_token_time: float | None = None
-    finished_time: float | None = None
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None
-    prompt_logprobs: list[dict[int, float] | None] | None = None
+    num_prompt_logprobs: int = 0  # prompt positions whose logprobs were already reported
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -56,20 +56,20 @@ class Request:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
     @property
-    def all_token_ids(self) -> list[int]:
-        return self.prompt_token_ids + self.output_token_ids
-
-    @property
     def is_finished(self) -> bool:
         return self.status == RequestStatus.FINISHED
 
     @property
     def wants_prompt_logprobs(self) -> bool:
-        """Prompt logprobs are collected on the first pass over the prompt only."""
-        return self.params.prompt_logprobs is not None and self.num_preemptions == 0
+        """Prompt logprobs are still owed (by the first sample: the n samples share a prompt)."""
+        return (
+            self.params.prompt_logprobs is not None
+            and self.sample_index == 0
+            and self.num_prompt_logprobs < self.num_prompt_tokens
+            and self.num_computed_tokens < self.num_prompt_tokens
+        )
 
     def finish(self, reason: str, stop_reason: str | int | None = None) -> None:
         self.status = RequestStatus.FINISHED
         self.finish_reason = reason
         self.stop_reason = stop_reason
-        self.finished_time = time.monotonic()

@@ -10,35 +10,11 @@ and later recomputes its prompt and the tokens it already produced.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from typing import cast
 
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import FINISH_LENGTH, FINISH_STOP, Request, RequestStatus
-
-
-@dataclass
-class ScheduledRequest:
-    request: Request
-    num_new_tokens: int
-
-    @property
-    def samples(self) -> bool:
-        """True when this step reaches the end of the known tokens, so a new one is sampled."""
-        return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
-
-
-@dataclass
-class SchedulerOutput:
-    scheduled: list[ScheduledRequest] = field(default_factory=list)
-    preempted: list[Request] = field(default_factory=list)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(s.num_new_tokens for s in self.scheduled)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.scheduled
+from intaglio.executor.base import ScheduledRequest, SchedulerOutput
 
 
 class Scheduler:
@@ -54,6 +30,11 @@ class Scheduler:
 
     def add(self, request: Request) -> None:
         self.waiting.append(request)
+
+    @property
+    def num_new_waiting(self) -> int:
+        """Waiting requests that were never scheduled (preempted ones do not count to limits)."""
+        return sum(1 for r in self.waiting if r.num_preemptions == 0)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -97,7 +78,7 @@ class Scheduler:
         """Advance progress, append sampled tokens, apply token-level stops; return finished."""
         finished = []
         for s in out.scheduled:
-            request = s.request
+            request = cast(Request, s.request)
             request.num_computed_tokens += s.num_new_tokens
             token = sampled.get(request.request_id)
             if token is None:

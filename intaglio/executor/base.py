@@ -9,7 +9,57 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from intaglio.engine.scheduler import SchedulerOutput
+import torch
+
+from intaglio.sampling.params import SamplingParams
+
+
+class SequenceView(Protocol):
+    """What an executor reads of a request (the engine's Request provides it)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    params: SamplingParams
+    eos_token_ids: tuple[int, ...]
+    num_computed_tokens: int
+    block_ids: list[int]
+    generator: torch.Generator | None
+    num_prompt_logprobs: int  # prompt positions whose logprobs were already reported
+
+    @property
+    def num_prompt_tokens(self) -> int: ...
+
+    @property
+    def num_tokens(self) -> int: ...
+
+    @property
+    def wants_prompt_logprobs(self) -> bool: ...
+
+
+@dataclass
+class ScheduledRequest:
+    request: SequenceView
+    num_new_tokens: int
+
+    @property
+    def samples(self) -> bool:
+        """True when this step reaches the end of the known tokens, so a new one is sampled."""
+        return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    preempted: list[SequenceView] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
 
 
 @dataclass
@@ -18,7 +68,8 @@ class ExecutorOutput:
     sampled: dict[str, int] = field(default_factory=dict)
     # request_id -> {token_id: logprob}, the sampled token first then the top N
     logprobs: dict[str, dict[int, float]] = field(default_factory=dict)
-    # request_id -> one entry per prompt position computed this step (None for position 0)
+    # request_id -> entries for the prompt positions after request.num_prompt_logprobs that
+    # this step's logits reach (None for position 0, which nothing predicts)
     prompt_logprobs: dict[str, list[dict[int, float] | None]] = field(default_factory=dict)
 
 

@@ -13,16 +13,19 @@ import numpy as np
 import torch
 
 from intaglio.attention.metadata import AttentionMetadata, PrefillChunk
-from intaglio.engine.request import Request
-from intaglio.engine.scheduler import ScheduledRequest, SchedulerOutput
-from intaglio.executor.base import ExecutorOutput
+from intaglio.executor.base import (
+    ExecutorOutput,
+    ScheduledRequest,
+    SchedulerOutput,
+    SequenceView,
+)
 from intaglio.model.loader import load_model
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
 
 logger = logging.getLogger(__name__)
 
 
-def _tokens(request: Request, start: int, end: int) -> list[int]:
+def _tokens(request: SequenceView, start: int, end: int) -> list[int]:
     """request.all_token_ids[start:end] without building the whole list."""
     prompt, num_prompt = request.prompt_token_ids, request.num_prompt_tokens
     if start >= num_prompt:
@@ -95,8 +98,7 @@ class ModelExecutor:
             logits = self.model.compute_logits(hidden[sample_rows])
             self._sample(samplers, logits, result)
         for i, s in enumerate(batch):
-            r = s.request
-            if r.wants_prompt_logprobs and r.num_computed_tokens < r.num_prompt_tokens:
+            if s.request.wants_prompt_logprobs:
                 self._prompt_logprobs(s, hidden, starts[i], result)
         return result
 
@@ -163,7 +165,7 @@ class ModelExecutor:
         return input_ids, torch.from_numpy(positions).to(self.device), meta, starts
 
     def _sample(
-        self, requests: list[Request], logits: torch.Tensor, result: ExecutorOutput
+        self, requests: list[SequenceView], logits: torch.Tensor, result: ExecutorOutput
     ) -> None:
         banned = []
         for r in requests:
@@ -201,12 +203,16 @@ class ModelExecutor:
     ) -> None:
         r = s.request
         start, end = r.num_computed_tokens, r.num_computed_tokens + s.num_new_tokens
-        # Position p's logits predict prompt token p + 1, for p + 1 < num_prompt_tokens.
-        last = min(end, r.num_prompt_tokens - 1)
-        entries: list[dict[int, float] | None] = [None] if start == 0 else []
-        if last > start:
-            logprobs = self.model.compute_logits(hidden[row0 : row0 + last - start]).log_softmax(-1)
-            targets = torch.tensor(r.prompt_token_ids[start + 1 : last + 1], device=self.device)
+        # The logits at position p predict prompt token p + 1. Report the prompt positions not
+        # reported yet (a recompute after preemption passes over some again) that this chunk
+        # reaches; position 0 is predicted by nothing.
+        first = max(r.num_prompt_logprobs, start + 1)
+        last = min(end, r.num_prompt_tokens - 1)  # the last predicted position
+        entries: list[dict[int, float] | None] = [None] if r.num_prompt_logprobs == 0 else []
+        if last >= first:
+            rows = hidden[row0 + first - 1 - start : row0 + last - start]
+            logprobs = self.model.compute_logits(rows).log_softmax(-1)
+            targets = torch.tensor(r.prompt_token_ids[first : last + 1], device=self.device)
             target_lps = logprobs.gather(1, targets[:, None]).squeeze(1).tolist()
             n = r.params.prompt_logprobs or 0
             top = logprobs.topk(n, dim=-1) if n else None
@@ -214,4 +220,5 @@ class ModelExecutor:
                 top_ids = top.indices[j].tolist() if top is not None else []
                 top_lps = top.values[j].tolist() if top is not None else []
                 entries.append(_logprob_entry(token, target_lps[j], top_ids, top_lps))
-        result.prompt_logprobs[r.request_id] = entries
+        if entries:
+            result.prompt_logprobs[r.request_id] = entries

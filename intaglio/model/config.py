@@ -54,7 +54,6 @@ class ModelConfig:
     qk_norm: bool  # Qwen3: per-head RMSNorm on q and k before RoPE
     sliding_window: int | None
     dtype: torch.dtype
-    bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
 
     @classmethod
@@ -75,6 +74,7 @@ class ModelConfig:
             eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
             # transformers >= 5 folds rope_theta and rope_scaling into rope_parameters.
             rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+            attention_bias = bool(hf.get("attention_bias", False))
             use_sliding = hf.get("use_sliding_window", family == "mistral")
             return cls(
                 architecture=arch,
@@ -93,15 +93,15 @@ class ModelConfig:
                 else None,
                 max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
                 tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                qkv_bias=family == "qwen2" or bool(hf.get("attention_bias", False)),
-                o_bias=family in ("llama", "mistral") and bool(hf.get("attention_bias", False)),
-                mlp_bias=bool(hf.get("mlp_bias", False)),
+                # Bias flags as each family's reference implementation reads them.
+                qkv_bias=family == "qwen2" or (family in ("llama", "qwen3") and attention_bias),
+                o_bias=family in ("llama", "qwen3") and attention_bias,
+                mlp_bias=family == "llama" and bool(hf.get("mlp_bias", False)),
                 qk_norm=family == "qwen3",
                 sliding_window=hf.get("sliding_window") if use_sliding else None,
                 dtype=resolve_dtype(
                     hf.get("torch_dtype", hf.get("dtype")) if dtype in (None, "auto") else dtype
                 ),
-                bos_token_id=hf.get("bos_token_id"),
                 eos_token_ids=eos_ids,
             )
         except KeyError as e:

@@ -39,15 +39,37 @@ class SamplingParams:
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
-        object.__setattr__(
-            self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias))
-        )
+        object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias)))
         self._validate()
 
     def _validate(self) -> None:
         def fail(msg: str) -> None:
             raise ValueError(f"invalid SamplingParams: {msg}")
 
+        for name in (
+            "n",
+            "top_k",
+            "min_tokens",
+            "max_tokens",
+            "logprobs",
+            "prompt_logprobs",
+            "seed",
+        ):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                fail(f"{name} must be an integer, got {value!r}")
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
+            if not isinstance(getattr(self, name), (int, float)):
+                fail(f"{name} must be a number, got {getattr(self, name)!r}")
+        if self.seed is not None and not 0 <= self.seed < 2**63 - 2**16:
+            fail(f"seed must be in [0, 2**63 - 2**16), got {self.seed}")
         if self.n < 1:
             fail(f"n must be at least 1, got {self.n}")
         if not self.temperature >= 0.0:
@@ -82,10 +104,6 @@ class SamplingParams:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 20:
                 fail(f"{name} must be between 0 and 20, got {value}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SamplingParams:

@@ -37,9 +37,7 @@ def apply_banned_tokens(logits: torch.Tensor, banned_token_ids: list[list[int]])
     logits[row_idx, col_idx] = float("-inf")
 
 
-def apply_logit_bias(
-    logits: torch.Tensor, logit_bias: list[tuple[tuple[int, float], ...]]
-) -> None:
+def apply_logit_bias(logits: torch.Tensor, logit_bias: list[tuple[tuple[int, float], ...]]) -> None:
     """Add each row's (token, bias) pairs to its logits in place. logits: [B, V]."""
     rows = [row for row, pairs in enumerate(logit_bias) for _ in pairs]
     if not rows:

@@ -84,15 +84,6 @@ def test_bad_requests_fail_alone(llm):
     assert all(o.outputs[0].finish_reason == "error" for o in outs[1:])
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [dict(temperature=-0.5), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-2), dict(max_tokens=0)],
-)
-def test_invalid_sampling_values_raise(bad):
-    with pytest.raises(ValueError, match=next(iter(bad))):
-        SamplingParams(**bad)
-
-
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="not found"):
         LLM(str(tmp_path / "nope"))
@@ -168,4 +159,53 @@ def test_out_of_vocab_stop_and_bias_ids_fail_alone(llm):
 def test_n_samples_report_prompt_logprobs_once(llm):
     params = SamplingParams(n=3, temperature=1.0, max_tokens=2, prompt_logprobs=1)
     out = llm.generate([[5, 6, 7, 8]], params)[0]
+    single = llm.generate([[5, 6, 7, 8]], SamplingParams(max_tokens=2, prompt_logprobs=1))[0]
+    for ours, ref in zip(out.prompt_logprobs[1:], single.prompt_logprobs[1:]):
+        assert list(ours) == list(ref)
+        assert list(ours.values()) == pytest.approx(list(ref.values()), abs=1e-5)
     assert len(out.prompt_logprobs) == 4 and out.prompt_logprobs[0] is None
+
+
+def test_stop_string_beats_length_in_the_same_step(llm):
+    free = llm.generate(["def f():"], _greedy(max_tokens=6))[0].outputs[0]
+    last = free.text[-1]  # appears by the 6th token at the latest
+    out = llm.generate(["def f():"], _greedy(max_tokens=6, stop=[last]))[0].outputs[0]
+    assert out.finish_reason == "stop" and out.stop_reason == last
+    assert out.text == free.text[: free.text.find(last)]
+
+
+def test_stop_strings_wait_for_min_tokens(llm):
+    free = llm.generate(["def f():"], _greedy(max_tokens=12))[0].outputs[0]
+    first = free.text[0]
+    out = llm.generate(["def f():"], _greedy(max_tokens=16, stop=[first], min_tokens=12))[0]
+    # Without min_tokens the first token would already stop it.
+    assert len(out.outputs[0].token_ids) >= 12
+
+
+def test_stream_abandoned_early_leaves_nothing_running(llm):
+    stream = llm.stream([[5, 6], [7, 8]], _greedy(max_tokens=20))
+    next(stream)
+    stream.close()
+    assert not llm.engine.has_unfinished()
+    assert llm.engine.block_manager.num_free_blocks == llm.engine.block_manager.num_blocks
+
+
+def test_params_with_wrong_types_fail_alone(llm):
+    outs = llm.generate([[5, 6], [5, 6]], [_greedy(max_tokens=2), {"temperature": "hot"}])
+    assert outs[0].error is None and outs[1].error is not None
+
+
+def test_detokenizer_failure_fails_its_request_alone(llm, monkeypatch):
+    from intaglio.engine.detokenizer import IncrementalDetokenizer
+
+    real = IncrementalDetokenizer.update
+
+    def flaky(self, token_ids, final=False):
+        if self.stop == ("boom",):
+            raise RuntimeError("tokenizer exploded")
+        return real(self, token_ids, final)
+
+    monkeypatch.setattr(IncrementalDetokenizer, "update", flaky)
+    outs = llm.generate(["a", "b"], [_greedy(max_tokens=4), _greedy(max_tokens=4, stop=["boom"])])
+    assert outs[0].error is None and len(outs[0].outputs[0].token_ids) == 4
+    assert "exploded" in outs[1].error and outs[1].outputs[0].finish_reason == "error"

@@ -17,6 +17,7 @@ SETTINGS = {
     "default": dict(),
     "chunked": dict(max_num_batched_tokens=5),
     "preempting": dict(num_kv_blocks=14, block_size=4),
+    "chunked_preempting": dict(num_kv_blocks=14, block_size=4, max_num_batched_tokens=6),
 }
 
 
@@ -68,7 +69,7 @@ def test_greedy_and_prompt_logprobs_match_hf(family, setting, checkpoint, hf_ref
         ours = [next(iter(e.values())) for e in out.prompt_logprobs[1:]]
         assert out.prompt_logprobs[0] is None
         assert ours == pytest.approx(logprobs, abs=1e-4)
-    if setting == "preempting":
+    if "preempting" in setting:
         assert llm.engine.scheduler.num_preemptions > 0
 
 

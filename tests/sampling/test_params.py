@@ -7,10 +7,11 @@ import pytest
 from intaglio.sampling.params import SamplingParams
 
 
-def test_defaults_are_valid_and_random() -> None:
-    params = SamplingParams()
-    assert not params.greedy
-    assert SamplingParams(temperature=0.0).greedy
+def test_defaults_are_valid_and_types_are_checked() -> None:
+    assert SamplingParams().temperature == 1.0
+    for bad in ({"n": 2.5}, {"max_tokens": 1.5}, {"temperature": "hot"}, {"seed": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplingParams(**bad)
 
 
 @pytest.mark.parametrize(
