@@ -22,13 +22,14 @@ import logging
 import queue as thread_queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from intaglio.engine.engine import LLMEngine
-from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ class EngineStats:
     num_waiting: int = 0
     kv_cache_usage: float = 0.0
     num_preemptions: int = 0
-    prefix_cache_hit_rate: float = 0.0  # no prefix cache yet; kept so dashboards need no change
 
 
 @dataclass
@@ -85,12 +85,18 @@ class AsyncEngine:
         self.tokenizer = tokenizer
         self.default_sampling_params = default_sampling_params
         self.model_path = model_path
-        self.max_model_len = engine.max_model_len
-        self.vocab_size = engine.executor.vocab_size
+        self.max_model_len: int = engine.max_model_len
+        self.vocab_size: int = engine.executor.vocab_size
+        # Most sequences (each of a request's n samples counts) that may wait to be scheduled.
+        self.max_num_waiting: int = engine.config.max_num_waiting
         self.stats = EngineStats()
         # Called on the event loop with every request's final output (metrics hook).
         self.on_finished: list[Callable[[RequestOutput], None]] = []
         self._commands: thread_queue.Queue[Any] = thread_queue.Queue()
+        # Orders "enqueue an add" against "the engine thread closes its queue", so that no add
+        # can slip in after the thread's final drain and wait forever.
+        self._commands_lock = threading.Lock()
+        self._closed = False  # the engine thread has exited and reads no more commands
         self._streams: dict[str, _Stream] = {}
         self._idle = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -164,11 +170,14 @@ class AsyncEngine:
             raise EngineUnavailableError("the server is shutting down; not accepting requests")
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
-        # Registered before the engine can produce anything for it.
-        self._streams[request_id] = _Stream(queue)
-        self._idle.clear()
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._commands.put(_Add(request_id, prompt, params, future))
+        with self._commands_lock:
+            if self._closed:
+                raise EngineUnavailableError("the engine has stopped; not accepting requests")
+            # Registered before the engine can produce anything for it.
+            self._streams[request_id] = _Stream(queue)
+            self._idle.clear()
+            self._commands.put(_Add(request_id, prompt, params, future))
         try:
             await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -210,7 +219,7 @@ class AsyncEngine:
         stream = self._streams.get(request_id)
         if stream is None:
             return
-        self._dispatch([_error_output(request_id, message)])
+        self._dispatch([RequestOutput.failed(request_id, message)])
 
     def _fail_all(self, message: str) -> None:
         for request_id in list(self._streams):
@@ -219,14 +228,18 @@ class AsyncEngine:
     # ------------------------------------------------------------ engine thread
     def _run(self) -> None:
         needs_step = False  # an abort's final output appears on the next step
+        commands: deque[Any] = deque()  # taken off the queue, not yet fully applied
         try:
             while True:
                 block = not needs_step and not self.engine.has_unfinished()
-                for command in self._next_commands(block):
-                    if command is _STOP:
+                commands.extend(self._next_commands(block))
+                while commands:
+                    if commands[0] is _STOP:
+                        commands.popleft()
                         self._abort_everything()
                         return
-                    needs_step |= self._apply(command)
+                    needs_step |= self._apply(commands[0])
+                    commands.popleft()
                 if needs_step or self.engine.has_unfinished():
                     needs_step = False
                     self._step()
@@ -238,6 +251,20 @@ class AsyncEngine:
             logger.exception("the engine loop died")
             self._accepting = False
             self._post(self._fail_all, "the engine stopped unexpectedly")
+        finally:
+            self._close(commands)
+
+    def _close(self, leftover: deque[Any]) -> None:
+        """The thread is exiting: refuse every add it will never apply, so no caller hangs."""
+        with self._commands_lock:
+            self._closed = True
+            self._accepting = False
+            leftover.extend(self._next_commands(block=False))
+        error = EngineUnavailableError("the engine stopped before admitting this request")
+        for command in leftover:
+            if isinstance(command, _Add):
+                _refuse(command.future, error)
+                self._post(self._drop_stream, command.request_id)
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
@@ -285,7 +312,7 @@ class AsyncEngine:
         """After a failed step: abort everything, flush the aborts, fail the callers."""
         failed = list(self._live)
         self._abort_everything()
-        self._post(self._dispatch, [_error_output(rid, message) for rid in failed])
+        self._post(self._dispatch, [RequestOutput.failed(rid, message) for rid in failed])
 
     def _abort_everything(self) -> None:
         for request_id in self._live:
@@ -313,14 +340,10 @@ class AsyncEngine:
             logger.debug("event loop closed; dropping %s", getattr(fn, "__name__", fn))
 
 
-def _error_output(request_id: str, message: str) -> RequestOutput:
-    now = time.monotonic()
-    return RequestOutput(
-        request_id=request_id,
-        prompt=None,
-        prompt_token_ids=[],
-        outputs=[CompletionOutput(index=0, text="", token_ids=[], finish_reason="error")],
-        finished=True,
-        metrics=RequestMetrics(arrival_time=now, finished_time=now),
-        error=message,
-    )
+def _refuse(future: concurrent.futures.Future[None], error: BaseException) -> None:
+    """Fail an admission future unless it is already done (or its caller cancelled it)."""
+    try:
+        if future.running() or future.set_running_or_notify_cancel():
+            future.set_exception(error)
+    except (RuntimeError, concurrent.futures.InvalidStateError):
+        pass  # resolved meanwhile: its caller already has an answer

@@ -165,7 +165,7 @@ class LLM:
                 self.engine.add_request(request_id, prompt, self._params(params))
             except (ValueError, TypeError) as e:  # bad prompt or params: this request alone
                 logger.warning("request %s rejected: %s", request_id, e)
-                failed[request_id] = RequestOutput.failed(request_id, prompt, str(e))
+                failed[request_id] = RequestOutput.failed(request_id, str(e), prompt)
         return order
 
     def _params(self, params: ParamsLike | None) -> SamplingParams:

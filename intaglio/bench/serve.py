@@ -36,11 +36,10 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
-from intaglio.cli.args import engine_args
+from intaglio.server.names import LOOPBACK, default_model_name
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _WORDS = (
     "the of and to in is it that for on with as was at by be this from or have not are but "
     "model token cache block batch request server engine stream layer value key query head "
@@ -288,8 +287,9 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _target(args: argparse.Namespace) -> Iterator[str]:
-    """The server's base URL: --base-url, or a server started here for --model."""
+def _target(args: argparse.Namespace, engine_args: dict[str, Any]) -> Iterator[str]:
+    """The server's base URL: --base-url, or a server started here for --model with
+    `engine_args` (EngineConfig fields)."""
     if args.base_url:
         host = urlparse(args.base_url).hostname
         if host not in LOOPBACK:
@@ -297,21 +297,23 @@ def _target(args: argparse.Namespace) -> Iterator[str]:
         yield args.base_url.rstrip("/")
         return
     from intaglio.api.async_engine import AsyncEngine
-    from intaglio.cli.serve import default_model_name
     from intaglio.server.app import build_app
     from intaglio.server.launch import background_server
 
-    engine = AsyncEngine.from_model(args.model, **engine_args(args))
+    engine = AsyncEngine.from_model(args.model, **engine_args)
     app = build_app(engine, default_model_name(args.model))
     with background_server(app, engine) as (url, _):
         yield url
 
 
-def run_serve_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_serve_benchmark(
+    args: argparse.Namespace, engine_args: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run the benchmark `args` describe; `engine_args` configure a server started here."""
     if args.num_prompts < 1 or args.num_prefixes < 1:
         raise ValueError("--num-prompts and --num-prefixes must be at least 1")
     rng = np.random.default_rng(_seed(args))
-    with _target(args) as url:
+    with _target(args, engine_args or {}) as url:
         with httpx.Client(base_url=url, timeout=60.0) as c:
             card = c.get("/v1/models").raise_for_status().json()["data"][0]
             longest = max(args.input_len, args.prefix_len) * 2 + 64

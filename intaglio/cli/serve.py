@@ -13,10 +13,9 @@ import sys
 from typing import Any
 
 from intaglio.cli.args import add_engine_flags, engine_args
+from intaglio.server.names import LOOPBACK, default_model_name
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def register(subparsers: Any) -> None:
@@ -60,10 +59,6 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_model_name(model: str | None) -> str:
-    return model if model is not None else "intaglio-default"
-
-
 def run_serve(args: argparse.Namespace) -> int:
     from intaglio.api.async_engine import AsyncEngine
     from intaglio.server.app import build_app
@@ -104,7 +99,7 @@ def run_bench_serve(args: argparse.Namespace) -> int:
     from intaglio.bench.serve import run_serve_benchmark
 
     try:
-        run_serve_benchmark(args)
+        run_serve_benchmark(args, engine_args(args))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 
@@ -52,14 +53,17 @@ class RequestOutput:
     error: str | None = None  # set when the request failed; finish_reason is then "error"
 
     @classmethod
-    def failed(cls, request_id: str, prompt: str | list[int], message: str) -> RequestOutput:
-        """The output of a request rejected before it ran."""
+    def failed(
+        cls, request_id: str, message: str, prompt: str | list[int] | None = None
+    ) -> RequestOutput:
+        """The final output of a request that failed (rejected, or its engine failed)."""
+        now = time.monotonic()
         return cls(
             request_id=request_id,
             prompt=prompt if isinstance(prompt, str) else None,
-            prompt_token_ids=[] if isinstance(prompt, str) else list(prompt),
+            prompt_token_ids=list(prompt) if isinstance(prompt, list) else [],
             outputs=[CompletionOutput(index=0, text="", token_ids=[], finish_reason="error")],
             finished=True,
-            metrics=RequestMetrics(arrival_time=0.0),
+            metrics=RequestMetrics(arrival_time=now, finished_time=now),
             error=message,
         )

@@ -15,19 +15,18 @@ from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit, engine_error
 from intaglio.server.chat_template import render_chat
 from intaglio.server.deltas import Delta, DeltaTracker
-from intaglio.server.errors import bad_request, error_body, parse_request
+from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import chat_logprobs
 from intaglio.server.protocol import ChatCompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
-    DONE,
     ClientDisconnected,
     EventStream,
     abort_all,
     collect_final,
-    next_outputs,
     sse,
+    stream_chunks,
 )
 
 router = APIRouter()
@@ -139,8 +138,7 @@ class _ChatView:
         return sse(chunk)
 
     async def stream(self, queue: asyncio.Queue[RequestOutput]) -> AsyncIterator[str]:
-        """SSE chunks until every choice finished; EventStream aborts the rest if cut short."""
-        tracker = DeltaTracker([self.id], self.n)
+        """The role chunk of each choice, then its content until every choice finished."""
         include_usage = bool(self.req.stream_options and self.req.stream_options.include_usage)
         for i in range(self.n):
             role = {"role": "assistant", "content": ""}
@@ -148,21 +146,21 @@ class _ChatView:
                 {"index": i, "delta": role, "logprobs": None, "finish_reason": None},
                 include_usage,
             )
-        while not tracker.all_finished:
-            for out in await next_outputs(queue):
-                if out.error is not None:
-                    err = engine_error(out, self.state.engine)
-                    yield sse(error_body(err.status, err.message, code=err.code))
-                    yield DONE
-                    return
-                for d in tracker.update(out):
-                    choice = {
-                        "index": d.index,
-                        "delta": {"content": d.text} if d.text else {},
-                        "logprobs": self._logprobs(d),
-                        "finish_reason": d.finish_reason,
-                    }
-                    yield self._chunk(choice, include_usage)
-        if include_usage:
-            yield sse({**self._envelope("chat.completion.chunk", []), "usage": tracker.usage()})
-        yield DONE
+
+        def make_choice(out: RequestOutput, d: Delta) -> dict[str, Any]:
+            return {
+                "index": d.index,
+                "delta": {"content": d.text} if d.text else {},
+                "logprobs": self._logprobs(d),
+                "finish_reason": d.finish_reason,
+            }
+
+        def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
+            return self._envelope("chat.completion.chunk", choices)
+
+        tracker = DeltaTracker([self.id], self.n)
+        chunks = stream_chunks(
+            queue, tracker, self.state.engine, envelope, make_choice, include_usage
+        )
+        async for chunk in chunks:
+            yield chunk

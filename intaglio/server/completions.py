@@ -15,19 +15,17 @@ from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.admission import admit, engine_error
 from intaglio.server.deltas import Delta, DeltaTracker
-from intaglio.server.errors import bad_request, error_body, parse_request
+from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import completion_logprobs
 from intaglio.server.protocol import CompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
-    DONE,
     ClientDisconnected,
     EventStream,
     abort_all,
     collect_final,
-    next_outputs,
-    sse,
+    stream_chunks,
 )
 
 router = APIRouter()
@@ -76,11 +74,6 @@ async def create_completion(raw: Request) -> Response:
     _check_supported(req)
     state.check_accepting()
     prompts = _prompts(req, state)
-    limit = state.engine.engine.config.max_num_waiting
-    if len(prompts) * req.n > limit:
-        raise bad_request(
-            f"{len(prompts)} prompts x n={req.n} exceeds the waiting-queue size ({limit})", "prompt"
-        )
     for _, token_ids in prompts:
         check_fits(len(token_ids), req.max_tokens, state.engine.max_model_len, "prompt")
     max_tokens = req.max_tokens if req.max_tokens is not None else OPENAI_DEFAULT_MAX_TOKENS
@@ -90,6 +83,7 @@ async def create_completion(raw: Request) -> Response:
         max_tokens=max_tokens,
         logprobs=req.logprobs,
         prompt_logprobs=req.logprobs if req.echo and req.logprobs is not None else None,
+        num_prompts=len(prompts),
     )
     base_id = f"cmpl-{uuid.uuid4().hex}"
     request_ids = [f"{base_id}-{i}" for i in range(len(prompts))]
@@ -148,11 +142,11 @@ class _View:
         """Prompt tokens and their logprob entries, when echoing with logprobs."""
         if not (self.req.echo and self.req.logprobs is not None):
             return [], []
-        num = len(out.prompt_token_ids)
-        # Each of the n samples reports the prompt's logprobs; keep one copy.
-        entries = list((out.prompt_logprobs or [])[:num])
-        entries += [None] * (num - len(entries))
-        return out.prompt_token_ids, entries
+        # One entry per prompt position (None for the first token), shared by the n samples.
+        entries = out.prompt_logprobs
+        if entries is None:  # not expected when asked for; list the tokens without logprobs
+            entries = [None] * len(out.prompt_token_ids)
+        return out.prompt_token_ids, list(entries)
 
     def _choice(
         self, out: RequestOutput, delta: Delta, prompt_index: int, text_offset: int
@@ -184,27 +178,22 @@ class _View:
                 choices.append(self._choice(out, delta, prompt_index, 0))
         return {**self._envelope(choices), "usage": tracker.usage()}
 
-    async def stream(self, queue: asyncio.Queue[RequestOutput]) -> AsyncIterator[str]:
+    def stream(self, queue: asyncio.Queue[RequestOutput]) -> AsyncIterator[str]:
         """SSE chunks until every choice finished; EventStream aborts the rest if cut short."""
-        tracker = DeltaTracker(self.request_ids, self.n)
-        include_usage = bool(self.req.stream_options and self.req.stream_options.include_usage)
         offsets: dict[int, int] = {}  # choice index -> characters sent (logprob text_offset)
         prompt_index = {rid: i for i, rid in enumerate(self.request_ids)}
-        while not tracker.all_finished:
-            for out in await next_outputs(queue):
-                if out.error is not None:
-                    err = engine_error(out, self.state.engine)
-                    yield sse(error_body(err.status, err.message, code=err.code))
-                    yield DONE
-                    return
-                for delta in tracker.update(out):
-                    start = offsets.get(delta.index, 0)
-                    choice = self._choice(out, delta, prompt_index[out.request_id], start)
-                    offsets[delta.index] = start + len(choice["text"])
-                    chunk = self._envelope([choice])
-                    if include_usage:
-                        chunk["usage"] = None
-                    yield sse(chunk)
-        if include_usage:
-            yield sse({**self._envelope([]), "usage": tracker.usage()})
-        yield DONE
+
+        def make_choice(out: RequestOutput, delta: Delta) -> dict[str, Any]:
+            start = offsets.get(delta.index, 0)
+            choice = self._choice(out, delta, prompt_index[out.request_id], start)
+            offsets[delta.index] = start + len(choice["text"])
+            return choice
+
+        return stream_chunks(
+            queue,
+            DeltaTracker(self.request_ids, self.n),
+            self.state.engine,
+            self._envelope,
+            make_choice,
+            include_usage=bool(self.req.stream_options and self.req.stream_options.include_usage),
+        )

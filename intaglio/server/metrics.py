@@ -40,11 +40,6 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(
             "intaglio_kv_cache_usage_ratio", "Fraction of KV cache blocks in use.", s.kv_cache_usage
         )
-        yield GaugeMetricFamily(
-            "intaglio_prefix_cache_hit_rate",
-            "Prefix cache hit rate (always 0 until the prefix cache lands).",
-            s.prefix_cache_hit_rate,
-        )
         yield CounterMetricFamily(
             "intaglio_num_preemptions", "Preemptions since start.", s.num_preemptions
         )

@@ -10,9 +10,6 @@ from intaglio.sampling.params import SamplingParams
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import SamplingFields
 
-# logit_bias needs a SamplingParams field and a sampler step; until the engine has them the
-# server refuses non-empty biases instead of silently ignoring them.
-
 # Request fields copied one-to-one into SamplingParams when the client sets them.
 _DIRECT = (
     "n",
@@ -37,8 +34,13 @@ def build_sampling_params(
     max_tokens: int | None,
     logprobs: int | None,
     prompt_logprobs: int | None = None,
+    num_prompts: int = 1,
 ) -> SamplingParams:
-    """The model's defaults (generation_config.json) overridden by what the client set."""
+    """The model's defaults (generation_config.json) overridden by what the client set.
+
+    `num_prompts` x n sequences must fit in the waiting queue at once, or the request could never
+    be admitted whole: that is a 400, not a 429 to retry.
+    """
     values: dict[str, Any] = {k: getattr(req, k) for k in _DIRECT if getattr(req, k) is not None}
     values["max_tokens"] = max_tokens
     values["logprobs"] = logprobs
@@ -53,18 +55,24 @@ def build_sampling_params(
                 "stop_token_ids",
             )
         values["stop_token_ids"] = tuple(req.stop_token_ids)
-    if req.logit_bias:
+    if req.logit_bias:  # token id -> bias added to its logit before sampling
         values.update(_logit_bias(req.logit_bias, engine.vocab_size))
-    if req.n > engine.engine.config.max_num_waiting:
-        raise bad_request(
-            f"n={req.n} exceeds this server's waiting-queue size "
-            f"({engine.engine.config.max_num_waiting})",
-            "n",
-        )
+    _check_queue_room(num_prompts, req.n, engine.max_num_waiting)
     try:
         return dataclasses.replace(engine.default_sampling_params, **values)
     except ValueError as e:  # SamplingParams validates combinations (min_tokens <= max_tokens...)
         raise bad_request(str(e)) from None
+
+
+def _check_queue_room(num_prompts: int, n: int, limit: int) -> None:
+    if num_prompts * n <= limit:
+        return
+    if num_prompts == 1:
+        raise bad_request(f"n={n} exceeds this server's waiting-queue size ({limit})", "n")
+    raise bad_request(
+        f"{num_prompts} prompts x n={n} exceeds this server's waiting-queue size ({limit})",
+        "prompt",
+    )
 
 
 def _logit_bias(bias: dict[str, float], vocab_size: int) -> dict[str, Any]:

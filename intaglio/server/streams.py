@@ -17,6 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from intaglio.api.async_engine import AsyncEngine
 from intaglio.engine.outputs import RequestOutput
+from intaglio.server.admission import engine_error
+from intaglio.server.deltas import Delta, DeltaTracker
+from intaglio.server.errors import error_body
 
 DONE = "data: [DONE]\n\n"
 
@@ -97,3 +100,35 @@ def abort_all(engine: AsyncEngine, request_ids: Iterable[str]) -> None:
     """Abort every request still in flight (a no-op for those already finished)."""
     for request_id in request_ids:
         engine.abort(request_id)
+
+
+async def stream_chunks(
+    queue: asyncio.Queue[RequestOutput],
+    tracker: DeltaTracker,
+    engine: AsyncEngine,
+    envelope: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    make_choice: Callable[[RequestOutput, Delta], dict[str, Any]],
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """The SSE body both endpoints share: one chunk per choice delta until every choice has
+    finished, then the usage chunk (when asked for) and [DONE]. A failed request ends the stream
+    with an error event and [DONE]; EventStream aborts the rest if the client leaves first.
+
+    With include_usage every chunk carries "usage": null and the final one the totals, as in
+    OpenAI's API.
+    """
+    while not tracker.all_finished:
+        for out in await next_outputs(queue):
+            if out.error is not None:
+                err = engine_error(out, engine)
+                yield sse(error_body(err.status, err.message, code=err.code))
+                yield DONE
+                return
+            for delta in tracker.update(out):
+                chunk = envelope([make_choice(out, delta)])
+                if include_usage:
+                    chunk["usage"] = None
+                yield sse(chunk)
+    if include_usage:
+        yield sse({**envelope([]), "usage": tracker.usage()})
+    yield DONE

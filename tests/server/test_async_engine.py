@@ -90,3 +90,41 @@ def test_caller_cancelled_during_admission_leaves_nothing_behind(model_path: str
 
     asyncio.run(scenario())
     assert engine.stats.kv_cache_usage == 0.0
+
+
+def test_engine_thread_death_fails_pending_adds(model_path: str) -> None:
+    """An add in progress and one still queued both get an answer when the thread dies."""
+    engine = AsyncEngine.from_model(model_path, **ENGINE_ARGS)
+    entered, release = threading.Event(), threading.Event()
+    add = engine.engine.add_request
+
+    def blocking_add(*args: Any) -> None:
+        entered.set()
+        assert release.wait(10)
+        add(*args)
+
+    def boom() -> None:
+        raise RuntimeError("injected engine-loop failure")
+
+    engine.engine.add_request = blocking_add  # type: ignore[method-assign]
+    params = SamplingParams(temperature=0.0, max_tokens=5)
+
+    async def scenario() -> None:
+        engine.start(asyncio.get_running_loop())
+        inside = asyncio.ensure_future(engine.add_request("inside", [5], params, asyncio.Queue()))
+        assert await asyncio.to_thread(entered.wait, 10)
+        queued = asyncio.ensure_future(engine.add_request("queued", [5], params, asyncio.Queue()))
+        await asyncio.sleep(0)  # let it enqueue its command behind "inside"
+        # The loop dies (outside any step) right after admitting "inside".
+        engine._publish_stats = boom  # type: ignore[method-assign]
+        release.set()
+        for task in (inside, queued):
+            with pytest.raises(EngineUnavailableError):
+                await asyncio.wait_for(task, timeout=10)
+        assert not engine.accepting
+        with pytest.raises(EngineUnavailableError):
+            await asyncio.wait_for(engine.add_request("late", [5], params, asyncio.Queue()), 10)
+        await asyncio.wait_for(engine.shutdown(), timeout=10)
+        assert engine.num_in_flight == 0
+
+    asyncio.run(scenario())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from intaglio.bench.serve import RequestResult, summarize
 from intaglio.cli.serve import register, register_bench
 
 # Until cli/main.py wires these in, build the same parser shape here.
@@ -72,7 +73,8 @@ def test_bench_serve_smoke(model_path: str, tmp_path: Path, capsys) -> None:
         [
             *"bench serve --dtype float32 --num-threads 1 --num-prompts 12".split(),
             *"--request-rate 200 --input-len 16 --output-len 8 --dataset shared-prefix".split(),
-            *"--prefix-len 8 --num-prefixes 2 --slo-ttft-ms 60000 --slo-tpot-ms 60000".split(),
+            # No request over HTTP sees its first token within a microsecond: all miss the SLO.
+            *"--prefix-len 8 --num-prefixes 2 --slo-ttft-ms 0.001 --slo-tpot-ms 60000".split(),
             "--model",
             model_path,
             "--json-out",
@@ -82,10 +84,29 @@ def test_bench_serve_smoke(model_path: str, tmp_path: Path, capsys) -> None:
     assert args.func(args) == 0
     result = json.loads(out.read_text())
     assert result["num_completed"] == 12 and result["num_failed"] == 0
-    assert result["output_tok_s"] > 0 and result["goodput"] == result["request_throughput"]
+    assert result["output_tok_s"] > 0 and result["request_throughput"] > 0
+    assert result["goodput"] == 0.0
     for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
         assert 0 < result[key]["p50"] <= result[key]["p99"]
     assert "TTFT" in capsys.readouterr().out
+
+
+def test_goodput_counts_only_requests_meeting_every_slo() -> None:
+    def done(ttft_s: float, e2e_s: float, tokens: int = 11) -> RequestResult:
+        return RequestResult(True, 4, output_tokens=tokens, ttft_s=ttft_s, e2e_s=e2e_s)
+
+    results = [
+        done(0.05, 0.05 + 10 * 0.01),  # meets both: TTFT 50 ms, TPOT 10 ms
+        done(0.50, 0.50 + 10 * 0.01),  # TTFT too slow
+        done(0.05, 0.05 + 10 * 0.05),  # TPOT too slow
+        done(0.05, 0.05, tokens=1),  # one token: no TPOT, so only TTFT counts (met)
+        RequestResult(ok=False, prompt_len=4, error="HTTP 500"),  # failed: never good
+    ]
+    slo = argparse.Namespace(slo_ttft_ms=100.0, slo_tpot_ms=20.0)
+    s = summarize(results, 2.0, slo)
+    assert s["request_throughput"] == 4 / 2.0 and s["goodput"] == 2 / 2.0
+    no_slo = summarize(results, 2.0, argparse.Namespace(slo_ttft_ms=None, slo_tpot_ms=None))
+    assert no_slo["goodput"] == no_slo["request_throughput"]
 
 
 def test_bench_refuses_non_loopback(capsys) -> None:

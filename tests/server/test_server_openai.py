@@ -137,8 +137,15 @@ def test_completion_logprobs(client: OpenAI, offline: LLM) -> None:
     expected = [e[t] for e, t in zip(ref_entries, ref.outputs[0].token_ids)]
     assert len(lp.token_logprobs) == 6
     assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(lp.token_logprobs, expected))
-    for top, chosen in zip(lp.top_logprobs, lp.token_logprobs):
-        assert 1 <= len(top) <= 3 and max(top.values()) >= chosen - 1e-6
+
+    # Each position's top alternatives are the offline API's top 2 (plus the chosen token).
+    def text(t: int) -> str:
+        return offline.tokenizer.decode([t], skip_special_tokens=False)
+
+    for top, ref_entry in zip(lp.top_logprobs, ref_entries, strict=True):
+        want = {text(t): v for t, v in ref_entry.items()}
+        assert top.keys() == want.keys()
+        assert all(math.isclose(top[k], want[k], abs_tol=1e-4) for k in want)
     assert "".join(lp.tokens or []) == got.choices[0].text
 
 
