@@ -18,7 +18,7 @@ if [[ "$MODEL" == "120m" ]]; then
   args=(--model "$folder" --dtype bfloat16)
 fi
 
-intaglio serve "${args[@]}" --port "$PORT" --log-level warning &
+intaglio serve "${args[@]}" ${SERVE_ARGS:-} --port "$PORT" --log-level warning &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 120); do
