@@ -26,9 +26,6 @@ class MachineLimits:
     matmul_tflops: dict[str, float]  # dtype name -> TFLOP/s (1e12) of a large square matmul
     matmul_sizes: dict[str, int]  # dtype name -> the square size that was timed
 
-    def tflops(self, dtype: torch.dtype) -> float:
-        return self.matmul_tflops[dtype_name(dtype)]
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

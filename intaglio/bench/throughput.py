@@ -32,7 +32,6 @@ from tqdm import tqdm
 from intaglio.bench.machine import MachineLimits, dtype_name, measure_machine
 from intaglio.bench.random_model import RANDOM_CONFIGS, build_random_llama
 from intaglio.bench.roofline import ModelCost, decode_roofline, prefill_floor_s
-from intaglio.cli.args import engine_args
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +319,8 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def run_throughput_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_throughput_benchmark(args: argparse.Namespace, eargs: dict[str, Any]) -> dict[str, Any]:
+    """Run the workload of `args` on Intaglio (with engine settings `eargs`) and on HF."""
     from intaglio.api.llm import resolve_model_path
     from intaglio.model.config import ModelConfig
 
@@ -328,7 +328,6 @@ def run_throughput_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     _quiet_transformers()
     if args.model and args.random_config:
         raise SystemExit("error: give --model or --random-config, not both")
-    eargs = engine_args(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     seed = args.seed if args.seed is not None else 0

@@ -66,7 +66,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _bench_throughput(args: argparse.Namespace) -> int:
     from intaglio.bench.throughput import run_throughput_benchmark
 
-    run_throughput_benchmark(args)
+    run_throughput_benchmark(args, engine_args(args))
     return 0
 
 
