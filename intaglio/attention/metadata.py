@@ -26,8 +26,5 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # [num_tokens] int64: flat cache slot of each new token
     num_decode_tokens: int  # the first rows of the batch, one per decode sequence
     decode_block_tables: torch.Tensor | None  # [num_decodes, max_blocks] int64 (padded with 0)
-    decode_context_lens: torch.Tensor | None  # [num_decodes] int64, including the new token
-    decode_max_context_len: int
     decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, padded_context] bool: True = attend
     prefills: list[PrefillChunk]
-    block_size: int

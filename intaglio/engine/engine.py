@@ -78,6 +78,7 @@ class LLMEngine:
         )
         self._groups: dict[str, _Group] = {}
         self._parent_of: dict[str, str] = {}
+        self._aborted: list[_Group] = []
 
     # ---------------------------------------------------------------- admission
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
@@ -120,7 +121,7 @@ class LLMEngine:
             )
             if params.seed is not None:
                 # Each sample gets its own stream; the same seed always gives the same samples.
-                child.generator = torch.Generator(device=self.executor_device).manual_seed(
+                child.generator = torch.Generator(device=self.executor.device).manual_seed(
                     params.seed + i
                 )
             child.sample_index = i
@@ -139,10 +140,6 @@ class LLMEngine:
             self._parent_of[child.request_id] = request_id
             self.scheduler.add(child)
 
-    @property
-    def executor_device(self) -> str:
-        return str(getattr(self.executor, "device", "cpu"))
-
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
             if not prompt:
@@ -159,6 +156,7 @@ class LLMEngine:
             return
         for child in group.children:
             self.scheduler.finish(child, FINISH_ABORT)
+        self._aborted.append(group)  # its final output goes out with the next step
 
     def has_unfinished(self) -> bool:
         """True while any request has not had its final output emitted (aborted ones too)."""
@@ -170,7 +168,7 @@ class LLMEngine:
 
         `finished_only` skips building outputs for requests still running (offline batches).
         """
-        aborted = [g for g in self._groups.values() if self._all_finished(g)]
+        aborted, self._aborted = [g for g in self._aborted if not g.finished], []
         sched = self.scheduler.schedule()
         if sched.is_empty:
             if self.scheduler.has_unfinished():
@@ -186,7 +184,8 @@ class LLMEngine:
             touched[group.request_id] = group
             entries = result.prompt_logprobs.get(request.request_id)
             if entries is not None:  # only the first sample reports the shared prompt's
-                group.prompt_logprobs = (group.prompt_logprobs or []) + entries
+                group.prompt_logprobs = group.prompt_logprobs or []
+                group.prompt_logprobs.extend(entries)
                 request.num_prompt_logprobs += len(entries)
             if request.request_id not in result.sampled:
                 continue
@@ -250,6 +249,6 @@ class LLMEngine:
             outputs=outputs,
             finished=done,
             metrics=group.metrics,
-            prompt_logprobs=group.prompt_logprobs,
+            prompt_logprobs=None if group.prompt_logprobs is None else list(group.prompt_logprobs),
             error=group.error,
         )

@@ -54,10 +54,6 @@ class SchedulerOutput:
     preempted: list[SequenceView] = field(default_factory=list)
 
     @property
-    def num_tokens(self) -> int:
-        return sum(s.num_new_tokens for s in self.scheduled)
-
-    @property
     def is_empty(self) -> bool:
         return not self.scheduled
 
@@ -74,6 +70,7 @@ class ExecutorOutput:
 
 
 class Executor(Protocol):
+    device: torch.device  # where per-request sampling generators must live
     num_kv_blocks: int
     block_size: int
     vocab_size: int

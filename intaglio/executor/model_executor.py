@@ -126,8 +126,7 @@ class ModelExecutor:
 
         decodes = [s for s in batch if s.num_new_tokens == 1]
         nd = len(decodes)
-        decode_tables = decode_lens = decode_mask = None
-        max_len = 0
+        decode_tables = decode_mask = None
         if nd:
             lens = np.array([s.request.num_computed_tokens + 1 for s in decodes], dtype=np.int64)
             max_len = int(lens.max())
@@ -136,7 +135,6 @@ class ModelExecutor:
                 blocks = s.request.block_ids[: tables.shape[1]]
                 tables[row, : len(blocks)] = blocks
             decode_tables = torch.from_numpy(tables).to(self.device)
-            decode_lens = torch.from_numpy(lens).to(self.device)
             padded = np.arange(tables.shape[1] * bs)[None, :] < lens[:, None]
             decode_mask = torch.from_numpy(padded[:, None, None, :]).to(self.device)
         prefills = [
@@ -155,11 +153,8 @@ class ModelExecutor:
             slot_mapping=torch.from_numpy(slot_mapping).to(self.device),
             num_decode_tokens=nd,
             decode_block_tables=decode_tables,
-            decode_context_lens=decode_lens,
-            decode_max_context_len=max_len,
             decode_mask=decode_mask,
             prefills=prefills,
-            block_size=bs,
         )
         input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
         return input_ids, torch.from_numpy(positions).to(self.device), meta, starts
