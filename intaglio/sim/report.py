@@ -1,0 +1,88 @@
+"""What a simulated run reports: the figures the real server's benchmark reports, on virtual time.
+
+Throughput (requests, output tokens and all tokens per second over the makespan), TTFT (first
+token minus arrival), TPOT (time per output token after the first), end-to-end latency, each at
+mean / p50 / p90 / p99, plus KV-cache usage and batch occupancy over time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from intaglio.sim.runner import SimResult
+
+PERCENTILES = (50, 90, 99)
+
+
+def _dist(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in PERCENTILES}}
+    return {
+        "mean": float(values.mean()),
+        **{f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES},
+    }
+
+
+def summarize(result: SimResult) -> dict[str, Any]:
+    t = result.timings
+    arrival = np.array([x.request.arrival_s for x in t])
+    first = np.array([x.first_token_s for x in t], dtype=np.float64)
+    finish = np.array([x.finish_s for x in t], dtype=np.float64)
+    n_out = np.array([x.request.output_len for x in t])
+    n_in = np.array([x.request.prompt_len for x in t])
+    multi = n_out > 1
+    tpot = (finish[multi] - first[multi]) / (n_out[multi] - 1)
+    span = result.makespan_s - float(arrival.min())
+    steps = result.executor.steps
+    kv = np.array([k.usage for k in result.kv])
+    return {
+        "num_requests": len(t),
+        "num_steps": len(steps),
+        "makespan_s": span,
+        "request_throughput": len(t) / span,
+        "output_throughput": float(n_out.sum()) / span,
+        "total_throughput": float(n_out.sum() + n_in.sum()) / span,
+        "ttft_s": _dist(first - arrival),
+        "tpot_s": _dist(tpot),
+        "e2e_s": _dist(finish - arrival),
+        "mean_batch_seqs": float(np.mean([s.num_seqs for s in steps])),
+        "mean_step_s": float(np.mean([s.duration_s for s in steps])),
+        "kv_usage": {"mean": float(kv.mean()), "max": float(kv.max())},
+        "num_preemptions": result.num_preemptions,
+    }
+
+
+def timeline(result: SimResult) -> dict[str, np.ndarray]:
+    """Per step: end time, KV usage, running and waiting requests, tokens, duration."""
+    steps = result.executor.steps
+    return {
+        "time_s": np.array([k.time_s for k in result.kv]),
+        "kv_usage": np.array([k.usage for k in result.kv]),
+        "num_running": np.array([k.num_running for k in result.kv]),
+        "num_waiting": np.array([k.num_waiting for k in result.kv]),
+        "num_tokens": np.array([s.num_tokens for s in steps]),
+        "step_s": np.array([s.duration_s for s in steps]),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"requests {s['num_requests']}, steps {s['num_steps']}, makespan {s['makespan_s']:.2f} s, "
+        f"preemptions {s['num_preemptions']}",
+        f"throughput: {s['request_throughput']:.2f} req/s, {s['output_throughput']:.1f} output "
+        f"tok/s, {s['total_throughput']:.1f} total tok/s",
+        f"{'':10}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}   (ms)",
+    ]
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
+        d = s[key]
+        lines.append(
+            f"{label:<10}" + "".join(f"{d[k] * 1e3:>10.1f}" for k in ("mean", "p50", "p90", "p99"))
+        )
+    lines.append(
+        f"batch: {s['mean_batch_seqs']:.1f} sequences per step, mean step "
+        f"{s['mean_step_s'] * 1e3:.2f} ms; KV usage mean {s['kv_usage']['mean']:.1%}, "
+        f"max {s['kv_usage']['max']:.1%}"
+    )
+    return "\n".join(lines)

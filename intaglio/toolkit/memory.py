@@ -1,0 +1,89 @@
+"""Memory plan: weights, activations and KV cache on one device, and what fits.
+
+Weights are the model's parameters (counted on the `meta` model) at the weight dtype, split
+over tensor-parallel devices except the replicated norms. Activations are the peak live
+tensors of a step of `max_num_batched_tokens`: the residual stream, the widest projection
+output, and fp32 logits for the sampled rows. Whatever is left of `utilization` x capacity
+after both holds the KV cache, whose per-token size follows the KV heads each device keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from intaglio.model.config import ModelConfig
+from intaglio.toolkit.capture import build_meta_model
+from intaglio.toolkit.hardware import Hardware
+from intaglio.toolkit.ops import DTYPE_BYTES, canonical_dtype
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    capacity_bytes: float
+    usable_bytes: float
+    weight_bytes: float
+    activation_bytes: float
+    kv_bytes_per_token: float
+    kv_capacity_tokens: int
+    num_kv_blocks: int
+    block_size: int
+    fits: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def count_parameters(cfg: ModelConfig) -> tuple[int, int]:
+    """(all parameters, those in norms) of the model, counted without memory."""
+    model = build_meta_model(cfg)
+    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
+    norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
+    return total, norms
+
+
+def plan_memory(
+    cfg: ModelConfig,
+    hw: Hardware,
+    tp: int = 1,
+    weight_dtype: str | None = None,
+    kv_dtype: str | None = None,
+    act_dtype: str | None = None,
+    max_num_batched_tokens: int = 2048,
+    max_num_seqs: int = 256,
+    block_size: int = 16,
+    utilization: float = 0.9,
+) -> MemoryPlan:
+    model_dtype = canonical_dtype(str(cfg.dtype))
+    w_bytes = DTYPE_BYTES[canonical_dtype(weight_dtype or model_dtype)]
+    a_bytes = DTYPE_BYTES[canonical_dtype(act_dtype or model_dtype)]
+    kv_bytes = DTYPE_BYTES[canonical_dtype(kv_dtype or model_dtype)]
+    total, norms = count_parameters(cfg)
+    weights = ((total - norms) / tp + norms) * w_bytes
+    widest = max(cfg.q_size + 2 * cfg.kv_size, 2 * cfg.intermediate_size) / tp
+    activations = max_num_batched_tokens * (2 * cfg.hidden_size + widest) * a_bytes
+    activations += min(max_num_seqs, max_num_batched_tokens) * cfg.vocab_size / tp * 4
+    kv_heads = max(1, cfg.num_kv_heads // tp)
+    per_token = 2 * cfg.num_layers * kv_heads * cfg.head_dim * kv_bytes
+    capacity = hw.main_memory.capacity_bytes
+    usable = capacity * utilization
+    free = usable - weights - activations
+    tokens = max(int(free // per_token), 0)
+    blocks = tokens // block_size
+    fits = blocks >= 1
+    gib = 2**30
+    if fits:
+        message = (
+            f"weights {weights / gib:.1f} GiB + activations {activations / gib:.1f} GiB leave "
+            f"{free / gib:.1f} GiB for {tokens} KV tokens ({blocks} blocks of {block_size})"
+        )
+    else:
+        message = (
+            f"does not fit: weights {weights / gib:.1f} GiB + activations "
+            f"{activations / gib:.1f} GiB exceed {utilization:.0%} of {capacity / gib:.1f} GiB; "
+            "raise tensor parallelism or lower the weight precision"
+        )
+    return MemoryPlan(
+        capacity, usable, weights, activations, per_token, tokens, blocks, block_size, fits, message
+    )

@@ -1,0 +1,147 @@
+"""Mixture-of-experts blocks as ops: a router, per-expert matmuls, shared experts, a combine.
+
+Routing depends on data that `meta` tensors do not have, so capture assumes it: every token
+picks `top_k` of `num_experts` experts uniformly (balanced load: tokens * top_k / num_experts
+rows per expert, fractional as an expectation). An expert's weights are read when at least one
+token reaches it, which for T tokens happens with probability 1 - (1 - top_k / E)^T; that
+expectation is the weight traffic, so a batch-1 decode reads only the experts it touches.
+
+To capture a model's MoE module, register it once with `register_moe_module(cls, shape_of)`,
+where `shape_of(module)` returns its MoEShape; capture then replaces the module's forward by
+these ops and an output of the input's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from intaglio.toolkit import ops as K
+from intaglio.toolkit.capture import LeafContext, register_opaque_leaf
+from intaglio.toolkit.ops import Op, canonical_dtype
+
+
+@dataclass(frozen=True)
+class MoEShape:
+    hidden: int
+    expert_intermediate: int
+    num_experts: int
+    top_k: int
+    num_shared_experts: int = 0
+    shared_intermediate: int = 0
+
+
+def moe_block_ops(
+    name: str, layer: int | None, tokens: int, shape: MoEShape, weight_dtype: str, act_dtype: str
+) -> list[Op]:
+    h, inter, e, k = shape.hidden, shape.expert_intermediate, shape.num_experts, shape.top_k
+    dt = {"weight_dtype": weight_dtype, "act_dtype": act_dtype, "kv_dtype": act_dtype}
+    routed = tokens * k
+    rows = routed / e
+    touched = 1.0 - (1.0 - k / e) ** tokens
+    ops = [
+        Op(
+            f"{name}.router",
+            K.ROUTER,
+            "router",
+            layer,
+            flops=2.0 * tokens * h * e + 5.0 * tokens * e,  # logits, then softmax and top-k
+            weight_elems=h * e,
+            act_in_elems=tokens * h,
+            act_out_elems=tokens * k * 2,  # expert ids and gate weights
+            shape=(tokens, h, e),
+            **dt,
+        )
+    ]
+    common = {"group": name, "hidden": h, "routed_tokens": routed, "num_experts": e, "top_k": k}
+    # Every expert's gate/up, then the activations, then every down projection: the order a
+    # grouped-GEMM kernel runs them, so fuse_moe_grouped_gemm can merge each role.
+    gate_up, acts, down = [], [], []
+    for x in range(e):
+        for role, kk, n, dest in (
+            ("expert_gate_up", h, 2 * inter, gate_up),
+            ("expert_down", inter, h, down),
+        ):
+            dest.append(
+                Op(
+                    f"{name}.experts.{x}.{role}",
+                    K.EXPERT_MATMUL,
+                    role,
+                    layer,
+                    flops=2.0 * rows * kk * n,
+                    weight_elems=touched * kk * n,
+                    act_in_elems=rows * kk,
+                    act_out_elems=rows * n,
+                    shape=(round(rows), kk, n),
+                    attrs=dict(common, expert=x),
+                    **dt,
+                )
+            )
+        acts.append(
+            Op(
+                f"{name}.experts.{x}.act",
+                K.ELEMENTWISE,
+                "act",
+                layer,
+                flops=5.0 * rows * inter,  # silu(gate) * up
+                act_in_elems=2 * rows * inter,
+                act_out_elems=rows * inter,
+                shape=(round(rows), inter),
+                attrs=dict(common, expert=x),
+                **dt,
+            )
+        )
+    ops += gate_up + acts + down
+    if shape.num_shared_experts:
+        si = shape.shared_intermediate * shape.num_shared_experts
+        for role, kk, n in (("shared_gate_up", h, 2 * si), ("shared_down", si, h)):
+            ops.append(
+                Op(
+                    f"{name}.shared.{role}",
+                    K.MATMUL,
+                    role,
+                    layer,
+                    flops=2.0 * tokens * kk * n,
+                    weight_elems=kk * n,
+                    act_in_elems=tokens * kk,
+                    act_out_elems=tokens * n,
+                    shape=(tokens, kk, n),
+                    **dt,
+                )
+            )
+    ops.append(
+        Op(
+            f"{name}.combine",
+            K.ELEMENTWISE,
+            "moe_combine",
+            layer,
+            flops=2.0 * routed * h,  # gate-weighted sum of each token's expert outputs
+            act_in_elems=routed * h + tokens * k,
+            act_out_elems=tokens * h,
+            shape=(tokens, h),
+            **dt,
+        )
+    )
+    return ops
+
+
+def register_moe_module(cls: type, shape_of: Callable[[nn.Module], MoEShape]) -> None:
+    """Capture every `cls` module as moe_block_ops under balanced routing."""
+
+    def handler(module: nn.Module, ctx: LeafContext, args: tuple) -> tuple[list[Op], torch.Tensor]:
+        x = args[0]  # [num_tokens, hidden]
+        weight = next(module.parameters())
+        ops = moe_block_ops(
+            ctx.name,
+            ctx.layer,
+            x.numel() // x.shape[-1],
+            shape_of(module),
+            canonical_dtype(str(weight.dtype)),
+            canonical_dtype(str(x.dtype)),
+        )
+        return ops, torch.empty_like(x)
+
+    register_opaque_leaf(cls, handler)

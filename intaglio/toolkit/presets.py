@@ -1,0 +1,98 @@
+"""Named model presets: the config.json fields of published checkpoints, for capture on `meta`.
+
+Numbers are copied from each model's published config.json (Hugging Face hub, the model cards
+cited per entry); only the fields ModelConfig reads are kept. Mixture-of-experts presets (Llama 4
+Scout and Maverick, Mixtral) join once the model code can build them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from intaglio.model.config import ModelConfig
+
+_LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+def _llama(hidden: int, layers: int, heads: int, kv: int, inter: int, **extra: Any) -> dict:
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "intermediate_size": inter,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "rope_scaling": _LLAMA3_ROPE,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def _qwen3(hidden: int, layers: int, heads: int, inter: int, tied: bool) -> dict:
+    return {
+        "architectures": ["Qwen3ForCausalLM"],
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": inter,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": tied,
+        "torch_dtype": "bfloat16",
+    }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # meta-llama/Llama-2-7b-hf: the "7B" of most published decode figures (MHA, 4k context).
+    "llama-2-7b": _llama(
+        4096,
+        32,
+        32,
+        32,
+        11008,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        rope_scaling=None,
+    ),
+    "llama-3.2-1b": _llama(2048, 16, 32, 8, 8192, tie_word_embeddings=True),
+    "llama-3-8b": _llama(4096, 32, 32, 8, 14336),  # meta-llama/Llama-3.1-8B
+    "llama-3-70b": _llama(8192, 80, 64, 8, 28672),  # meta-llama/Llama-3.1-70B
+    "llama-3-405b": _llama(16384, 126, 128, 8, 53248),  # meta-llama/Llama-3.1-405B
+    "qwen3-0.6b": _qwen3(1024, 28, 16, 3072, tied=True),  # Qwen/Qwen3-0.6B
+    "qwen3-8b": _qwen3(4096, 36, 32, 12288, tied=False),  # Qwen/Qwen3-8B
+    "qwen3-32b": _qwen3(5120, 64, 64, 25600, tied=False),  # Qwen/Qwen3-32B
+}
+
+
+def load_model_config(spec: str, dtype: str | None = None) -> ModelConfig:
+    """A preset name, a model folder, or a config.json path -> ModelConfig."""
+    if spec in PRESETS:
+        return ModelConfig.from_hf(PRESETS[spec], dtype)
+    path = Path(spec)
+    if path.is_dir():
+        return ModelConfig.from_folder(path, dtype)
+    if path.is_file():
+        return ModelConfig.from_hf(json.loads(path.read_text()), dtype)
+    raise ValueError(
+        f"unknown model {spec!r}: not a preset ({', '.join(sorted(PRESETS))}), "
+        "a model folder or a config.json file"
+    )

@@ -1,0 +1,119 @@
+"""The simulator drives the engine's own Scheduler and BlockManager end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from intaglio.sim.executor import SimulatedExecutor
+from intaglio.sim.report import summarize, timeline
+from intaglio.sim.runner import SchedulerSettings, simulate
+from intaglio.sim.workload import sample_lengths, synthetic_workload, trace_workload
+from intaglio.toolkit.hardware import load_hardware
+from intaglio.toolkit.presets import load_model_config
+from intaglio.toolkit.step_model import StepCostModel
+
+
+@pytest.fixture(scope="module")
+def step_model():
+    return StepCostModel(load_model_config("llama-3.2-1b"), load_hardware("h100-sxm"))
+
+
+def _run(step_model, workload, blocks=4096, **settings):
+    ex = SimulatedExecutor(step_model, blocks, 16)
+    return simulate(workload, ex, SchedulerSettings(**settings)), ex
+
+
+def test_every_request_finishes_with_its_tokens(step_model):
+    wl = synthetic_workload(300, "uniform:20:400", "uniform:1:200", rate=50.0, seed=3)
+    result, ex = _run(step_model, wl, max_num_seqs=64, max_num_batched_tokens=512)
+    assert all(t.num_output_tokens == t.request.output_len for t in result.timings)
+    assert sum(s.num_sampled for s in ex.steps) == sum(r.output_len for r in wl)
+    # Every prompt token is computed at least once (more after a preemption's recompute).
+    assert sum(s.num_prefill_tokens for s in ex.steps) >= sum(r.prompt_len - 1 for r in wl)
+    assert all(s.num_tokens <= 512 and s.num_seqs <= 64 for s in ex.steps)
+    # Virtual time: steps are back to back while busy, and nothing starts before it arrives.
+    starts = np.array([s.start_s for s in ex.steps])
+    assert np.all(np.diff(starts) > 0)
+    for t in result.timings:
+        assert t.request.arrival_s < t.first_token_s <= t.finish_s
+    s = summarize(result)
+    assert s["num_requests"] == 300 and s["ttft_s"]["p50"] > 0
+    assert s["output_throughput"] == pytest.approx(
+        sum(r.output_len for r in wl) / s["makespan_s"]
+    )
+
+
+def test_a_small_kv_cache_preempts_and_still_conserves(step_model):
+    wl = synthetic_workload(60, "fixed:200", "fixed:100", rate=None, seed=1)
+    result, ex = _run(step_model, wl, blocks=40, max_num_seqs=32, max_num_batched_tokens=1024)
+    assert result.num_preemptions > 0
+    assert all(t.num_output_tokens == 100 for t in result.timings)
+    kv = timeline(result)["kv_usage"]
+    assert kv.max() <= 1.0 and kv.max() > 0.9
+
+
+def test_more_bandwidth_means_lower_decode_latency():
+    cfg = load_model_config("llama-3.2-1b")
+    wl = synthetic_workload(50, "fixed:128", "fixed:64", rate=None, seed=0)
+    tpot = []
+    for bw in (1000, 3350, 8000):
+        hw = load_hardware("h100-sxm").with_overrides({"memory.1.bandwidth_gbs": bw})
+        result, _ = _run(StepCostModel(cfg, hw), wl)
+        tpot.append(summarize(result)["tpot_s"]["p50"])
+    assert tpot[0] > tpot[1] > tpot[2]
+
+
+def test_same_seed_same_result(step_model):
+    def run():
+        wl = synthetic_workload(40, "lognormal:100:0.5", "normal:50:10", rate=20.0, seed=7)
+        return summarize(_run(step_model, wl)[0])
+
+    assert run() == run()
+
+
+def test_an_impossible_request_is_refused(step_model):
+    wl = synthetic_workload(2, "fixed:5000", "fixed:10", seed=0)
+    with pytest.raises(ValueError, match="the KV cache holds 1600"):
+        _run(step_model, wl, blocks=100)
+
+
+def test_workload_specs_and_traces(tmp_path):
+    rng = np.random.default_rng(0)
+    x = sample_lengths("uniform:5:9", 1000, rng)
+    assert x.min() == 5 and x.max() == 9
+    with pytest.raises(ValueError, match="use fixed:N"):
+        sample_lengths("zipf:2", 3, rng)
+    wl = synthetic_workload(20, "fixed:10", "fixed:5", num_prefixes=2, prefix_len=8, seed=0)
+    heads = {r.prompt_token_ids[:8] for r in wl}
+    assert len(heads) == 2 and all(r.prompt_len == 18 for r in wl)
+    trace = tmp_path / "trace.csv"
+    trace.write_text("arrival_s,input_len,output_len,priority\n0.5,10,3,1\n0.1,20,4,0\n")
+    reqs = trace_workload(trace)
+    assert [(r.arrival_s, r.prompt_len, r.output_len, r.priority) for r in reqs] == [
+        (0.1, 20, 4, 0),
+        (0.5, 10, 3, 1),
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"arrival_s": 0, "input_len": 3}\n')
+    with pytest.raises(ValueError, match="row 1"):
+        trace_workload(bad)
+
+
+def test_thousands_of_requests_on_405b_in_seconds():
+    import time
+
+    from intaglio.toolkit.fusion import fuse_all
+    from intaglio.toolkit.memory import plan_memory
+    from intaglio.toolkit.parallel import tensor_parallel
+
+    cfg = load_model_config("llama-3-405b")
+    hw = load_hardware("h200")
+    plan = plan_memory(cfg, hw, tp=8)
+    model = StepCostModel(cfg, hw, [tensor_parallel(8), fuse_all], plan.weight_bytes)
+    wl = synthetic_workload(2000, "uniform:100:1000", "uniform:50:300", rate=8.0, seed=0)
+    t0 = time.perf_counter()
+    ex = SimulatedExecutor(model, plan.num_kv_blocks, 16)
+    result = simulate(wl, ex, SchedulerSettings(256, 4096))
+    assert time.perf_counter() - t0 < 60
+    assert len(result.timings) == 2000
