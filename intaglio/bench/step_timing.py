@@ -3,8 +3,10 @@
 A step is given as (new tokens, context) per sequence. Each sequence becomes a Request whose
 prompt ends at that context, its KV blocks are allocated by the engine's BlockManager, and
 ModelExecutor.execute runs the step exactly as the engine would (KV contents are whatever the
-cache holds, which does not change the time). The figure is the best of `repeats` runs: on a
-machine shared with other processes, the least disturbed one.
+cache holds, which does not change the time). The figure is the process CPU time of the best
+of `repeats` runs: with one torch thread the engine is one busy thread, so CPU time equals
+wall time on a quiet machine, and on a machine shared with other processes it leaves out the
+time the scheduler gave the core to someone else.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ BatchShape = Sequence[tuple[int, int]]  # (num_new_tokens, context_len) per sequ
 
 
 def time_step(
-    executor: ModelExecutor, batch: BatchShape, repeats: int = 3, seed: int = 0
+    executor: ModelExecutor, batch: BatchShape, repeats: int = 3, warmup: bool = True, seed: int = 0
 ) -> float:
     rng = np.random.default_rng(seed)
     blocks = BlockManager(executor.num_kv_blocks, executor.block_size)
@@ -38,10 +40,11 @@ def time_step(
         request.num_computed_tokens = ctx - new
         scheduled.append(ScheduledRequest(request, new))
     out = SchedulerOutput(scheduled)
-    executor.execute(out)  # warm-up
+    if warmup:
+        executor.execute(out)
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         executor.execute(out)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from intaglio.cli import codesign as codesign_cli
 from intaglio.cli import serve as serve_cli
 from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, sampling_args
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(thr)
     thr.set_defaults(func=_bench_throughput)
     serve_cli.register_bench(bench_sub)
+    codesign_cli.register(sub)
     return parser
 
 

@@ -165,6 +165,14 @@ class StepCost:
         """Memory-bandwidth utilisation: achieved bytes/s over main-memory bandwidth."""
         return self.bytes / self.time_s / self.hw.main_memory.bandwidth_bytes_s
 
+    @property
+    def dominant_bound(self) -> str:
+        """The bound that takes the most of the step's time."""
+        per: dict[str, float] = {}
+        for b, t in zip(self.times.bound, self.times.time_s.tolist()):
+            per[b] = per.get(b, 0.0) + t
+        return max(per, key=per.__getitem__)
+
     def rows(self) -> list[dict]:
         bounds = self.times.bound
         out = []

@@ -83,16 +83,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_model_config(spec: str, dtype: str | None = None) -> ModelConfig:
-    """A preset name, a model folder, or a config.json path -> ModelConfig."""
+def load_model_config(
+    spec: str, dtype: str | None = None, overrides: dict[str, Any] | None = None
+) -> ModelConfig:
+    """A preset name, a model folder, or a config.json path -> ModelConfig.
+
+    `overrides` replaces config.json fields first (model variants: fewer KV heads, more layers).
+    """
     if spec in PRESETS:
-        return ModelConfig.from_hf(PRESETS[spec], dtype)
-    path = Path(spec)
-    if path.is_dir():
-        return ModelConfig.from_folder(path, dtype)
-    if path.is_file():
-        return ModelConfig.from_hf(json.loads(path.read_text()), dtype)
-    raise ValueError(
-        f"unknown model {spec!r}: not a preset ({', '.join(sorted(PRESETS))}), "
-        "a model folder or a config.json file"
-    )
+        hf = dict(PRESETS[spec])
+    else:
+        path = Path(spec)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown model {spec!r}: not a preset ({', '.join(sorted(PRESETS))}), "
+                "a model folder or a config.json file"
+            )
+        hf = json.loads(path.read_text())
+    hf.update(overrides or {})
+    return ModelConfig.from_hf(hf, dtype)

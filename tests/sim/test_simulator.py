@@ -39,9 +39,7 @@ def test_every_request_finishes_with_its_tokens(step_model):
         assert t.request.arrival_s < t.first_token_s <= t.finish_s
     s = summarize(result)
     assert s["num_requests"] == 300 and s["ttft_s"]["p50"] > 0
-    assert s["output_throughput"] == pytest.approx(
-        sum(r.output_len for r in wl) / s["makespan_s"]
-    )
+    assert s["output_throughput"] == pytest.approx(sum(r.output_len for r in wl) / s["makespan_s"])
 
 
 def test_a_small_kv_cache_preempts_and_still_conserves(step_model):

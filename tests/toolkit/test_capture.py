@@ -86,8 +86,12 @@ def test_qwen3_qk_norm_and_tied_embeddings():
     cfg = _config(2, "Qwen3ForCausalLM", head_dim=64, tie_word_embeddings=True)
     ops = capture_step(cfg, [SeqShape(5, 5)])
     norms = [o for o in ops if o.kind == K.NORM and o.layer == 0]
-    assert [o.role for o in norms] == ["input_layernorm", "q_norm", "k_norm",
-                                       "post_attention_layernorm"]
+    assert [o.role for o in norms] == [
+        "input_layernorm",
+        "q_norm",
+        "k_norm",
+        "post_attention_layernorm",
+    ]
     assert norms[1].act_in_elems == 5 * 8 * 64 and norms[2].act_in_elems == 5 * 2 * 64
     lm = next(o for o in ops if o.role == "lm_head")
     assert lm.shape == (1, 256, 1000)
@@ -125,8 +129,14 @@ def test_unknown_model_spec_is_a_clear_error():
 
 
 def test_moe_block_matches_closed_form():
-    shape = MoEShape(hidden=64, expert_intermediate=96, num_experts=8, top_k=2,
-                     num_shared_experts=1, shared_intermediate=32)
+    shape = MoEShape(
+        hidden=64,
+        expert_intermediate=96,
+        num_experts=8,
+        top_k=2,
+        num_shared_experts=1,
+        shared_intermediate=32,
+    )
     t = 40
     ops = moe_block_ops("layers.0.mlp", 0, t, shape, "bfloat16", "bfloat16")
     experts = [o for o in ops if o.kind == K.EXPERT_MATMUL]

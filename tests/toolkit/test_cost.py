@@ -30,8 +30,17 @@ IDEAL = {
 
 
 def _matmul(m: int, k: int, n: int) -> Op:
-    return Op("mm", K.MATMUL, "mm", 0, flops=2.0 * m * k * n, weight_elems=k * n,
-              act_in_elems=m * k, act_out_elems=m * n, shape=(m, k, n))
+    return Op(
+        "mm",
+        K.MATMUL,
+        "mm",
+        0,
+        flops=2.0 * m * k * n,
+        weight_elems=k * n,
+        act_in_elems=m * k,
+        act_out_elems=m * n,
+        shape=(m, k, n),
+    )
 
 
 def test_large_matmul_is_compute_bound_and_gemv_memory_bound():

@@ -6,6 +6,7 @@ import pytest
 
 from intaglio.model.config import ModelConfig
 from intaglio.toolkit import ops as K
+from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.fusion import (
     fuse_all,
     fuse_epilogues,
@@ -19,7 +20,6 @@ from intaglio.toolkit.moe import MoEShape, moe_block_ops
 from intaglio.toolkit.ops import SeqShape, total
 from intaglio.toolkit.parallel import expert_parallel, tensor_parallel
 from intaglio.toolkit.precision import precision
-from intaglio.toolkit.capture import capture_step
 
 H, T = 256, 24
 
@@ -57,8 +57,13 @@ def test_epilogue_and_rope_fusion(ops):
     fused = fuse_epilogues(fuse_rope_into_attention(ops))
     layer = [o for o in fused if o.layer == 0]
     assert [o.role for o in layer] == [
-        "input_layernorm", "qkv_proj", "attention", "o_proj", "post_attention_layernorm",
-        "gate_up_proj", "down_proj",
+        "input_layernorm",
+        "qkv_proj",
+        "attention",
+        "o_proj",
+        "post_attention_layernorm",
+        "gate_up_proj",
+        "down_proj",
     ]
     gate_up = next(o for o in layer if o.role == "gate_up_proj")
     assert gate_up.act_out_elems == T * 512  # writes silu(gate) * up, not gate and up

@@ -1,0 +1,332 @@
+"""`intaglio codesign`: op tables, rooflines, memory plans, simulations and sweeps.
+
+    intaglio codesign list
+    intaglio codesign ops --model llama-3-70b --hardware h100-sxm --passes tp=8,fuse \
+        --batch decode:64@2048+prefill:512 --out report/
+    intaglio codesign memory --model llama-3-405b --hardware h200 --passes tp=8,w=fp8
+    intaglio codesign simulate --model llama-3-8b --hardware h100-sxm --num-requests 1000 \
+        --rate 20 --out sim/
+    intaglio codesign sweep --model llama-3-8b --hardware h100-sxm --param batch=1,8,64,256
+    intaglio codesign sweep --model llama-3-8b --hardware h100-sxm --serve --rate 20 \
+        --param hw.memory.1.bandwidth_gbs=2000,3350,5000 --out sweep/
+    intaglio codesign calibrate --out my-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from intaglio.toolkit.hardware import HardwareError
+
+OP_COLUMNS = [
+    "name",
+    "kind",
+    "shape",
+    "dtype",
+    "flops",
+    "bytes_read",
+    "bytes_written",
+    "intensity",
+    "time_us",
+    "bound",
+    "fused",
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cd = sub.add_parser("codesign", help="operation sequences, cost model and simulator")
+    cds = cd.add_subparsers(dest="codesign", required=True)
+    cds.add_parser("list", help="model presets and hardware descriptions").set_defaults(
+        func=run, action=_list
+    )
+    ops = cds.add_parser("ops", help="per-op table, breakdown and roofline of one step")
+    _study_flags(ops)
+    ops.add_argument("--batch", default="decode:64@2048", help="e.g. decode:64@2048+prefill:512")
+    ops.add_argument("--top", type=int, default=20, help="ops shown in the terminal")
+    ops.set_defaults(func=run, action=_ops)
+    mem = cds.add_parser("memory", help="weights, activations, KV capacity: what fits")
+    _study_flags(mem)
+    mem.set_defaults(func=run, action=_memory)
+    sim = cds.add_parser("simulate", help="serve a workload on the engine's scheduler")
+    _study_flags(sim)
+    sim.set_defaults(func=run, action=_simulate)
+    sw = cds.add_parser("sweep", help="step or serving metrics over one parameter")
+    _study_flags(sw)
+    sw.add_argument(
+        "--param",
+        required=True,
+        help="NAME=V1,V2,..: batch, context, chunk, max_num_seqs, tp, ep, "
+        "hw.FIELD.PATH or model.CONFIG_FIELD",
+    )
+    sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")
+    sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
+    sw.add_argument("--serve", action="store_true", help="simulate serving at each value")
+    sw.set_defaults(func=run, action=_sweep)
+    cal = cds.add_parser("calibrate", help="measure this CPU into a hardware description")
+    cal.add_argument("--out", required=True, help="JSON file to write")
+    cal.add_argument("--num-threads", type=int, default=1)
+    cal.set_defaults(func=run, action=_calibrate)
+
+
+def _study_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="preset name, model folder or config.json")
+    p.add_argument("--hardware", required=True, help="shipped description name or JSON path")
+    p.add_argument("--passes", default="", help="e.g. tp=8,fuse,w=fp8,kv=fp8")
+    p.add_argument("--dtype", default=None, help="model dtype (default: the config's)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="hardware override by dotted path, e.g. memory.1.bandwidth_gbs=4000",
+    )
+    p.add_argument("--out", default=None, help="folder for CSV, markdown and plots")
+    e = p.add_argument_group("engine")
+    e.add_argument("--max-num-seqs", type=int, default=256)
+    e.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    e.add_argument("--block-size", type=int, default=16)
+    e.add_argument("--memory-utilization", type=float, default=0.9)
+    e.add_argument("--num-kv-blocks", type=int, default=None, help="override the memory plan")
+    w = p.add_argument_group("workload")
+    w.add_argument("--num-requests", type=int, default=500)
+    w.add_argument("--rate", type=float, default=None, help="Poisson req/s (default: all at 0)")
+    w.add_argument("--input-len", default="uniform:128:1024")
+    w.add_argument("--output-len", default="uniform:64:512")
+    w.add_argument("--num-prefixes", type=int, default=0)
+    w.add_argument("--prefix-len", type=int, default=0)
+    w.add_argument("--priorities", type=int, default=1)
+    w.add_argument("--trace", default=None, help="JSONL/CSV trace instead of a synthetic load")
+    w.add_argument("--seed", type=int, default=0)
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _study(args: argparse.Namespace):  # noqa: ANN202
+    from intaglio.sim.study import Study
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs FIELD=VALUE, got {item!r}")
+        overrides[key] = _value(value)
+    return Study(
+        model=args.model,
+        hardware=args.hardware,
+        passes=args.passes,
+        dtype=args.dtype,
+        hw_overrides=overrides,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
+        memory_utilization=args.memory_utilization,
+        num_kv_blocks=args.num_kv_blocks,
+        num_requests=args.num_requests,
+        rate=args.rate,
+        input_len=args.input_len,
+        output_len=args.output_len,
+        num_prefixes=args.num_prefixes,
+        prefix_len=args.prefix_len,
+        priorities=args.priorities,
+        trace=args.trace,
+        seed=args.seed,
+    )
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from intaglio.toolkit.hardware import available_hardware
+    from intaglio.toolkit.presets import PRESETS
+
+    print("models:  ", ", ".join(sorted(PRESETS)))
+    print("hardware:", ", ".join(available_hardware()))
+    return 0
+
+
+def _ops(args: argparse.Namespace) -> int:
+    from intaglio.sim.study import step_cost
+    from intaglio.toolkit import plots
+    from intaglio.toolkit.passes import parse_batch
+    from intaglio.toolkit.report import markdown_table, text_table, write_csv
+
+    study = _study(args)
+    cost = step_cost(study, args.batch)
+    tokens = sum(s.num_new_tokens for s in parse_batch(args.batch))
+    summary = {
+        "model": args.model,
+        "hardware": cost.hw.name,
+        "batch": args.batch,
+        "passes": args.passes,
+        "ops": len(cost.ops),
+        "step_ms": cost.time_s * 1e3,
+        "tokens_per_s": tokens / cost.time_s,
+        "gflop": cost.flops / 1e9,
+        "gbytes": cost.bytes / 1e9,
+        "mfu": cost.mfu,
+        "mbu": cost.mbu,
+        "bound": cost.dominant_bound,
+    }
+    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+    kinds = cost.breakdown("kind")
+    print("\ntime by kind: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in kinds.items()))
+    rows = cost.rows()
+    top = sorted(rows, key=lambda r: -r["time_us"])[: args.top]
+    print("\n" + text_table(top, OP_COLUMNS))
+    if args.out:
+        out = Path(args.out)
+        write_csv(rows, out / "ops.csv")
+        title = f"{args.model} on {cost.hw.name}: {args.batch} {args.passes}"
+        plots.roofline(cost, out / "roofline", title)
+        plots.breakdown(kinds, out / "breakdown", title)
+        kind_rows = [{"kind": k, "ms": v * 1e3} for k, v in kinds.items()]
+        (out / "report.md").write_text(
+            f"# One step of {args.model} on {cost.hw.name}\n\n{markdown_table([summary])}\n"
+            f"## Time by op kind\n\n{markdown_table(kind_rows)}\n"
+            f"## Slowest {args.top} ops\n\n{markdown_table(top, OP_COLUMNS)}\n"
+            "![roofline](roofline.png)\n\n![breakdown](breakdown.png)\n"
+        )
+        print(f"\nwrote {out}/: ops.csv, report.md, roofline.png/.svg, breakdown.png/.svg")
+    return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    plan = _study(args).plan()
+    for k, v in plan.to_dict().items():
+        print(f"{k:>20}: {_short(v)}")
+    return 0 if plan.fits else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from intaglio.sim.report import format_summary, summarize, timeline
+    from intaglio.sim.study import serve
+    from intaglio.toolkit import plots
+    from intaglio.toolkit.report import markdown_table, write_csv
+
+    study = _study(args)
+    result, plan = serve(study)
+    summary = summarize(result)
+    print(plan.message)
+    print(format_summary(summary))
+    if args.out:
+        out = Path(args.out)
+        tl = timeline(result)
+        write_csv([dict(zip(tl, vals)) for vals in zip(*tl.values())], out / "timeline.csv")
+        write_csv([_request_row(t) for t in result.timings], out / "requests.csv")
+        plots.series(
+            tl["time_s"],
+            {
+                "KV usage": tl["kv_usage"],
+                "running": tl["num_running"],
+                "waiting": tl["num_waiting"],
+                "step ms": tl["step_s"] * 1e3,
+            },
+            "virtual time (s)",
+            out / "timeline",
+            f"{args.model} on {study.hw().name}",
+        )
+        metrics = [{"metric": k, "value": v} for k, v in _flatten(summary).items()]
+        (out / "report.md").write_text(
+            f"# Simulated serving: {args.model} on {study.hw().name}\n\n{plan.message}\n\n"
+            f"{markdown_table(metrics)}\n![timeline](timeline.png)\n"
+        )
+        print(f"wrote {out}/: timeline.csv, requests.csv, report.md, timeline.png/.svg")
+    return 0
+
+
+def _request_row(t: Any) -> dict[str, Any]:
+    r = t.request
+    return {
+        "request_id": r.request_id,
+        "arrival_s": r.arrival_s,
+        "input_len": r.prompt_len,
+        "output_len": r.output_len,
+        "priority": r.priority,
+        "ttft_s": t.first_token_s - r.arrival_s,
+        "e2e_s": t.finish_s - r.arrival_s,
+        "preemptions": t.num_preemptions,
+    }
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from intaglio.sim.study import sweep
+    from intaglio.toolkit import plots
+    from intaglio.toolkit.report import markdown_table, text_table, write_csv
+
+    name, _, values = args.param.partition("=")
+    if not values:
+        raise ValueError("--param needs NAME=V1,V2,...")
+    rows = sweep(
+        _study(args),
+        name,
+        [_value(v) for v in values.split(",")],
+        args.serve,
+        args.batch,
+        args.context,
+    )
+    cols = list(rows[0])
+    print(text_table(rows, cols))
+    if args.out:
+        out = Path(args.out)
+        write_csv(rows, out / "sweep.csv")
+        metrics = [c for c in cols if isinstance(rows[0][c], float)]
+        numeric = all(isinstance(r["value"], (int, float)) for r in rows)
+        x = [r["value"] for r in rows] if numeric else list(range(len(rows)))
+        wide = numeric and min(x) > 0 and max(x) / min(x) > 20
+        plots.series(
+            x,
+            {m: [r[m] for r in rows] for m in metrics[:4]},
+            name,
+            out / "sweep",
+            f"{args.model} on {args.hardware}: {name}",
+            logx=wide,
+        )
+        (out / "report.md").write_text(
+            f"# Sweep of {name}: {args.model} on {args.hardware}\n\n"
+            f"{markdown_table(rows)}\n![sweep](sweep.png)\n"
+        )
+        print(f"wrote {out}/: sweep.csv, report.md, sweep.png/.svg")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from intaglio.bench.calibrate import measure_cpu
+
+    doc = measure_cpu(args.num_threads)
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(
+        f"wrote {args.out}: read {doc['memory'][0]['bandwidth_gbs']:.1f} GB/s, fp32 matmul "
+        f"{doc['matmul_tflops']['float32']:.3f} TFLOP/s ({args.num_threads} thread(s)); fit "
+        "its overheads to the engine with benchmarks/codesign_validate.py"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand; a user error is one line on stderr and exit status 2."""
+    try:
+        return int(args.action(args))
+    except (ValueError, HardwareError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

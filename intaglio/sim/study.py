@@ -1,0 +1,165 @@
+"""A Study: one model, hardware, pass list, engine settings and workload, and sweeps over them.
+
+`step_metrics` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
+batch (decode sequences), context, chunk (max_num_batched_tokens), max_num_seqs, tp, ep,
+hw.<dotted.path> (a hardware field) or model.<config field> (a model variant, e.g.
+model.num_key_value_heads for the GQA ratio).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from intaglio.sim.executor import SimulatedExecutor
+from intaglio.sim.report import summarize
+from intaglio.sim.runner import SchedulerSettings, SimResult, simulate
+from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
+from intaglio.toolkit.capture import capture_step
+from intaglio.toolkit.cost import StepCost, cost_step
+from intaglio.toolkit.hardware import Hardware, load_hardware
+from intaglio.toolkit.memory import MemoryPlan, plan_memory
+from intaglio.toolkit.passes import parse_batch, parse_passes, pass_setting
+from intaglio.toolkit.presets import load_model_config
+from intaglio.toolkit.step_model import StepCostModel, apply_passes
+
+
+@dataclass(frozen=True)
+class Study:
+    model: str
+    hardware: str
+    passes: str = ""
+    dtype: str | None = None
+    hw_overrides: dict[str, Any] = field(default_factory=dict)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    block_size: int = 16
+    memory_utilization: float = 0.9
+    num_kv_blocks: int | None = None
+    num_requests: int = 500
+    rate: float | None = None
+    input_len: str = "uniform:128:1024"
+    output_len: str = "uniform:64:512"
+    num_prefixes: int = 0
+    prefix_len: int = 0
+    priorities: int = 1
+    trace: str | None = None
+    seed: int = 0
+
+    def config(self):  # noqa: ANN201
+        return load_model_config(self.model, self.dtype, self.model_overrides)
+
+    def hw(self) -> Hardware:
+        hw = load_hardware(self.hardware)
+        return hw.with_overrides(self.hw_overrides) if self.hw_overrides else hw
+
+    def plan(self) -> MemoryPlan:
+        parse_passes(self.passes)  # a typo in the pass list fails here, by name
+        return plan_memory(
+            self.config(),
+            self.hw(),
+            tp=int(pass_setting(self.passes, "tp") or 1),
+            weight_dtype=pass_setting(self.passes, "w"),
+            kv_dtype=pass_setting(self.passes, "kv"),
+            act_dtype=pass_setting(self.passes, "a"),
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_num_seqs=self.max_num_seqs,
+            block_size=self.block_size,
+            utilization=self.memory_utilization,
+        )
+
+    def workload(self) -> list[SimRequest]:
+        vocab = self.config().vocab_size
+        if self.trace:
+            return trace_workload(self.trace, vocab, self.seed)
+        return synthetic_workload(
+            self.num_requests,
+            self.input_len,
+            self.output_len,
+            self.rate,
+            self.num_prefixes,
+            self.prefix_len,
+            self.priorities,
+            vocab,
+            self.seed,
+        )
+
+
+def step_cost(study: Study, batch: str) -> StepCost:
+    cfg, hw = study.config(), study.hw()
+    ops = apply_passes(capture_step(cfg, parse_batch(batch)), parse_passes(study.passes))
+    return cost_step(ops, hw, study.plan().weight_bytes)
+
+
+def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
+    plan = study.plan()
+    if not plan.fits and study.num_kv_blocks is None:
+        raise ValueError(plan.message)
+    model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
+    executor = SimulatedExecutor(model, study.num_kv_blocks or plan.num_kv_blocks, study.block_size)
+    settings = SchedulerSettings(study.max_num_seqs, study.max_num_batched_tokens)
+    return simulate(study.workload(), executor, settings), plan
+
+
+def _with_param(study: Study, name: str, value: Any) -> Study:
+    if name.startswith("hw."):
+        return dataclasses.replace(study, hw_overrides={**study.hw_overrides, name[3:]: value})
+    if name.startswith("model."):
+        overrides = {**study.model_overrides, name[6:]: value}
+        return dataclasses.replace(study, model_overrides=overrides)
+    if name in ("tp", "ep"):
+        kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
+        return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
+    if name == "chunk":
+        return dataclasses.replace(study, max_num_batched_tokens=int(value))
+    if name == "max_num_seqs":
+        return dataclasses.replace(study, max_num_seqs=int(value))
+    raise ValueError(
+        f"unknown sweep parameter {name!r}; use batch, context, chunk, max_num_seqs, tp, ep, "
+        "hw.FIELD or model.FIELD"
+    )
+
+
+def sweep(
+    study: Study, name: str, values: list[Any], serve_mode: bool, batch: str | None, context: int
+) -> list[dict[str, Any]]:
+    rows = []
+    for value in values:
+        if name == "batch":
+            point, step_batch = study, f"decode:{int(value)}@{context}"
+        elif name == "context":
+            point, step_batch = study, f"decode:64@{int(value)}"
+        else:
+            point, step_batch = _with_param(study, name, value), batch or f"decode:64@{context}"
+        row: dict[str, Any] = {"value": value}
+        plan = point.plan()
+        row["fits"] = plan.fits
+        if serve_mode:
+            if name in ("batch", "context"):
+                raise ValueError(f"{name} is a step-mode parameter; drop --serve")
+            s = summarize(serve(point)[0])
+            row.update(
+                output_tok_s=s["output_throughput"],
+                ttft_p50_ms=s["ttft_s"]["p50"] * 1e3,
+                ttft_p99_ms=s["ttft_s"]["p99"] * 1e3,
+                tpot_p50_ms=s["tpot_s"]["p50"] * 1e3,
+                e2e_p50_s=s["e2e_s"]["p50"],
+                kv_usage_max=s["kv_usage"]["max"],
+                preemptions=s["num_preemptions"],
+            )
+        else:
+            cost = step_cost(point, step_batch)
+            tokens = sum(s.num_new_tokens for s in parse_batch(step_batch))
+            kinds = cost.breakdown("kind")
+            row.update(
+                step_ms=cost.time_s * 1e3,
+                tokens_per_s=tokens / cost.time_s,
+                mfu=cost.mfu,
+                mbu=cost.mbu,
+                bound=cost.dominant_bound,
+                top_kind=next(iter(kinds)),
+            )
+        rows.append(row)
+    return rows

@@ -1,0 +1,131 @@
+"""`intaglio codesign` end to end: tables, plots, reports, sweeps and clear errors."""
+
+from __future__ import annotations
+
+import csv
+
+from intaglio.cli.main import main
+
+
+def test_ops_writes_csv_report_and_plots(tmp_path, capsys):
+    out = tmp_path / "ops"
+    rc = main(
+        [
+            "codesign",
+            "ops",
+            "--model",
+            "llama-3.2-1b",
+            "--hardware",
+            "h100-sxm",
+            "--passes",
+            "fuse",
+            "--batch",
+            "decode:8@512+prefill:128",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "time by kind" in text and "mfu=" in text
+    rows = list(csv.DictReader((out / "ops.csv").open()))
+    assert any(r["kind"] == "attention" for r in rows)
+    for name in ("report.md", "roofline.png", "roofline.svg", "breakdown.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_step_sweep_over_batch_size(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    rc = main(
+        [
+            "codesign",
+            "sweep",
+            "--model",
+            "llama-3-8b",
+            "--hardware",
+            "h100-sxm",
+            "--param",
+            "batch=1,16,256,1024",
+            "--context",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    tok_s = [float(r["tokens_per_s"]) for r in rows]
+    assert tok_s == sorted(tok_s)  # batching raises decode throughput
+    assert rows[0]["bound"] == "memory" and rows[-1]["bound"] == "compute"
+    assert (out / "sweep.svg").exists() and "| value |" in (out / "report.md").read_text()
+
+
+def test_serving_sweep_over_tensor_parallelism(tmp_path, capsys):
+    rc = main(
+        [
+            "codesign",
+            "sweep",
+            "--model",
+            "llama-3-70b",
+            "--hardware",
+            "h100-sxm",
+            "--serve",
+            "--param",
+            "tp=4,8",
+            "--num-requests",
+            "60",
+            "--rate",
+            "4",
+            "--input-len",
+            "fixed:512",
+            "--output-len",
+            "fixed:64",
+        ]
+    )
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "tpot_p50_ms" in lines[0] and len(lines) == 3
+
+
+def test_simulate_writes_timeline(tmp_path, capsys):
+    out = tmp_path / "sim"
+    rc = main(
+        [
+            "codesign",
+            "simulate",
+            "--model",
+            "qwen3-0.6b",
+            "--hardware",
+            "mi300x",
+            "--num-requests",
+            "50",
+            "--rate",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    assert "TTFT" in capsys.readouterr().out
+    assert len(list(csv.DictReader((out / "requests.csv").open()))) == 50
+    assert (out / "timeline.png").exists()
+
+
+BAD = [
+    ("ops --model nope --hardware h100-sxm", "unknown model 'nope'"),
+    ("ops --model llama-3-8b --hardware h100-sxm --batch decode:x", "bad batch part"),
+    (
+        "ops --model llama-3-8b --hardware h100-sxm --set memory.1.bandwidth_gbs=-5",
+        "bandwidth_gbs must be a positive number",
+    ),
+    ("simulate --model llama-3-405b --hardware h100-sxm --num-requests 2", "does not fit"),
+    ("memory --model llama-3-8b --hardware h100-sxm --passes tp=8,warp", "unknown pass 'warp'"),
+    ("sweep --model llama-3-8b --hardware h100-sxm --param speed=1,2", "unknown sweep parameter"),
+]
+
+
+def test_user_errors_are_one_line(capsys):
+    for command, message in BAD:
+        assert main(["codesign", *command.split()]) == 2, command
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (command, err)
