@@ -38,7 +38,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
 def text_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Fixed-width columns for the terminal."""
     cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     out = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     out += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(out)
