@@ -4,9 +4,9 @@ Peaks: read bandwidth of a 1 GiB tensor and square-matmul throughput per dtype
 (intaglio/bench/machine.py). Efficiency curves: matmuls of the shapes an LLM step runs (rows
 1 to 1024 against 768- to 4096-wide weights) give the matmul curve where they are compute
 bound; GEMVs and elementwise adds of 4 KB to 400 MB give the memory curve. The per-op overhead
-is the time of a tiny op (torch dispatch from Python). `fit_to_steps` then sets the per-op
-and per-step overheads and the attention kernel's efficiency by non-negative least squares on
-measured engine steps (the engine runs more Python per op than a bare torch call, and the
+is the time of a tiny op (torch dispatch from Python). `fit_to_steps` then sets the per-step
+overhead and the attention kernel's efficiency by non-negative least squares on measured
+engine steps (the engine runs more Python per op than a bare torch call, and the
 reference attention backend gathers the KV cache before it attends); those steps must not be
 the ones used to validate.
 """
@@ -153,29 +153,29 @@ def _ram_gib() -> float:
 
 
 def fit_to_steps(doc: dict, samples: Sequence[tuple[list[Op], float]]) -> dict:
-    """Fit the per-op and per-step overheads and attention's efficiency to measured steps.
+    """Fit the per-step overhead and attention's efficiency to measured engine steps.
 
-    A step's time is (roofline time of its non-attention ops) + op_overhead * num_ops +
-    step_overhead + x * (roofline time of attention); the three coefficients are fitted by
-    least squares, non-negative, trying every subset of free ones. Returns a new document;
-    kind_efficiency.attention = 1 / x (at most 1).
+    A step's time is (modelled time of its non-attention ops, with the measured per-op
+    overhead) + step_overhead + x * (modelled time of its attention ops); both coefficients are
+    fitted by least squares, non-negative. (A per-op overhead cannot be told apart from the
+    per-step one here: every step of one model runs the same number of ops.) Returns a new
+    document; kind_efficiency.attention = 1 / x (at most 1).
     """
-    hw = from_dict(doc).with_overrides(
-        {"op_overhead_us": 0.0, "step_overhead_us": 0.0, "kind_efficiency": {}}
-    )
+    hw = from_dict(doc).with_overrides({"step_overhead_us": 0.0, "kind_efficiency": {}})
     rows, target = [], []
     for ops, measured in samples:
         attn = [o for o in ops if o.kind == K.ATTENTION]
         rest = [o for o in ops if o.kind != K.ATTENTION]
-        rows.append([len(ops), 1.0, _roofline_time(hw, attn, ops)])
-        target.append(measured - _roofline_time(hw, rest, ops))
+        # Attention's launch overheads are not scaled by its efficiency: count them apart.
+        attn_work = _modelled_time(hw, attn, ops) - len(attn) * hw.op_overhead_s
+        rows.append([1.0, attn_work])
+        target.append(measured - _modelled_time(hw, rest, ops) - len(attn) * hw.op_overhead_s)
     x = _nnls(np.asarray(rows), np.asarray(target))
     out = dict(doc)
-    out["op_overhead_us"] = float(x[0]) * 1e6
-    out["step_overhead_us"] = float(x[1]) * 1e6
-    out["kind_efficiency"] = {"attention": float(min(1.0, 1.0 / x[2])) if x[2] > 0 else 1.0}
+    out["step_overhead_us"] = float(x[0]) * 1e6
+    out["kind_efficiency"] = {"attention": float(min(1.0, 1.0 / x[1])) if x[1] > 0 else 1.0}
     out["sources"] = dict(doc["sources"])
-    for key in ("op_overhead_us", "step_overhead_us", "kind_efficiency"):
+    for key in ("step_overhead_us", "kind_efficiency"):
         out["sources"][key] = f"fitted to {len(samples)} measured engine steps (training batches)"
     return out
 
@@ -196,8 +196,8 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return best
 
 
-def _roofline_time(hw: Hardware, subset: list[Op], all_ops: list[Op]) -> float:
-    """Time of `subset` with no overheads; weights stream from where the whole step's fit."""
+def _modelled_time(hw: Hardware, subset: list[Op], all_ops: list[Op]) -> float:
+    """Time of `subset` on `hw`; weights stream from where the whole step's weights fit."""
     if not subset:
         return 0.0
     total_weights = float(OpTable.from_ops(all_ops).weight_bytes.sum())
