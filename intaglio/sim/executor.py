@@ -46,29 +46,22 @@ class SimulatedExecutor:
         self.steps: list[StepRecord] = []
 
     def execute(self, out: SchedulerOutput) -> ExecutorOutput:
-        scheduled = out.scheduled
-        q = np.fromiter((s.num_new_tokens for s in scheduled), np.int64, len(scheduled))
-        c = np.fromiter(
-            (s.request.num_computed_tokens + s.num_new_tokens for s in scheduled),
-            np.int64,
-            len(scheduled),
-        )
-        sampled = {s.request.request_id: self.synthetic_token for s in scheduled if s.samples}
-        # Tokens of this step that are still prompt (a recompute after preemption counts too).
-        prefill = sum(
-            max(0, min(s.num_new_tokens, s.request.num_tokens - 1 - s.request.num_computed_tokens))
-            for s in scheduled
-        )
+        n = len(out.scheduled)
+        q = np.empty(n, dtype=np.int64)
+        c = np.empty(n, dtype=np.int64)
+        sampled: dict[str, int] = {}
+        prefill = 0
+        for i, s in enumerate(out.scheduled):
+            r = s.request
+            q[i] = s.num_new_tokens
+            c[i] = r.num_computed_tokens + s.num_new_tokens
+            # Tokens still inside the known sequence (prompt, or a recompute after preemption).
+            prefill += max(0, min(s.num_new_tokens, r.num_tokens - 1 - r.num_computed_tokens))
+            if c[i] == r.num_tokens:  # the step reaches the end: a token is sampled
+                sampled[r.request_id] = self.synthetic_token
         duration = self.step_model.step_time(q, c, len(sampled))
         self.steps.append(
-            StepRecord(
-                self.clock_s,
-                duration,
-                len(scheduled),
-                int(q.sum()),
-                prefill,
-                len(sampled),
-            )
+            StepRecord(self.clock_s, duration, n, int(q.sum()), prefill, len(sampled))
         )
         self.clock_s += duration
         return ExecutorOutput(sampled=sampled)
