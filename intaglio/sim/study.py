@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.report import summarize
 from intaglio.sim.runner import SchedulerSettings, SimResult, simulate
@@ -48,7 +49,7 @@ class Study:
     trace: str | None = None
     seed: int = 0
 
-    def config(self):  # noqa: ANN201
+    def config(self) -> ModelConfig:
         return load_model_config(self.model, self.dtype, self.model_overrides)
 
     def hw(self) -> Hardware:

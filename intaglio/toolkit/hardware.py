@@ -105,7 +105,10 @@ class Hardware:
         """A copy with fields set by dotted path, e.g. {"matmul_tflops.bfloat16": 2000}."""
         doc = copy.deepcopy(self.raw)
         for path, value in overrides.items():
-            _set_path(doc, path, value, self.name)
+            try:
+                _set_path(doc, path, value)
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise HardwareError(f"{self.name}: no field {path!r} to override") from None
         return from_dict(doc, source=f"{self.name} with {overrides}")
 
 
@@ -117,7 +120,7 @@ def _rate(table: dict[str, float], dtype: str, name: str, field: str) -> float:
     return table[dtype]
 
 
-def _set_path(doc: Any, path: str, value: Any, name: str) -> None:
+def _set_path(doc: Any, path: str, value: Any) -> None:
     keys = path.split(".")
     node = doc
     for key in keys[:-1]:

@@ -89,5 +89,7 @@ def test_overrides_change_one_field_and_revalidate():
     assert hw.main_memory.bandwidth_bytes_s == pytest.approx(3.35e12)  # the original is intact
     with pytest.raises(HardwareError):
         hw.with_overrides({"memory.1.bandwidth_gbs": 0})
+    with pytest.raises(HardwareError, match="no field 'memory.7.bandwidth_gbs'"):
+        hw.with_overrides({"memory.7.bandwidth_gbs": 1})
     with pytest.raises(HardwareError, match="has no matmul_tflops for fp8"):
         load_hardware("tpu-v5e").matmul_rate("fp8")
