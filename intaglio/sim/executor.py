@@ -24,6 +24,8 @@ class StepRecord:
     num_tokens: int
     num_prefill_tokens: int
     num_sampled: int
+    flops: float
+    bytes: float  # memory traffic
 
 
 class SimulatedExecutor:
@@ -59,9 +61,11 @@ class SimulatedExecutor:
             prefill += max(0, min(s.num_new_tokens, r.num_tokens - 1 - r.num_computed_tokens))
             if c[i] == r.num_tokens:  # the step reaches the end: a token is sampled
                 sampled[r.request_id] = self.synthetic_token
-        duration = self.step_model.step_time(q, c, len(sampled))
+        duration, flops, traffic = self.step_model.estimate(q, c, len(sampled))
         self.steps.append(
-            StepRecord(self.clock_s, duration, n, int(q.sum()), prefill, len(sampled))
+            StepRecord(
+                self.clock_s, duration, n, int(q.sum()), prefill, len(sampled), flops, traffic
+            )
         )
         self.clock_s += duration
         return ExecutorOutput(sampled=sampled)

@@ -2,7 +2,8 @@
 
 Throughput (requests, output tokens and all tokens per second over the makespan), TTFT (first
 token minus arrival), TPOT (time per output token after the first), end-to-end latency, each at
-mean / p50 / p90 / p99, plus KV-cache usage and batch occupancy over time.
+mean / p50 / p90 / p99, plus KV-cache usage, batch occupancy and hardware utilisation (MFU and
+memory-bandwidth utilisation, per step and over the busy time) over time.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def summarize(result: SimResult) -> dict[str, Any]:
     span = result.makespan_s - float(arrival.min())
     steps = result.executor.steps
     kv = np.array([k.usage for k in result.kv])
+    busy = sum(s.duration_s for s in steps)
+    model = result.executor.step_model
+    bandwidth = model.hw.main_memory.bandwidth_bytes_s
     return {
         "num_requests": len(t),
         "num_steps": len(steps),
@@ -50,6 +54,8 @@ def summarize(result: SimResult) -> dict[str, Any]:
         "mean_batch_seqs": float(np.mean([s.num_seqs for s in steps])),
         "mean_step_s": float(np.mean([s.duration_s for s in steps])),
         "kv_usage": {"mean": float(kv.mean()), "max": float(kv.max())},
+        "mfu": sum(s.flops for s in steps) / busy / model.peak_flops,
+        "mbu": sum(s.bytes for s in steps) / busy / bandwidth,
         "num_preemptions": result.num_preemptions,
     }
 
@@ -57,13 +63,19 @@ def summarize(result: SimResult) -> dict[str, Any]:
 def timeline(result: SimResult) -> dict[str, np.ndarray]:
     """Per step: end time, KV usage, running and waiting requests, tokens, duration."""
     steps = result.executor.steps
+    model = result.executor.step_model
+    duration = np.array([s.duration_s for s in steps])
     return {
         "time_s": np.array([k.time_s for k in result.kv]),
         "kv_usage": np.array([k.usage for k in result.kv]),
         "num_running": np.array([k.num_running for k in result.kv]),
         "num_waiting": np.array([k.num_waiting for k in result.kv]),
         "num_tokens": np.array([s.num_tokens for s in steps]),
-        "step_s": np.array([s.duration_s for s in steps]),
+        "step_s": duration,
+        "mfu": np.array([s.flops for s in steps]) / duration / model.peak_flops,
+        "mbu": np.array([s.bytes for s in steps])
+        / duration
+        / model.hw.main_memory.bandwidth_bytes_s,
     }
 
 
@@ -83,6 +95,6 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(
         f"batch: {s['mean_batch_seqs']:.1f} sequences per step, mean step "
         f"{s['mean_step_s'] * 1e3:.2f} ms; KV usage mean {s['kv_usage']['mean']:.1%}, "
-        f"max {s['kv_usage']['max']:.1%}"
+        f"max {s['kv_usage']['max']:.1%}; MFU {s['mfu']:.1%}, MBU {s['mbu']:.1%} while busy"
     )
     return "\n".join(lines)

@@ -139,6 +139,12 @@ class StepCostModel:
 
     def step_time(self, q: np.ndarray, c: np.ndarray, num_sampled: int) -> float:
         """Seconds for one step: q[i] new tokens of sequence i at context c[i]."""
+        return self.estimate(q, c, num_sampled)[0]
+
+    def estimate(
+        self, q: np.ndarray, c: np.ndarray, num_sampled: int
+    ) -> tuple[float, float, float]:
+        """(seconds, FLOPs, bytes of memory traffic) of one step."""
         v = self.values(np.asarray(q), np.asarray(c), num_sampled)
         t = self._table
         t.flops = v[:, 0]
@@ -149,7 +155,17 @@ class StepCostModel:
         t.comm_bytes = v[:, 6]
         t.rows = v[:, 7]
         times = op_times(self.hw, t, self.weight_bytes_total, self._rates, self._scale)
-        return float(times.time_s.sum()) + self.hw.step_overhead_s
+        traffic = float(t.weight_bytes.sum() + t.other_bytes.sum())
+        return float(times.time_s.sum()) + self.hw.step_overhead_s, float(v[:, 0].sum()), traffic
+
+    @property
+    def peak_flops(self) -> float:
+        """Matrix peak at the dtype most matrix FLOPs run at (the MFU denominator)."""
+        by_dtype: dict[str, float] = {}
+        for o in self.ops:
+            if o.kind in K.MATRIX_KINDS:
+                by_dtype[o.compute_dtype] = by_dtype.get(o.compute_dtype, 0.0) + o.flops
+        return self.hw.matmul_rate(max(by_dtype, key=by_dtype.__getitem__))
 
     def instantiate(self, seqs: Sequence[SeqShape]) -> list[Op]:
         """The op list of a step over `seqs` (for checking against a direct capture)."""

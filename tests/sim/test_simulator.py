@@ -39,6 +39,9 @@ def test_every_request_finishes_with_its_tokens(step_model):
         assert t.request.arrival_s < t.first_token_s <= t.finish_s
     s = summarize(result)
     assert s["num_requests"] == 300 and s["ttft_s"]["p50"] > 0
+    assert 0 < s["mfu"] < 1 and 0 < s["mbu"] < 1
+    tl = timeline(result)
+    assert np.all((tl["mfu"] > 0) & (tl["mfu"] < 1)) and len(tl["mbu"]) == len(ex.steps)
     assert s["output_throughput"] == pytest.approx(sum(r.output_len for r in wl) / s["makespan_s"])
 
 
