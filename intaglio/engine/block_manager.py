@@ -23,6 +23,7 @@ class BlockManager:
         # Prompt tokens looked up in the prefix cache, and those found, at admission.
         self.num_queried_tokens = 0
         self.num_hit_tokens = 0
+        self.num_copied_blocks = 0  # copy-on-write copies made so far
 
     @property
     def num_blocks(self) -> int:
@@ -100,6 +101,7 @@ class BlockManager:
         for i in shared:  # copy on write: another request still reads this block
             copy = self.pool.take()
             self.pending_copies.append((ids[i], copy))
+            self.num_copied_blocks += 1
             self.pool.decref(ids[i])
             ids[i] = copy
         for _ in range(extra):

@@ -199,9 +199,7 @@ class LLMEngine:
             logprobs=None if params.logprobs is None else list(parent.logprobs or []),
         )
         if params.seed is not None:
-            child.generator = torch.Generator(device=self.executor.device).manual_seed(
-                params.seed
-            )
+            child.generator = torch.Generator(device=self.executor.device).manual_seed(params.seed)
         detok = IncrementalDetokenizer(
             self.tokenizer,
             params.stop,

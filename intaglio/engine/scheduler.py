@@ -51,6 +51,7 @@ class Scheduler:
         self._scheduled_now: set[int] = set()  # id() of requests given tokens this step
         self._under_pressure = False
         self.num_preemptions = 0
+        self.num_computed_tokens = 0  # tokens run through the model so far (all steps)
         self.num_new_waiting = 0  # never-scheduled requests waiting (what max_num_waiting caps)
 
     # ------------------------------------------------------------------ queue
@@ -105,9 +106,7 @@ class Scheduler:
         out.block_copies = self.block_manager.take_copies()
         return out
 
-    def _schedule_running(
-        self, requests: list[Request], budget: int, out: SchedulerOutput
-    ) -> int:
+    def _schedule_running(self, requests: list[Request], budget: int, out: SchedulerOutput) -> int:
         for request in requests:
             if budget <= 0:
                 break
@@ -175,6 +174,7 @@ class Scheduler:
     def _record(self, request: Request, num_new: int, out: SchedulerOutput) -> None:
         out.scheduled.append(ScheduledRequest(request, num_new))
         self._scheduled_now.add(id(request))
+        self.num_computed_tokens += num_new
 
     # ------------------------------------------------------------------ update
     def update(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
