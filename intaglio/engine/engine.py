@@ -129,36 +129,16 @@ class LLMEngine:
             bad = [t for t in ids if t >= vocab]
             if bad:
                 raise ValueError(f"{name} out of range [0, {vocab}): {bad[:5]}")
-        room = self.max_model_len - len(token_ids)
-        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         group = _Group(request_id, text, token_ids, [], [], RequestMetrics(time.monotonic()))
         for i in range(params.n):
-            child = Request(
-                request_id=f"{request_id}#{i}",
-                prompt_token_ids=token_ids,
-                params=params,
-                eos_token_ids=self.eos_token_ids,
-                max_tokens=max_tokens,
-                arrival_time=group.metrics.arrival_time,
-                priority=priority,
-                cache_salt=cache_salt,
-                logprobs=[] if params.logprobs is not None else None,
+            # Each sample gets its own seed stream; the same seed always gives the same samples.
+            seed = None if params.seed is None else params.seed + i
+            child, detok = self._new_sample(
+                f"{request_id}#{i}", token_ids, params, priority, cache_salt, seed
             )
-            if params.seed is not None:
-                # Each sample gets its own stream; the same seed always gives the same samples.
-                child.generator = torch.Generator(device=self.executor.device).manual_seed(
-                    params.seed + i
-                )
-            child.sample_index = i
+            child.arrival_time, child.sample_index = group.metrics.arrival_time, i
             group.children.append(child)
-            group.detokenizers.append(
-                IncrementalDetokenizer(
-                    self.tokenizer,
-                    params.stop,
-                    params.include_stop_str_in_output,
-                    params.skip_special_tokens,
-                )
-            )
+            group.detokenizers.append(detok)
         # Register only once every sample was built, so a failure above leaves nothing behind.
         self._groups[request_id] = group
         for child in group.children:
@@ -182,30 +162,19 @@ class LLMEngine:
         params = params or parent.params
         if params.n != 1:
             raise ValueError("a fork is one sample; use n=1")
-        if params.max_tokens is not None and params.max_tokens <= parent.num_tokens - len(
-            parent.prompt_token_ids
-        ):
+        if params.max_tokens is not None and params.max_tokens <= len(parent.output_token_ids):
             raise ValueError("the fork's max_tokens leaves no room beyond the tokens it inherits")
-        room = self.max_model_len - parent.num_prompt_tokens
-        child = Request(
-            request_id=f"{new_request_id}#0",
-            prompt_token_ids=parent.prompt_token_ids,
-            params=params,
-            eos_token_ids=self.eos_token_ids,
-            max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
-            output_token_ids=list(parent.output_token_ids),
-            priority=parent.priority,
-            cache_salt=parent.cache_salt,
-            logprobs=None if params.logprobs is None else list(parent.logprobs or []),
+        child, detok = self._new_sample(
+            f"{new_request_id}#0",
+            parent.prompt_token_ids,
+            params,
+            parent.priority,
+            parent.cache_salt,
+            params.seed,
         )
-        if params.seed is not None:
-            child.generator = torch.Generator(device=self.executor.device).manual_seed(params.seed)
-        detok = IncrementalDetokenizer(
-            self.tokenizer,
-            params.stop,
-            params.include_stop_str_in_output,
-            params.skip_special_tokens,
-        )
+        child.output_token_ids = list(parent.output_token_ids)
+        if child.logprobs is not None:
+            child.logprobs = list(parent.logprobs or [])
         metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
         fork = _Group(
             new_request_id, group.prompt, group.prompt_token_ids, [child], [detok], metrics
@@ -213,6 +182,36 @@ class LLMEngine:
         self._groups[new_request_id] = fork
         self._parent_of[child.request_id] = new_request_id
         self.scheduler.fork(parent, child)
+
+    def _new_sample(
+        self,
+        request_id: str,
+        token_ids: list[int],
+        params: SamplingParams,
+        priority: int,
+        cache_salt: str | None,
+        seed: int | None,
+    ) -> tuple[Request, IncrementalDetokenizer]:
+        room = self.max_model_len - len(token_ids)
+        request = Request(
+            request_id=request_id,
+            prompt_token_ids=token_ids,
+            params=params,
+            eos_token_ids=self.eos_token_ids,
+            max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
+            priority=priority,
+            cache_salt=cache_salt,
+            logprobs=[] if params.logprobs is not None else None,
+        )
+        if seed is not None:
+            request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
+        detok = IncrementalDetokenizer(
+            self.tokenizer,
+            params.stop,
+            params.include_stop_str_in_output,
+            params.skip_special_tokens,
+        )
+        return request, detok
 
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
