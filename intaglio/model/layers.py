@@ -28,11 +28,25 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
+def l2_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Weightless RMS normalisation over the last axis, in fp32 (Llama 4's q/k norm)."""
+    return F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+
+
 class RotaryEmbedding(nn.Module):
-    """Neox-style RoPE (rotate halves) with an optional 'llama3' frequency rescaling."""
+    """RoPE with an optional 'llama3' frequency rescaling.
+
+    Neox style (Llama, Qwen) rotates the pairs (x[i], x[i + d/2]); interleaved style (Llama 4,
+    written with complex numbers in its reference) rotates the pairs (x[2i], x[2i + 1]).
+    """
 
     def __init__(
-        self, head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None
+        self,
+        head_dim: int,
+        max_position: int,
+        theta: float,
+        scaling: dict[str, Any] | None,
+        interleaved: bool = False,
     ) -> None:
         super().__init__()
         self.head_dim, self.max_position, self.theta, self.scaling = (
@@ -41,6 +55,7 @@ class RotaryEmbedding(nn.Module):
             theta,
             scaling,
         )
+        self.interleaved = interleaved
         self.register_buffer("cos", torch.empty(0), persistent=False)
         self.register_buffer("sin", torch.empty(0), persistent=False)
         self._positions: torch.Tensor | None = None
@@ -69,12 +84,20 @@ class RotaryEmbedding(nn.Module):
             self._positions = positions
             self._cos_sin = (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))
         cos, sin = self._cos_sin  # [num_tokens, 1, head_dim / 2]
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        rotate = _rotate_interleaved if self.interleaved else _rotate
+        return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+
+def _rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    pairs = x.float().unflatten(-1, (-1, 2))  # [..., head_dim / 2, 2]
+    x1, x2 = pairs[..., 0], pairs[..., 1]
+    out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.flatten(-2).to(x.dtype)
 
 
 def _scale_frequencies(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
