@@ -84,6 +84,11 @@ def _load_weights(model: DecoderForCausalLM, cfg: ModelConfig, files: list[Path]
                     raise ModelLoadError(f"{file.name}: unexpected weight {name!r}")
                 dest = params[target.param].data
                 if target.expert is not None:
+                    if target.expert >= dest.shape[0]:
+                        raise ModelLoadError(
+                            f"{file.name}: weight {name!r} is for expert {target.expert}, "
+                            f"the config has {dest.shape[0]} experts"
+                        )
                     dest = dest[target.expert]
                 if target.shard is not None:
                     sizes = _split_sizes(cfg, target.param, dest.shape[0])
