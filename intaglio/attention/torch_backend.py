@@ -100,9 +100,7 @@ def _gather_blocks(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return blocks.view(n, num_blocks * cache.shape[1], *cache.shape[2:]).transpose(1, 2)
 
 
-def _gather(
-    cache: torch.Tensor, block_table: torch.Tensor, start: int, end: int
-) -> torch.Tensor:
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Cached positions [start, end) of one sequence: [end - start, kv_heads, head_dim]."""
     bs = cache.shape[1]
     first_block = start // bs
