@@ -103,11 +103,7 @@ class DecoderModel(nn.Module):
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         rotary = RotaryEmbedding(
-            cfg.head_dim,
-            cfg.max_position_embeddings,
-            cfg.rope_theta,
-            cfg.rope_scaling,
-            interleaved=cfg.rope_interleaved,
+            cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, interleaved=cfg.rope_interleaved
         )
         self.layers = nn.ModuleList(DecoderLayer(cfg, rotary, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
