@@ -17,7 +17,7 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ def add_moe_flags(parser: argparse.ArgumentParser) -> None:
         "--tokens", type=int, nargs="+", default=[1, 4, 16, 64, 256, 1024], help="batch sizes"
     )
     parser.add_argument("--dtype", default="float32", help="weights and activations")
+    parser.add_argument("--hidden", type=int, default=None, help="override the hidden size")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs; the median counts")
     parser.add_argument("--num-threads", type=int, default=None, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -130,6 +131,8 @@ def run_moe_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
     for name in args.preset:
         shape = PRESETS[name]
+        if args.hidden:
+            shape = replace(shape, hidden=args.hidden)
         rows = bench_shape(shape, args.tokens, dtype, args.repeats, args.seed)
         result["presets"][name] = {"shape": asdict(shape), "rows": rows}
         print(

@@ -96,6 +96,9 @@ class ModelConfig:
             text["torch_dtype"] = next((d for d in stored if d), None)
             hf = text
             prefix = "language_model."
+        act = hf.get("hidden_act", "silu")
+        if act != "silu":
+            raise ModelLoadError(f"unsupported hidden_act {act!r}; supported: silu")
         try:
             num_heads = int(hf["num_attention_heads"])
             hidden = int(hf["hidden_size"])

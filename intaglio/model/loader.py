@@ -91,8 +91,10 @@ def _load_weights(model: DecoderForCausalLM, cfg: ModelConfig, files: list[Path]
                         )
                     dest = dest[target.expert]
                 if target.shard is not None:
-                    sizes = _split_sizes(cfg, target.param, dest.shape[0])
-                    dest = dest.narrow(0, sum(sizes[: target.shard]), sizes[target.shard])
+                    # Linear weights are [out, in]; experts are stored [in, out].
+                    dim = 0 if target.expert is None else 1
+                    sizes = _split_sizes(cfg, target.param, dest.shape[dim])
+                    dest = dest.narrow(dim, sum(sizes[: target.shard]), sizes[target.shard])
                 tensor = f.get_tensor(name)
                 if target.transpose:
                     tensor = tensor.transpose(-1, -2)
@@ -123,7 +125,7 @@ class _Target:
     param: str  # our parameter
     expert: int | None = None  # which expert of a stacked expert tensor
     shard: int | None = None  # which slice of a fused tensor (q/k/v, gate/up)
-    transpose: bool = False  # stored [in, out] (Llama 4's fused experts)
+    transpose: bool = False  # one expert's [out, in] tensor into our [in, out] layout
 
 
 def _target(hf_name: str) -> _Target:
@@ -137,11 +139,11 @@ def _target(hf_name: str) -> _Target:
         at = parts.index("experts")
         base = ".".join(parts[: at + 1])
         if len(parts) == at + 2:  # Llama 4: all experts fused in one [E, in, out] tensor
-            return _Target(f"{base}.{parts[-1]}", transpose=True)
+            return _Target(f"{base}.{parts[-1]}")
         expert, proj = int(parts[at + 1]), parts[at + 2]
         if proj in _EXPERT_PROJ:
             fused, shard = _EXPERT_PROJ[proj]
-            return _Target(f"{base}.{fused}", expert=expert, shard=shard)
+            return _Target(f"{base}.{fused}", expert=expert, shard=shard, transpose=True)
     if len(parts) >= 2 and parts[-2] in _FUSED:
         fused, shard = _FUSED[parts[-2]]
         return _Target(".".join(parts[:-2] + [fused, parts[-1]]), shard=shard)

@@ -23,12 +23,16 @@ ROUTERS = ("softmax", "sigmoid")
 
 
 class Experts(nn.Module):
-    """The experts' SwiGLU weights stacked in 3D tensors, [out, in] per expert as F.linear wants."""
+    """The experts' SwiGLU weights stacked in 3D tensors, [in, out] per expert (x @ W).
+
+    That is Llama 4's stored layout, and the one CPUs without half-precision units multiply
+    fastest for a few rows of half-precision weights (see ops/linear.py).
+    """
 
     def __init__(self, num_experts: int, hidden: int, intermediate: int) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden))
-        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, hidden, 2 * intermediate))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
 
     def forward(
         self,
@@ -52,18 +56,22 @@ class Experts(nn.Module):
             if count == 0:
                 continue
             rows = slice(start, start + count)
-            gate, up = F.linear(xs[rows], _like(self.gate_up_proj[e], x)).chunk(2, dim=-1)
-            ys[rows] = F.linear(F.silu(gate) * up, _like(self.down_proj[e], x))
+            gate, up = _matmul(xs[rows], self.gate_up_proj[e]).chunk(2, dim=-1)
+            ys[rows] = _matmul(F.silu(gate) * up, self.down_proj[e])
             start += count
         if not scale_inputs:
             ys = ys * weight_of
         return torch.zeros_like(x).index_add_(0, token_of, ys)
 
 
-def _like(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """One expert's weight in the activations' dtype: half weights under fp32 compute widen
-    one expert at a time, so the widened copy stays small."""
-    return w if w.dtype == x.dtype else w.to(x.dtype)
+def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [rows, in] @ [in, out]
+    if w.dtype == x.dtype:
+        return x @ w
+    # Half weights under fp32 compute (CPUs without half units): a row or two go through the
+    # half GEMV, input rounded as a half model would; more rows widen this one expert to fp32.
+    if x.shape[0] <= 2:
+        return (x.to(w.dtype) @ w).to(x.dtype)
+    return x @ w.to(x.dtype)
 
 
 class MoE(nn.Module):

@@ -21,8 +21,8 @@ def _moe(router: str, top_k: int, norm: bool = False, shared: int = 0) -> MoE:
 
 
 def _expert(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
-    gate_up = moe.experts.gate_up_proj[e] @ x
-    return moe.experts.down_proj[e] @ (F.silu(gate_up[:INTER]) * gate_up[INTER:])
+    gate_up = x @ moe.experts.gate_up_proj[e]
+    return (F.silu(gate_up[:INTER]) * gate_up[INTER:]) @ moe.experts.down_proj[e]
 
 
 def _brute_force(moe: MoE, x: torch.Tensor) -> torch.Tensor:
@@ -64,16 +64,19 @@ def test_grouped_moe_matches_brute_force(router, top_k, norm, shared, num_tokens
         torch.testing.assert_close(moe(x), _brute_force(moe, x), rtol=1e-5, atol=1e-5)
 
 
-def test_half_precision_experts_under_fp32_compute():
-    """bf16 expert weights with fp32 activations (CPUs without bf16 units) widen per expert."""
+@pytest.mark.parametrize("num_tokens", [1, 40])
+def test_half_precision_experts_under_fp32_compute(num_tokens):
+    """bf16 expert weights with fp32 activations (CPUs without bf16 units): a row or two per
+    expert go through the bf16 GEMV, more widen the expert; both stay close to fp32 math on
+    the rounded weights."""
     moe = _moe("softmax", 2, True)
-    x = torch.randn(9, HIDDEN)
+    x = torch.randn(num_tokens, HIDDEN)
     with torch.no_grad():
         rounded = _moe("softmax", 2, True)
         for p_half, p_round in zip(moe.experts.parameters(), rounded.experts.parameters()):
             p_half.data = p_half.data.bfloat16()
             p_round.data = p_half.data.float()
-        torch.testing.assert_close(moe(x), rounded(x))
+        torch.testing.assert_close(moe(x), rounded(x), rtol=2e-2, atol=2e-2)
 
 
 def test_bad_routing_settings_are_refused():
