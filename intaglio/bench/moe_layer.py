@@ -64,14 +64,19 @@ def add_moe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-out", help="write every number to this JSON file")
 
 
-def _median_ms(fn: Any, x: torch.Tensor, repeats: int) -> float:
-    fn(x)  # warm-up: first-touch of the weights and allocator
-    times = []
+def _time_pair(
+    moe: Any, dense: Any, x: torch.Tensor, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per call of each layer, timed in alternation so that load from other processes
+    falls on both alike; one warm-up call each first (first touch of the weights)."""
+    moe(x), dense(x)
+    moe_s, dense_s = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        for fn, times in ((moe, moe_s), (dense, dense_s)):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return moe_s, dense_s
 
 
 def bench_shape(
@@ -97,14 +102,14 @@ def bench_shape(
         for n in tokens:
             x = torch.randn(n, shape.hidden).to(dtype)
             touched = int(moe.route(x)[1].unique().numel())
-            moe_ms = _median_ms(moe, x, repeats)
-            dense_ms = _median_ms(dense, x, repeats)
+            moe_s, dense_s = _time_pair(moe, dense, x, repeats)
             rows.append(
                 {
                     "tokens": n,
-                    "moe_ms": moe_ms,
-                    "dense_ms": dense_ms,
-                    "moe_over_dense": moe_ms / dense_ms,
+                    "moe_ms": statistics.median(moe_s) * 1e3,
+                    "dense_ms": statistics.median(dense_s) * 1e3,
+                    # Median of the paired ratios: steadier than a ratio of medians under load.
+                    "moe_over_dense": statistics.median(m / d for m, d in zip(moe_s, dense_s)),
                     "experts_touched": touched,
                     # Weight bytes read, MoE over dense: touched experts plus shared and router.
                     "weight_bytes_ratio": (
