@@ -76,3 +76,60 @@ def test_wrong_expert_count_is_a_shape_error(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="expert 5, the config has 5 experts"):
         load_model(folder, "float32")
+
+
+_SCOUT = dict(
+    hidden_size=5120,
+    intermediate_size=8192,
+    intermediate_size_mlp=16384,
+    num_hidden_layers=48,
+    num_attention_heads=40,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=202048,
+    num_local_experts=16,
+    num_experts_per_tok=1,
+    interleave_moe_layer_step=1,
+    rope_parameters={
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 16.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+    },
+    attention_chunk_size=8192,
+    max_position_embeddings=10485760,
+    use_qk_norm=True,
+)
+_MAVERICK = dict(
+    _SCOUT,
+    num_local_experts=128,
+    interleave_moe_layer_step=2,
+    use_qk_norm=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+    max_position_embeddings=1048576,
+)
+
+
+@pytest.mark.parametrize("text", [_SCOUT, _MAVERICK], ids=["scout", "maverick"])
+def test_full_size_llama4_on_meta_matches_hf(text):
+    """Llama 4 Scout and Maverick text configs: the same parameter count as HF's model, the
+    roofline's count agrees, and Scout's llama3 RoPE (high == low freq factor) is finite."""
+    import transformers as tf
+    from transformers.models.llama4.modeling_llama4 import Llama4TextRotaryEmbedding
+
+    from intaglio.bench.roofline import ModelCost
+    from intaglio.model.decoder import DecoderForCausalLM
+    from intaglio.model.layers import RotaryEmbedding
+
+    hf_cfg = tf.Llama4TextConfig(**text, architectures=["Llama4ForCausalLM"])
+    with torch.device("meta"):
+        hf_count = sum(p.numel() for p in tf.Llama4ForCausalLM(hf_cfg).parameters())
+        cfg = ModelConfig.from_hf(hf_cfg.to_dict(), "bfloat16")
+        ours = sum(p.numel() for p in DecoderForCausalLM(cfg).parameters())
+    assert ours == hf_count == ModelCost.from_config(cfg).num_params
+    rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, interleaved=True)
+    hf_rope = Llama4TextRotaryEmbedding(hf_cfg)
+    assert torch.isfinite(rope.inv_freq).all()
+    torch.testing.assert_close(rope.inv_freq.float(), hf_rope.inv_freq.float())
