@@ -2,6 +2,8 @@
 
 A query at position p may attend to positions j with j // C == p // C and j <= p. Sequences sit
 in shuffled blocks; chunk sizes that do and do not divide the block size are both covered.
+With `freed`, the block table entries before each sequence's current chunk point at a block
+full of NaN, as they would once a KV manager frees those blocks: the output must not change.
 """
 
 from __future__ import annotations
@@ -28,15 +30,29 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos, chunk: 
     return torch.einsum("hnk,khd->nhd", probs, vv)
 
 
-@pytest.mark.parametrize("chunk", [3, 4, 6, 8, None])
-def test_decodes_and_prefills_match_brute_force(chunk):
+@pytest.mark.parametrize(
+    "chunk,freed",
+    [
+        (3, False),
+        (4, False),
+        (6, False),
+        (8, False),
+        (None, False),
+        (3, True),
+        (6, True),
+        (8, True),
+    ],
+)
+def test_decodes_and_prefills_match_brute_force(chunk, freed):
     g = torch.Generator().manual_seed(chunk or 0)
     # (cached tokens before this step, new tokens this step): decodes first, then prefills.
     seqs = [(0, 1), (5, 1), (11, 1), (23, 1), (37, 1), (0, 19), (7, 9), (14, 3), (24, 13)]
-    num_blocks = sum(-(-(c + n) // BLOCK) for c, n in seqs) + 1
+    num_blocks = sum(-(-(c + n) // BLOCK) for c, n in seqs)
     perm = torch.randperm(num_blocks, generator=g).tolist()
-    k_cache = torch.zeros(num_blocks, BLOCK, KV_HEADS, DIM)
-    v_cache = torch.zeros_like(k_cache)
+    null_block = num_blocks  # stands for a freed block: reading it poisons the output
+    k_cache = torch.zeros(num_blocks + 1, BLOCK, KV_HEADS, DIM)
+    k_cache[null_block] = float("nan")
+    v_cache = k_cache.clone()
     full_k, full_v, tables = [], [], []
     for cached, new in seqs:
         n_blocks = -(-(cached + new) // BLOCK)
@@ -46,6 +62,8 @@ def test_decodes_and_prefills_match_brute_force(chunk):
         slots = table[torch.arange(cached) // BLOCK] * BLOCK + torch.arange(cached) % BLOCK
         k_cache.view(-1, KV_HEADS, DIM)[slots] = keys[:cached]
         v_cache.view(-1, KV_HEADS, DIM)[slots] = vals[:cached]
+        if freed:  # blocks wholly before the chunk of this step's first query
+            table[: (cached - cached % chunk) // BLOCK] = null_block
         full_k.append(keys), full_v.append(vals), tables.append(table)
 
     q_all, k_new, v_new, slot, pos, prefills = [], [], [], [], [], []
