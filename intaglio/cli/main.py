@@ -70,6 +70,13 @@ def _bench_throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_scheduling(args: argparse.Namespace) -> int:
+    from intaglio.bench.scheduling import run_scheduling_benchmark
+
+    run_scheduling_benchmark(args, engine_args(args))
+    return 0
+
+
 def _bench_moe(args: argparse.Namespace) -> int:
     from intaglio.bench.moe_layer import run_moe_benchmark
 
@@ -99,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_throughput_flags(thr)
     add_engine_flags(thr)
     thr.set_defaults(func=_bench_throughput)
+    sched = bench_sub.add_parser(
+        "scheduling", help="prefix caching, forks, priority and interleave policies"
+    )
+    from intaglio.bench.scheduling import add_scheduling_bench_flags
+
+    add_scheduling_bench_flags(sched)
+    add_engine_flags(sched)
+    sched.set_defaults(func=_bench_scheduling)
     serve_cli.register_bench(bench_sub)
     moe = bench_sub.add_parser("moe", help="an MoE layer versus a dense layer of equal active size")
     from intaglio.bench.moe_layer import add_moe_flags

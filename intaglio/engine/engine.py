@@ -72,19 +72,42 @@ class LLMEngine:
                 capacity,
             )
             self.max_model_len = capacity
-        self.block_manager = BlockManager(executor.num_kv_blocks, executor.block_size)
+        self.block_manager = BlockManager(
+            executor.num_kv_blocks, executor.block_size, config.prefix_caching
+        )
         self.scheduler = Scheduler(
-            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
+            self.block_manager,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.scheduling_policy,
+            config.priority_aging_s,
+            config.interleave_policy,
+            config.decode_first_max_wait_steps,
         )
         self._groups: dict[str, _Group] = {}
         self._parent_of: dict[str, str] = {}
         self._aborted: list[_Group] = []
 
     # ---------------------------------------------------------------- admission
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
-        """Queue a request; raises ValueError for bad input and QueueFullError at the limit."""
+    def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> None:
+        """Queue a request; raises ValueError for bad input and QueueFullError at the limit.
+
+        `priority` orders requests under the priority policy (lower first); requests share
+        prefix-cache KV only with requests of the same `cache_salt`.
+        """
         if request_id in self._groups:
             raise ValueError(f"request id {request_id!r} is already in use")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be an integer, got {priority!r}")
+        if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
+            raise ValueError("cache_salt must be a non-empty string")
         if self.scheduler.num_new_waiting + params.n > self.config.max_num_waiting:
             raise QueueFullError(
                 f"the waiting queue is full ({self.config.max_num_waiting} requests); retry later"
@@ -117,6 +140,8 @@ class LLMEngine:
                 eos_token_ids=self.eos_token_ids,
                 max_tokens=max_tokens,
                 arrival_time=group.metrics.arrival_time,
+                priority=priority,
+                cache_salt=cache_salt,
                 logprobs=[] if params.logprobs is not None else None,
             )
             if params.seed is not None:
@@ -138,7 +163,56 @@ class LLMEngine:
         self._groups[request_id] = group
         for child in group.children:
             self._parent_of[child.request_id] = request_id
-            self.scheduler.add(child)
+        # Samples after the first fork from it once the prompt is computed, sharing its KV.
+        self.scheduler.add(group.children[0], group.children[1:])
+
+    def fork(
+        self, request_id: str, new_request_id: str, params: SamplingParams | None = None
+    ) -> None:
+        """Split a running single-sample request: the new one starts from its tokens so far and
+        shares their KV (copy on write), then continues independently with `params`."""
+        group = self._groups.get(request_id)
+        if group is None or group.finished or len(group.children) != 1:
+            raise ValueError(f"request {request_id!r} is not a running single-sample request")
+        if new_request_id in self._groups:
+            raise ValueError(f"request id {new_request_id!r} is already in use")
+        parent = group.children[0]
+        if parent.is_finished:
+            raise ValueError(f"request {request_id!r} has finished")
+        params = params or parent.params
+        if params.n != 1:
+            raise ValueError("a fork is one sample; use n=1")
+        if params.max_tokens is not None and params.max_tokens <= parent.num_tokens - len(
+            parent.prompt_token_ids
+        ):
+            raise ValueError("the fork's max_tokens leaves no room beyond the tokens it inherits")
+        room = self.max_model_len - parent.num_prompt_tokens
+        child = Request(
+            request_id=f"{new_request_id}#0",
+            prompt_token_ids=parent.prompt_token_ids,
+            params=params,
+            eos_token_ids=self.eos_token_ids,
+            max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
+            output_token_ids=list(parent.output_token_ids),
+            priority=parent.priority,
+            cache_salt=parent.cache_salt,
+            logprobs=None if params.logprobs is None else list(parent.logprobs or []),
+        )
+        if params.seed is not None:
+            child.generator = torch.Generator(device=self.executor.device).manual_seed(params.seed)
+        detok = IncrementalDetokenizer(
+            self.tokenizer,
+            params.stop,
+            params.include_stop_str_in_output,
+            params.skip_special_tokens,
+        )
+        metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
+        fork = _Group(
+            new_request_id, group.prompt, group.prompt_token_ids, [child], [detok], metrics
+        )
+        self._groups[new_request_id] = fork
+        self._parent_of[child.request_id] = new_request_id
+        self.scheduler.fork(parent, child)
 
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
