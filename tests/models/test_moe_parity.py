@@ -45,6 +45,15 @@ def _hf_model(folder):
         return cls.from_pretrained(folder, dtype=torch.float32).eval()
 
 
+@torch.no_grad()
+def _hf_greedy(model, prompt: list[int]) -> list[int]:
+    ids = torch.tensor([prompt])
+    for _ in range(MAX_TOKENS):
+        nxt = model(input_ids=ids).logits[0, -1].argmax().view(1, 1)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids[0, len(prompt) :].tolist()
+
+
 @pytest.fixture(scope="module")
 def hf_reference(checkpoint):
     """family -> (greedy continuations, prompt logprobs), by full forwards in transformers."""
@@ -56,13 +65,9 @@ def hf_reference(checkpoint):
             tokens, logprobs = [], []
             with torch.no_grad():
                 for p in _prompts():
-                    ids = torch.tensor([p])
-                    lp = model(input_ids=ids).logits[0].float().log_softmax(-1)
+                    lp = model(input_ids=torch.tensor([p])).logits[0].log_softmax(-1)
                     logprobs.append([lp[i, p[i + 1]].item() for i in range(len(p) - 1)])
-                    for _ in range(MAX_TOKENS):
-                        nxt = model(input_ids=ids).logits[0, -1].argmax().view(1, 1)
-                        ids = torch.cat([ids, nxt], dim=1)
-                    tokens.append(ids[0, len(p) :].tolist())
+                    tokens.append(_hf_greedy(model, p))
             cache[family] = (tokens, logprobs)
         return cache[family]
 
@@ -117,3 +122,20 @@ def test_llama4_paths_matter(change, checkpoint, hf_reference, tmp_path):
         for e, ref in zip(out.prompt_logprobs[1:], logprobs)
     )
     assert worst > 1e-2
+
+
+def test_llama4_prefix_cache_hits_inside_a_chunk(checkpoint):
+    """Prompts share a 21-token prefix: with blocks of 4 a cache hit covers 20 tokens, so the
+    rest of the prefill starts in the middle of the 8-token chunk 16..23 and its first
+    queries attend to cached keys of that chunk only."""
+    g = torch.Generator().manual_seed(5)
+    system = torch.randint(3, 320, (21,), generator=g).tolist()
+    prompts = [system + torch.randint(3, 320, (n,), generator=g).tolist() for n in (2, 7, 12)]
+    model = _hf_model(checkpoint("llama4"))
+    expected = [_hf_greedy(model, p) for p in prompts]
+    llm = LLM(str(checkpoint("llama4")), dtype="float32", block_size=4)
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True)
+    for _ in range(2):  # the second round finds the first round's blocks
+        outs = llm.generate(prompts, params)
+        assert [o.outputs[0].token_ids for o in outs] == expected
+    assert llm.engine.block_manager.num_hit_tokens >= 20 * len(prompts)
