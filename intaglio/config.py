@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SCHEDULING_POLICIES = ("fcfs", "priority", "cache-aware")
+INTERLEAVE_POLICIES = ("stall-free", "prefill-first", "decode-first")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -19,6 +22,11 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # per-step token budget (prefill chunks + decodes)
     max_num_waiting: int = 4096  # queue bound: add_request fails beyond it
     num_threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+    prefix_caching: bool = True  # reuse the KV of prompt prefixes already computed
+    scheduling_policy: str = "fcfs"  # fcfs, priority or cache-aware (longest prefix first)
+    priority_aging_s: float = 10.0  # waiting this long raises a request one priority level
+    interleave_policy: str = "stall-free"  # stall-free, prefill-first or decode-first
+    decode_first_max_wait_steps: int = 8  # decode-first: decode steps before prefill runs
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -38,3 +46,11 @@ class EngineConfig:
             fail(f"max_num_batched_tokens must be positive, got {self.max_num_batched_tokens}")
         if self.max_num_waiting < 1:
             fail(f"max_num_waiting must be positive, got {self.max_num_waiting}")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            fail(f"scheduling_policy must be one of {SCHEDULING_POLICIES}")
+        if self.interleave_policy not in INTERLEAVE_POLICIES:
+            fail(f"interleave_policy must be one of {INTERLEAVE_POLICIES}")
+        if self.priority_aging_s < 0:
+            fail(f"priority_aging_s must be >= 0 (0 turns aging off), got {self.priority_aging_s}")
+        if self.decode_first_max_wait_steps < 1:
+            fail("decode_first_max_wait_steps must be positive")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 FAMILIES = ("llama", "llama3_scaled", "mistral", "qwen2", "qwen3")
+MOE_FAMILIES = ("llama4", "llama4_multimodal", "mixtral", "qwen3_moe")
 
 _COMMON = dict(
     vocab_size=320,
@@ -51,6 +53,8 @@ def build_checkpoint(
         config, cls = tf.Qwen2Config(**kwargs), tf.Qwen2ForCausalLM
     elif family == "qwen3":
         config, cls = tf.Qwen3Config(**kwargs, head_dim=32), tf.Qwen3ForCausalLM
+    elif family in MOE_FAMILIES:
+        config, cls = _moe_config(family, kwargs)
     else:
         raise ValueError(family)
     torch.manual_seed(seed)
@@ -61,9 +65,70 @@ def build_checkpoint(
                 p.uniform_(0.8, 1.2)
             else:
                 p.normal_(0.0, 0.08)
-    model.to(getattr(torch, dtype)).save_pretrained(folder, max_shard_size=max_shard_size)
+    with warnings.catch_warnings():  # Llama 4's vision tower casts a complex buffer
+        warnings.filterwarnings("ignore", "Casting complex values", UserWarning)
+        model = model.to(getattr(torch, dtype))
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
     build_tokenizer(folder, kwargs["vocab_size"])
     return folder
+
+
+def _moe_config(family: str, kwargs: dict) -> tuple[object, type]:
+    import transformers as tf
+
+    if family == "mixtral":
+        config = tf.MixtralConfig(**kwargs, num_local_experts=4, num_experts_per_tok=2)
+        return config, tf.MixtralForCausalLM
+    if family == "qwen3_moe":
+        # Four layers: sparse ones, and layer 1 a dense MLP (mlp_only_layers).
+        config = tf.Qwen3MoeConfig(
+            **{**kwargs, "num_hidden_layers": 3},
+            head_dim=32,
+            num_experts=6,
+            num_experts_per_tok=2,
+            moe_intermediate_size=48,
+            mlp_only_layers=[1],
+            norm_topk_prob=True,
+        )
+        return config, tf.Qwen3MoeForCausalLM
+    # Llama 4 text: layer 0 RoPE + dense, 1 NoPE + MoE, 2 NoPE + dense, 3 RoPE + MoE; chunks of
+    # 8 tokens on the RoPE layers, shorter than most prompts; floor_scale small enough that the
+    # NoPE layers' temperature changes within a prompt; llama3 rope scaling.
+    text = dict(
+        **{**kwargs, "num_hidden_layers": 4},
+        head_dim=16,
+        intermediate_size_mlp=160,
+        num_local_experts=4,
+        num_experts_per_tok=1 if family == "llama4" else 2,
+        interleave_moe_layer_step=2,
+        no_rope_layers=[1, 0, 0, 1],
+        attention_chunk_size=8,
+        floor_scale=4,
+        attn_scale=0.5,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    )
+    if family == "llama4":
+        return tf.Llama4TextConfig(**text), tf.Llama4ForCausalLM
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=32,
+        projector_input_dim=32,
+        projector_output_dim=32,
+    )
+    config = tf.Llama4Config(text_config=text, vision_config=vision)
+    return config, tf.Llama4ForConditionalGeneration
 
 
 _CORPUS = [

@@ -47,6 +47,8 @@ class EngineStats:
     num_waiting: int = 0
     kv_cache_usage: float = 0.0
     num_preemptions: int = 0
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int = 0  # of those, tokens found
 
 
 @dataclass
@@ -60,6 +62,8 @@ class _Add:
     request_id: str
     prompt: str | list[int]
     params: SamplingParams
+    priority: int
+    cache_salt: str | None
     future: concurrent.futures.Future[None]
 
 
@@ -161,6 +165,8 @@ class AsyncEngine:
         prompt: str | list[int],
         params: SamplingParams,
         queue: asyncio.Queue[RequestOutput],
+        priority: int = 0,
+        cache_salt: str | None = None,
     ) -> None:
         """Admit a request whose outputs go to `queue` (several requests may share one).
 
@@ -177,7 +183,7 @@ class AsyncEngine:
             # Registered before the engine can produce anything for it.
             self._streams[request_id] = _Stream(queue)
             self._idle.clear()
-            self._commands.put(_Add(request_id, prompt, params, future))
+            self._commands.put(_Add(request_id, prompt, params, priority, cache_salt, future))
         try:
             await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -285,7 +291,13 @@ class AsyncEngine:
             self._post(self._drop_stream, command.request_id)  # its caller left before this
             return False
         try:
-            self.engine.add_request(command.request_id, command.prompt, command.params)
+            self.engine.add_request(
+                command.request_id,
+                command.prompt,
+                command.params,
+                command.priority,
+                command.cache_salt,
+            )
         except BaseException as e:  # every admission error goes back to the caller
             command.future.set_exception(e)
             self._post(self._drop_stream, command.request_id)  # even if the caller has left
@@ -305,6 +317,7 @@ class AsyncEngine:
         for out in outputs:
             if out.finished:
                 self._live.discard(out.request_id)
+        self._publish_stats()  # before the outputs: a client that got them sees fresh metrics
         if outputs:
             self._post(self._dispatch, outputs)
 
@@ -330,6 +343,8 @@ class AsyncEngine:
             num_waiting=len(scheduler.waiting),
             kv_cache_usage=self.engine.block_manager.usage,
             num_preemptions=scheduler.num_preemptions,
+            prefix_cache_queries=self.engine.block_manager.num_queried_tokens,
+            prefix_cache_hits=self.engine.block_manager.num_hit_tokens,
         )
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:

@@ -95,10 +95,16 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         sampling_params: ParamsLike | Sequence[ParamsLike] | None = None,
         use_tqdm: bool = False,
+        priority: int | Sequence[int] = 0,
+        cache_salt: str | None = None,
     ) -> list[RequestOutput]:
-        """Complete every prompt; a bad prompt or bad params fail that request alone."""
+        """Complete every prompt; a bad prompt or bad params fail that request alone.
+
+        `priority` (one value or one per prompt) matters under scheduling_policy="priority",
+        lower first; `cache_salt` keeps these prompts' cached KV apart from other salts'.
+        """
         final: dict[str, RequestOutput] = {}
-        order = self._submit(prompts, sampling_params, final)
+        order = self._submit(prompts, sampling_params, final, priority, cache_salt)
         bar = tqdm(total=len(order), disable=not use_tqdm, desc="generating", unit="req")
         bar.update(len(final))
         try:
@@ -115,10 +121,12 @@ class LLM:
         self,
         prompts: Prompt | Sequence[Prompt],
         sampling_params: ParamsLike | Sequence[ParamsLike] | None = None,
+        priority: int | Sequence[int] = 0,
+        cache_salt: str | None = None,
     ) -> Iterator[RequestOutput]:
         """Yield each request's output every time it grows; the last one has finished=True."""
         done: dict[str, RequestOutput] = {}
-        order = self._submit(prompts, sampling_params, done)
+        order = self._submit(prompts, sampling_params, done, priority, cache_salt)
         yield from list(done.values())
         try:
             while self.engine.has_unfinished():
@@ -143,6 +151,8 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         sampling_params: ParamsLike | Sequence[ParamsLike] | None,
         failed: dict[str, RequestOutput],
+        priority: int | Sequence[int],
+        cache_salt: str | None,
     ) -> list[str]:
         if isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
@@ -157,12 +167,15 @@ class LLM:
                 raise ValueError(
                     f"got {len(params_list)} sampling params for {len(prompts)} prompts"
                 )
+        priorities = [priority] * len(prompts) if isinstance(priority, int) else list(priority)
+        if len(priorities) != len(prompts):
+            raise ValueError(f"got {len(priorities)} priorities for {len(prompts)} prompts")
         order = []
-        for prompt, params in zip(prompts, params_list):
+        for prompt, params, prio in zip(prompts, params_list, priorities):
             request_id = str(next(self._ids))
             order.append(request_id)
             try:
-                self.engine.add_request(request_id, prompt, self._params(params))
+                self.engine.add_request(request_id, prompt, self._params(params), prio, cache_salt)
             except (ValueError, TypeError) as e:  # bad prompt or params: this request alone
                 logger.warning("request %s rejected: %s", request_id, e)
                 failed[request_id] = RequestOutput.failed(request_id, str(e), prompt)

@@ -4,11 +4,14 @@ The executor lays a step out as one flat run of tokens: first every decode seque
 token each), then each prefill chunk (many query tokens). K/V of the new tokens go to
 `slot_mapping` in the paged cache; attention then reads each sequence's whole context from its
 block table.
+
+Chunked local attention (Llama 4's RoPE layers) sees a different view of the same step:
+`chunked_local_metadata` derives it once per step for all such layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -28,3 +31,45 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None  # [num_decodes, max_blocks] int64 (padded with 0)
     decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, padded_context] bool: True = attend
     prefills: list[PrefillChunk]
+    # Chunked local attention: a query at position p sees only positions [p - p % C, p].
+    attention_chunk_size: int | None = None
+
+
+def chunked_local_metadata(
+    meta: AttentionMetadata,
+    positions: torch.Tensor,  # [num_tokens] the step's positions, decodes first
+    chunk_size: int,
+    block_size: int,
+) -> AttentionMetadata:
+    """The step as chunked local attention layers see it.
+
+    Decode rows get block tables that start at the block holding their chunk's first token
+    (at most (C - 1) // block_size + 2 blocks) and a mask over exactly that chunk, so a decode
+    reads O(C) keys whatever the context length; the backend's decode path is unchanged.
+    Block tables stay indexed by logical block (position // block_size), so a KV manager that
+    frees the blocks before a sequence's current chunk (or keeps these layers' KV in a block
+    table of their own) hands the same layout in. Prefill chunks keep their tables; the
+    backend splits their queries at chunk boundaries (`attention_chunk_size`).
+    """
+    nd = meta.num_decode_tokens
+    if not nd:
+        return replace(meta, attention_chunk_size=chunk_size)
+    tables = meta.decode_block_tables
+    assert tables is not None
+    q_pos = positions[:nd]  # [nd]: each decode's own position, context_len - 1
+    chunk_start = q_pos - q_pos % chunk_size
+    first_block = chunk_start // block_size
+    width = min(tables.shape[1], (chunk_size - 1) // block_size + 2)
+    offsets = torch.arange(width, device=tables.device)
+    cols = (first_block[:, None] + offsets[None, :]).clamp(max=tables.shape[1] - 1)
+    local_tables = tables.gather(1, cols)  # [nd, width]
+    key_pos = first_block[:, None] * block_size + torch.arange(
+        width * block_size, device=tables.device
+    )
+    mask = (key_pos >= chunk_start[:, None]) & (key_pos <= q_pos[:, None])
+    return replace(
+        meta,
+        decode_block_tables=local_tables,
+        decode_mask=mask[:, None, None, :],
+        attention_chunk_size=chunk_size,
+    )

@@ -1,7 +1,9 @@
 """Reference attention backend over a paged KV cache, in plain torch (CPU and GPU).
 
 Decodes are batched into one scaled-dot-product call over each sequence's gathered context;
-prefill chunks (few per step) are done one sequence at a time.
+prefill chunks (few per step) are done one sequence at a time. Under chunked local attention
+(`meta.attention_chunk_size`) a prefill's queries are split at chunk boundaries and each piece
+attends causally within its own chunk; decodes arrive with chunk-local tables and masks.
 """
 
 from __future__ import annotations
@@ -41,15 +43,31 @@ class TorchAttentionBackend:
         nd = meta.num_decode_tokens
         if nd:
             out[:nd] = self._decode(q[:nd], k_cache, v_cache, meta, scale)
+        window = meta.attention_chunk_size
         for chunk in meta.prefills:
             rows = slice(chunk.query_start, chunk.query_start + chunk.query_len)
-            if chunk.context_len == chunk.query_len:
+            first = chunk.context_len - chunk.query_len  # position of the first query
+            # The earliest key any query here sees: 0, or its chunk's start.
+            start = 0 if window is None else first - first % window
+            if first == 0:
                 # Whole prompt in this step: attend to the fresh K/V, no cache read needed.
                 ctx_k, ctx_v = k[rows], v[rows]
             else:
-                ctx_k = _gather(k_cache, chunk.block_table, chunk.context_len)
-                ctx_v = _gather(v_cache, chunk.block_table, chunk.context_len)
-            out[rows] = _causal_attention(q[rows], ctx_k, ctx_v, scale)
+                ctx_k = _gather(k_cache, chunk.block_table, start, chunk.context_len)
+                ctx_v = _gather(v_cache, chunk.block_table, start, chunk.context_len)
+            if window is None:
+                out[rows] = _causal_attention(q[rows], ctx_k, ctx_v, scale)
+                continue
+            q_rows, out_rows = q[rows], out[rows]  # views: writes land in `out`
+            for w0 in range(start, chunk.context_len, window):  # each local chunk reached
+                w1 = min(w0 + window, chunk.context_len)
+                q0 = max(w0, first)
+                out_rows[q0 - first : w1 - first] = _causal_attention(
+                    q_rows[q0 - first : w1 - first],
+                    ctx_k[w0 - start : w1 - start],
+                    ctx_v[w0 - start : w1 - start],
+                    scale,
+                )
         return out
 
     def _decode(
@@ -82,10 +100,12 @@ def _gather_blocks(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return blocks.view(n, num_blocks * cache.shape[1], *cache.shape[2:]).transpose(1, 2)
 
 
-def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
-    """The first `length` cached tokens of one sequence: [length, kv_heads, head_dim]."""
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Cached positions [start, end) of one sequence: [end - start, kv_heads, head_dim]."""
     bs = cache.shape[1]
-    return cache.index_select(0, block_table[: -(-length // bs)]).flatten(0, 1)[:length]
+    first_block = start // bs
+    blocks = cache.index_select(0, block_table[first_block : -(-end // bs)]).flatten(0, 1)
+    return blocks[start - first_block * bs : end - first_block * bs]
 
 
 def _causal_attention(

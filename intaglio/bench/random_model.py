@@ -26,6 +26,25 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
         vocab_size=32000,
         max_position_embeddings=2048,
     ),
+    # A Llama 4 Scout in miniature (the `llama4_text` family): every layer a 16-expert top-1
+    # MoE with a shared expert, every 4th layer NoPE, 128-token attention chunks on the others;
+    # ~250M parameters in all, ~33M of them active per token besides the embeddings.
+    "llama4-mini": dict(
+        model_type="llama4_text",
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        intermediate_size=1024,
+        intermediate_size_mlp=2048,
+        num_local_experts=16,
+        num_experts_per_tok=1,
+        interleave_moe_layer_step=1,
+        attention_chunk_size=128,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    ),
     # For smoke tests: loads and runs in well under a second.
     "tiny": dict(
         hidden_size=64,
@@ -50,16 +69,21 @@ _TOKENIZER_FILES = (
 
 
 def build_random_llama(name: str, folder: Path, seed: int = 0) -> Path:
-    """Save a random `name` Llama (see RANDOM_CONFIGS) and a tokenizer into `folder`."""
+    """Save a random `name` Llama or Llama 4 (see RANDOM_CONFIGS) and a tokenizer to `folder`."""
     import transformers as tf
 
     if name not in RANDOM_CONFIGS:
         raise ValueError(f"unknown random config {name!r}; choose one of {sorted(RANDOM_CONFIGS)}")
-    config = tf.LlamaConfig(
-        **RANDOM_CONFIGS[name], tie_word_embeddings=False, bos_token_id=1, eos_token_id=2
+    kwargs = dict(RANDOM_CONFIGS[name])
+    llama4 = kwargs.pop("model_type", "llama") == "llama4_text"
+    config_cls, model_cls = (
+        (tf.Llama4TextConfig, tf.Llama4ForCausalLM)
+        if llama4
+        else (tf.LlamaConfig, tf.LlamaForCausalLM)
     )
+    config = config_cls(**kwargs, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(seed)
-    model = tf.LlamaForCausalLM(config)  # HF's own init: normal(0, 0.02), unit norms
+    model = model_cls(config)  # HF's own init: normal(0, 0.02), unit norms
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     copy_tokenizer(folder)

@@ -71,6 +71,20 @@ def _bench_throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_scheduling(args: argparse.Namespace) -> int:
+    from intaglio.bench.scheduling import run_scheduling_benchmark
+
+    run_scheduling_benchmark(args, engine_args(args))
+    return 0
+
+
+def _bench_moe(args: argparse.Namespace) -> int:
+    from intaglio.bench.moe_layer import run_moe_benchmark
+
+    run_moe_benchmark(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intaglio", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -93,7 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_throughput_flags(thr)
     add_engine_flags(thr)
     thr.set_defaults(func=_bench_throughput)
+    sched = bench_sub.add_parser(
+        "scheduling", help="prefix caching, forks, priority and interleave policies"
+    )
+    from intaglio.bench.scheduling import add_scheduling_bench_flags
+
+    add_scheduling_bench_flags(sched)
+    add_engine_flags(sched)
+    sched.set_defaults(func=_bench_scheduling)
     serve_cli.register_bench(bench_sub)
+    moe = bench_sub.add_parser("moe", help="an MoE layer versus a dense layer of equal active size")
+    from intaglio.bench.moe_layer import add_moe_flags
+
+    add_moe_flags(moe)
+    moe.set_defaults(func=_bench_moe)
     codesign_cli.register(sub)
     return parser
 

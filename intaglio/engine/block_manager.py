@@ -1,23 +1,38 @@
-"""BlockManager: hands out fixed-size KV cache blocks to requests and takes them back."""
+"""BlockManager: each request's KV blocks: prefix-cache hits, growth, copy-on-write, forks.
+
+Blocks are shared in two ways. Prefix caching: a new request whose tokens start with full blocks
+already in the RadixCache takes references to them and starts with num_computed_tokens past
+them. Forks: a child request takes references to its parent's blocks. A shared block is never
+written: the first time a request would write into one, it gets a private copy
+(`pending_copies`, which the executor performs before the step's forward pass).
+"""
 
 from __future__ import annotations
 
-from collections import deque
-
+from intaglio.engine.block_pool import BlockPool
+from intaglio.engine.prefix_cache import Node
 from intaglio.engine.request import Request
+from intaglio.executor.base import token_slice
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int) -> None:
-        if num_blocks < 1:
-            raise ValueError("the KV cache needs at least one block; raise the KV memory budget")
-        self.num_blocks = num_blocks
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
         self.block_size = block_size
-        self.free_block_ids: deque[int] = deque(range(num_blocks))
+        self.pool = BlockPool(num_blocks, block_size, enable_prefix_caching)
+        self.pending_copies: list[tuple[int, int]] = []  # (source block, private copy)
+        # Prompt tokens looked up in the prefix cache, and those found, at admission.
+        self.num_queried_tokens = 0
+        self.num_hit_tokens = 0
+        self.num_copied_blocks = 0  # copy-on-write copies made so far
+
+    @property
+    def num_blocks(self) -> int:
+        return self.pool.num_blocks
 
     @property
     def num_free_blocks(self) -> int:
-        return len(self.free_block_ids)
+        """Blocks available to requests: free ones plus cached ones nobody references."""
+        return self.pool.num_available
 
     @property
     def usage(self) -> float:
@@ -26,16 +41,112 @@ class BlockManager:
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
+    def cached_prefix(self, request: Request) -> list[Node]:
+        """Cache nodes of the request's longest cached prefix (its last token is never a hit)."""
+        cache = self.pool.cache
+        # Prompt logprobs need the hidden states of every prompt position, so no hits.
+        if cache is None or request.params.prompt_logprobs is not None:
+            return []
+        max_blocks = (request.num_tokens - 1) // self.block_size
+        tokens = token_slice(request, 0, max_blocks * self.block_size)
+        return cache.match(tokens, max_blocks, request.cache_salt)
+
+    def blocks_to_admit(self, request: Request, token_budget: int) -> int:
+        """New blocks a request without KV needs for its cached prefix plus its first chunk."""
+        path = self.cached_prefix(request)
+        num_cached = len(path) * self.block_size
+        num_new = min(request.num_tokens - num_cached, token_budget)
+        return self.blocks_needed(num_cached + num_new) - len(path)
+
+    def admit(self, request: Request, token_budget: int) -> int | None:
+        """Give a request without KV its cached prefix and blocks for its first chunk.
+
+        Returns the chunk's token count, or None (and changes nothing) when blocks run short.
+        """
+        assert not request.block_ids and request.num_computed_tokens == 0
+        path = self.cached_prefix(request)
+        num_cached = len(path) * self.block_size
+        num_new = min(request.num_tokens - num_cached, token_budget)
+        needed = self.blocks_needed(num_cached + num_new) - len(path)
+        # Cached blocks nobody references count as available until this request takes them.
+        reclaimed = sum(1 for node in path if self.pool.ref_counts[node.block_id] == 0)
+        if needed > self.pool.num_available - reclaimed:
+            return None
+        if self.pool.cache is not None:
+            self.pool.cache.touch(path)
+        for node in path:
+            self.pool.incref(node.block_id)
+        request.block_ids = [node.block_id for node in path]
+        request.cache_path = path
+        request.num_computed_tokens = num_cached
+        self.num_queried_tokens += request.num_tokens
+        self.num_hit_tokens += num_cached
+        assert self.allocate(request, num_new)
+        return num_new
+
     def allocate(self, request: Request, num_new_tokens: int) -> bool:
-        """Grow the request's block table to hold num_new_tokens more; False if out of blocks."""
-        needed = self.blocks_needed(request.num_computed_tokens + num_new_tokens)
-        extra = needed - len(request.block_ids)
-        if extra > len(self.free_block_ids):
+        """Make the request's blocks ready for num_new_tokens more; False if out of blocks."""
+        start = request.num_computed_tokens
+        end = start + num_new_tokens
+        ids = request.block_ids
+        needed = self.blocks_needed(end)
+        shared = [
+            i
+            for i in range(start // self.block_size, min(len(ids), needed))
+            if self.pool.ref_counts[ids[i]] > 1
+        ]
+        extra = max(needed - len(ids), 0)
+        if extra + len(shared) > self.pool.num_available:
             return False
-        for _ in range(max(extra, 0)):
-            request.block_ids.append(self.free_block_ids.popleft())
+        for i in shared:  # copy on write: another request still reads this block
+            copy = self.pool.take()
+            self.pending_copies.append((ids[i], copy))
+            self.num_copied_blocks += 1
+            self.pool.decref(ids[i])
+            ids[i] = copy
+        for _ in range(extra):
+            ids.append(self.pool.take())
+        self._cache_full_blocks(request, end)
         return True
 
+    def _cache_full_blocks(self, request: Request, num_tokens: int) -> None:
+        """Put the request's blocks that num_tokens fills into the prefix cache.
+
+        They enter the cache when scheduled: a request admitted later in the same step may
+        already reuse them, because each layer writes the step's K/V before any attention reads.
+        """
+        cache = self.pool.cache
+        bs = self.block_size
+        first, full = len(request.cache_path), num_tokens // bs
+        if cache is None or first >= full:
+            return
+        parent = request.cache_path[-1] if request.cache_path else cache.root(request.cache_salt)
+        tokens = token_slice(request, first * bs, full * bs)
+        for i in range(first, full):
+            key = tuple(tokens[(i - first) * bs : (i - first + 1) * bs])
+            node = cache.insert(parent, key, request.block_ids[i])
+            if node is None:
+                # Another request cached these tokens first; this copy stays private, and so
+                # do the blocks after it (the cache path must hold only this request's blocks).
+                return
+            request.cache_path.append(node)
+            parent = node
+
+    def fork(self, parent: Request, child: Request) -> None:
+        """Share the parent's blocks with a child up to child.num_computed_tokens."""
+        assert not child.block_ids and child.num_computed_tokens <= parent.num_computed_tokens
+        shared = parent.block_ids[: self.blocks_needed(child.num_computed_tokens)]
+        for block in shared:
+            self.pool.incref(block)
+        child.block_ids = list(shared)
+        child.cache_path = parent.cache_path[: child.num_computed_tokens // self.block_size]
+
     def free(self, request: Request) -> None:
-        self.free_block_ids.extend(request.block_ids)
+        for block in reversed(request.block_ids):  # leaves first, so they are evicted first
+            self.pool.decref(block)
         request.block_ids = []
+        request.cache_path = []
+
+    def take_copies(self) -> list[tuple[int, int]]:
+        copies, self.pending_copies = self.pending_copies, []
+        return copies

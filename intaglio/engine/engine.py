@@ -72,19 +72,42 @@ class LLMEngine:
                 capacity,
             )
             self.max_model_len = capacity
-        self.block_manager = BlockManager(executor.num_kv_blocks, executor.block_size)
+        self.block_manager = BlockManager(
+            executor.num_kv_blocks, executor.block_size, config.prefix_caching
+        )
         self.scheduler = Scheduler(
-            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
+            self.block_manager,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.scheduling_policy,
+            config.priority_aging_s,
+            config.interleave_policy,
+            config.decode_first_max_wait_steps,
         )
         self._groups: dict[str, _Group] = {}
         self._parent_of: dict[str, str] = {}
         self._aborted: list[_Group] = []
 
     # ---------------------------------------------------------------- admission
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
-        """Queue a request; raises ValueError for bad input and QueueFullError at the limit."""
+    def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> None:
+        """Queue a request; raises ValueError for bad input and QueueFullError at the limit.
+
+        `priority` orders requests under the priority policy (lower first); requests share
+        prefix-cache KV only with requests of the same `cache_salt`.
+        """
         if request_id in self._groups:
             raise ValueError(f"request id {request_id!r} is already in use")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be an integer, got {priority!r}")
+        if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
+            raise ValueError("cache_salt must be a non-empty string")
         if self.scheduler.num_new_waiting + params.n > self.config.max_num_waiting:
             raise QueueFullError(
                 f"the waiting queue is full ({self.config.max_num_waiting} requests); retry later"
@@ -106,39 +129,89 @@ class LLMEngine:
             bad = [t for t in ids if t >= vocab]
             if bad:
                 raise ValueError(f"{name} out of range [0, {vocab}): {bad[:5]}")
-        room = self.max_model_len - len(token_ids)
-        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         group = _Group(request_id, text, token_ids, [], [], RequestMetrics(time.monotonic()))
         for i in range(params.n):
-            child = Request(
-                request_id=f"{request_id}#{i}",
-                prompt_token_ids=token_ids,
-                params=params,
-                eos_token_ids=self.eos_token_ids,
-                max_tokens=max_tokens,
-                arrival_time=group.metrics.arrival_time,
-                logprobs=[] if params.logprobs is not None else None,
+            # Each sample gets its own seed stream; the same seed always gives the same samples.
+            seed = None if params.seed is None else params.seed + i
+            child, detok = self._new_sample(
+                f"{request_id}#{i}", token_ids, params, priority, cache_salt, seed
             )
-            if params.seed is not None:
-                # Each sample gets its own stream; the same seed always gives the same samples.
-                child.generator = torch.Generator(device=self.executor.device).manual_seed(
-                    params.seed + i
-                )
-            child.sample_index = i
+            child.arrival_time, child.sample_index = group.metrics.arrival_time, i
             group.children.append(child)
-            group.detokenizers.append(
-                IncrementalDetokenizer(
-                    self.tokenizer,
-                    params.stop,
-                    params.include_stop_str_in_output,
-                    params.skip_special_tokens,
-                )
-            )
+            group.detokenizers.append(detok)
         # Register only once every sample was built, so a failure above leaves nothing behind.
         self._groups[request_id] = group
         for child in group.children:
             self._parent_of[child.request_id] = request_id
-            self.scheduler.add(child)
+        # Samples after the first fork from it once the prompt is computed, sharing its KV.
+        self.scheduler.add(group.children[0], group.children[1:])
+
+    def fork(
+        self, request_id: str, new_request_id: str, params: SamplingParams | None = None
+    ) -> None:
+        """Split a running single-sample request: the new one starts from its tokens so far and
+        shares their KV (copy on write), then continues independently with `params`."""
+        group = self._groups.get(request_id)
+        if group is None or group.finished or len(group.children) != 1:
+            raise ValueError(f"request {request_id!r} is not a running single-sample request")
+        if new_request_id in self._groups:
+            raise ValueError(f"request id {new_request_id!r} is already in use")
+        parent = group.children[0]
+        if parent.is_finished:
+            raise ValueError(f"request {request_id!r} has finished")
+        params = params or parent.params
+        if params.n != 1:
+            raise ValueError("a fork is one sample; use n=1")
+        if params.max_tokens is not None and params.max_tokens <= len(parent.output_token_ids):
+            raise ValueError("the fork's max_tokens leaves no room beyond the tokens it inherits")
+        child, detok = self._new_sample(
+            f"{new_request_id}#0",
+            parent.prompt_token_ids,
+            params,
+            parent.priority,
+            parent.cache_salt,
+            params.seed,
+        )
+        child.output_token_ids = list(parent.output_token_ids)
+        if child.logprobs is not None:
+            child.logprobs = list(parent.logprobs or [])
+        metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
+        fork = _Group(
+            new_request_id, group.prompt, group.prompt_token_ids, [child], [detok], metrics
+        )
+        self._groups[new_request_id] = fork
+        self._parent_of[child.request_id] = new_request_id
+        self.scheduler.fork(parent, child)
+
+    def _new_sample(
+        self,
+        request_id: str,
+        token_ids: list[int],
+        params: SamplingParams,
+        priority: int,
+        cache_salt: str | None,
+        seed: int | None,
+    ) -> tuple[Request, IncrementalDetokenizer]:
+        room = self.max_model_len - len(token_ids)
+        request = Request(
+            request_id=request_id,
+            prompt_token_ids=token_ids,
+            params=params,
+            eos_token_ids=self.eos_token_ids,
+            max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
+            priority=priority,
+            cache_salt=cache_salt,
+            logprobs=[] if params.logprobs is not None else None,
+        )
+        if seed is not None:
+            request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
+        detok = IncrementalDetokenizer(
+            self.tokenizer,
+            params.stop,
+            params.include_stop_str_in_output,
+            params.skip_special_tokens,
+        )
+        return request, detok
 
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from intaglio.sampling.params import SamplingParams
+
+if TYPE_CHECKING:
+    from intaglio.engine.prefix_cache import Node
 
 
 class RequestStatus(enum.Enum):
@@ -34,10 +38,14 @@ class Request:
     max_tokens: int  # resolved from params and max_model_len
     sample_index: int = 0  # which of the params.n samples of its user request this is
     arrival_time: float = field(default_factory=time.monotonic)
+    priority: int = 0  # lower runs first under the priority policy (as in vLLM)
+    cache_salt: str | None = None  # requests share cached KV only with the same salt
+    seq: int = 0  # arrival order at the scheduler; breaks ties between equal arrival times
     output_token_ids: list[int] = field(default_factory=list)
     # Tokens whose K/V are in the cache; the scheduler catches this up to num_tokens.
     num_computed_tokens: int = 0
     block_ids: list[int] = field(default_factory=list)
+    cache_path: list[Node] = field(default_factory=list)  # prefix-cache nodes of its first blocks
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it

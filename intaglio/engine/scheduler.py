@@ -1,79 +1,182 @@
-"""Scheduler: continuous batching under a per-step token budget.
+"""Scheduler: continuous batching under a per-step token budget, with policies.
 
 One rule covers everything (DESIGN.md): each request has num_computed_tokens, and every step
 the scheduler lets requests catch up toward num_tokens within max_num_batched_tokens. A long
-prompt therefore prefills in chunks beside running decodes; a request that cannot get KV blocks
-preempts the newest running request, which frees its blocks, resets num_computed_tokens to 0
-and later recomputes its prompt and the tokens it already produced.
+prompt prefills in chunks beside running decodes; a prefix-cache hit starts a request past its
+cached tokens; a request that cannot get KV blocks preempts the lowest-ranked running request,
+which frees its blocks, resets num_computed_tokens to 0 and later recomputes (mostly from the
+prefix cache). Which request ranks first is the scheduling policy (scheduling_policy.py); how
+prefill chunks and decodes share a step is the interleave policy.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
+import itertools
 from typing import cast
 
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import FINISH_LENGTH, FINISH_STOP, Request, RequestStatus
+from intaglio.engine.scheduling_policy import Interleaver, RankKey, rank_key
 from intaglio.executor.base import ScheduledRequest, SchedulerOutput
+
+# Cache-aware ordering matches every waiting request against the cache each step; past this
+# many it falls back to rank order, as SGLang does, to bound the cost.
+_CACHE_AWARE_MAX_WAITING = 128
 
 
 class Scheduler:
     def __init__(
-        self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        scheduling_policy: str = "fcfs",
+        priority_aging_s: float = 0.0,
+        interleave_policy: str = "stall-free",
+        decode_first_max_wait_steps: int = 8,
     ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.waiting: deque[Request] = deque()
+        self.policy = scheduling_policy
+        self._rank: RankKey = rank_key(scheduling_policy, priority_aging_s)
+        self._interleaver = Interleaver(interleave_policy, decode_first_max_wait_steps)
+        self.waiting: list[Request] = []  # in rank order
         self.running: list[Request] = []
+        # Samples 1..n-1 of an n > 1 request, forked from sample 0 once its prompt is in the
+        # cache, so the prompt is computed once: sample 0's request_id -> its siblings.
+        self._siblings: dict[str, list[Request]] = {}
+        self._seq = itertools.count()
+        self._scheduled_now: set[int] = set()  # id() of requests given tokens this step
+        self._under_pressure = False
         self.num_preemptions = 0
+        self.num_computed_tokens = 0  # tokens run through the model so far (all steps)
+        self.num_new_waiting = 0  # never-scheduled requests waiting (what max_num_waiting caps)
 
-    def add(self, request: Request) -> None:
-        self.waiting.append(request)
+    # ------------------------------------------------------------------ queue
+    def add(self, request: Request, siblings: list[Request] | tuple[Request, ...] = ()) -> None:
+        """Queue a request; `siblings` are forked from it after its prompt is computed."""
+        request.seq = next(self._seq)
+        for sibling in siblings:
+            sibling.seq = next(self._seq)
+        self._enqueue(request)
+        self.num_new_waiting += 1 + len(siblings)
+        if siblings:
+            self._siblings[request.request_id] = list(siblings)
 
-    @property
-    def num_new_waiting(self) -> int:
-        """Waiting requests that were never scheduled (preempted ones do not count to limits)."""
-        return sum(1 for r in self.waiting if r.num_preemptions == 0)
+    def fork(self, parent: Request, child: Request) -> None:
+        """Continue `child` (a copy of parent's tokens) from parent's KV, sharing its blocks."""
+        child.seq = next(self._seq)
+        if parent.status is not RequestStatus.RUNNING:
+            self._enqueue(child)  # the parent holds no KV now; the child computes its own
+            return
+        child.num_computed_tokens = min(parent.num_computed_tokens, child.num_tokens - 1)
+        self.block_manager.fork(parent, child)
+        child.status = RequestStatus.RUNNING
+        self.running.append(child)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def _enqueue(self, request: Request) -> None:
+        bisect.insort(self.waiting, request, key=self._rank)
+
+    # ------------------------------------------------------------------ schedule
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
+        self._scheduled_now.clear()
+        self._under_pressure = False  # some running request lacked blocks this step
+        self.running.sort(key=self._rank)
+        if self.policy == "priority":
+            self._preempt_for_waiting(out)
         budget = self.max_num_batched_tokens
-        i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
-            while not self.block_manager.allocate(request, num_new):
-                victim = self.running.pop()  # newest first: it has the least work to redo
-                self._preempt(victim)
-                out.preempted.append(victim)
-                if victim is request:
-                    break
-            else:
-                out.scheduled.append(ScheduledRequest(request, num_new))
-                budget -= num_new
-                i += 1
-        # New work joins only when nothing had to be preempted this step.
-        while (
-            not out.preempted
-            and self.waiting
-            and budget > 0
-            and len(self.running) < self.max_num_seqs
-        ):
-            request = self.waiting[0]
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
-            if not self.block_manager.allocate(request, num_new):
-                break
-            self.waiting.popleft()
-            request.status = RequestStatus.RUNNING
-            self.running.append(request)
-            out.scheduled.append(ScheduledRequest(request, num_new))
-            budget -= num_new
+        decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
+        has_prefill = len(decodes) < len(self.running) or bool(self.waiting)
+        run_decodes, run_prefills = self._interleaver.choose(bool(decodes), has_prefill)
+        if run_decodes:
+            budget = self._schedule_running(decodes, budget, out)
+        if run_prefills:
+            prefills = [r for r in self.running if r.num_tokens - r.num_computed_tokens > 1]
+            budget = self._schedule_running(prefills, budget, out)
+            if not self._under_pressure:
+                budget = self._admit_waiting(budget, out)
+            if not out.scheduled and not run_decodes:  # no prefill could run: do not idle
+                self._schedule_running(decodes, budget, out)
+        out.block_copies = self.block_manager.take_copies()
         return out
 
+    def _schedule_running(self, requests: list[Request], budget: int, out: SchedulerOutput) -> int:
+        for request in requests:
+            if budget <= 0:
+                break
+            if request.status is not RequestStatus.RUNNING:
+                continue  # preempted earlier this step
+            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            if self._make_room(request, num_new, out):
+                self._record(request, num_new, out)
+                budget -= num_new
+        return budget
+
+    def _make_room(self, request: Request, num_new: int, out: SchedulerOutput) -> bool:
+        """Allocate, preempting the lowest-ranked requests not yet scheduled this step."""
+        while not self.block_manager.allocate(request, num_new):
+            self._under_pressure = True
+            victim = next(r for r in reversed(self.running) if id(r) not in self._scheduled_now)
+            self.running.remove(victim)
+            self._preempt(victim)
+            out.preempted.append(victim)
+            if victim is request:
+                return False
+        return True
+
+    def _admit_waiting(self, budget: int, out: SchedulerOutput) -> int:
+        for request in self._waiting_order():
+            seats = 1 + len(self._siblings.get(request.request_id, ()))
+            if budget <= 0 or len(self.running) + seats > self.max_num_seqs:
+                break
+            num_new = self.block_manager.admit(request, budget)
+            if num_new is None:
+                break  # head-of-line: later requests wait their turn too
+            self.waiting.remove(request)
+            if request.num_preemptions == 0:
+                self.num_new_waiting -= 1
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            self._record(request, num_new, out)
+            budget -= num_new
+        return budget
+
+    def _waiting_order(self) -> list[Request]:
+        if self.policy != "cache-aware" or len(self.waiting) > _CACHE_AWARE_MAX_WAITING:
+            return list(self.waiting)
+        # Longest cached prefix first (SGLang's longest-prefix-match), then rank order.
+        hits = {id(r): len(self.block_manager.cached_prefix(r)) for r in self.waiting}
+        return sorted(self.waiting, key=lambda r: -hits[id(r)])  # stable: keeps rank order
+
+    def _preempt_for_waiting(self, out: SchedulerOutput) -> None:
+        """Higher-priority waiting work displaces lower-priority running work."""
+        while self.waiting and self.running:
+            head, worst = self.waiting[0], self.running[-1]
+            if not self._rank(head) < self._rank(worst):
+                return
+            seats = 1 + len(self._siblings.get(head.request_id, ()))
+            blocks = self.block_manager.blocks_to_admit(head, self.max_num_batched_tokens)
+            if (
+                len(self.running) + seats <= self.max_num_seqs
+                and blocks <= self.block_manager.num_free_blocks
+            ):
+                return
+            self.running.pop()
+            self._preempt(worst)
+            out.preempted.append(worst)
+
+    def _record(self, request: Request, num_new: int, out: SchedulerOutput) -> None:
+        out.scheduled.append(ScheduledRequest(request, num_new))
+        self._scheduled_now.add(id(request))
+        self.num_computed_tokens += num_new
+
+    # ------------------------------------------------------------------ update
     def update(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
         """Advance progress, append sampled tokens, apply token-level stops; return finished."""
         finished = []
@@ -84,6 +187,9 @@ class Scheduler:
             if token is None:
                 continue  # a prefill chunk that did not reach the end of the prompt
             request.output_token_ids.append(token)
+            siblings = self._siblings.pop(request.request_id, None)
+            if siblings:
+                self._fork_siblings(request, siblings)
             num_out = len(request.output_token_ids)
             params = request.params
             if num_out >= params.min_tokens:
@@ -99,6 +205,16 @@ class Scheduler:
             self._remove(request)
         return finished
 
+    def _fork_siblings(self, first: Request, siblings: list[Request]) -> None:
+        """The prompt is in the cache: each sibling recomputes only the last prompt token, to
+        sample its own first token from its own logits."""
+        for sibling in siblings:
+            sibling.num_computed_tokens = first.num_prompt_tokens - 1
+            self.block_manager.fork(first, sibling)
+            sibling.status = RequestStatus.RUNNING
+            self.running.append(sibling)
+        self.num_new_waiting -= len(siblings)
+
     def finish(self, request: Request, reason: str, stop_reason: str | int | None = None) -> None:
         """Finish a request from outside (a stop string, an abort)."""
         if not request.is_finished:
@@ -110,6 +226,16 @@ class Scheduler:
             self.running.remove(request)
         elif request in self.waiting:
             self.waiting.remove(request)
+            if request.num_preemptions == 0:
+                self.num_new_waiting -= 1
+        else:  # a sibling not forked yet
+            for siblings in self._siblings.values():
+                if request in siblings:
+                    siblings.remove(request)
+                    self.num_new_waiting -= 1
+        for sibling in self._siblings.pop(request.request_id, ()):
+            sibling.finish(request.finish_reason or FINISH_STOP)
+            self.num_new_waiting -= 1
         self.block_manager.free(request)
 
     def _preempt(self, request: Request) -> None:
@@ -118,4 +244,4 @@ class Scheduler:
         request.status = RequestStatus.PREEMPTED
         request.num_preemptions += 1
         self.num_preemptions += 1
-        self.waiting.appendleft(request)
+        self._enqueue(request)

@@ -37,6 +37,14 @@ class SequenceView(Protocol):
     def wants_prompt_logprobs(self) -> bool: ...
 
 
+def token_slice(request: SequenceView, start: int, end: int) -> list[int]:
+    """The request's tokens (prompt, then output) [start:end], without building the whole list."""
+    prompt, num_prompt = request.prompt_token_ids, request.num_prompt_tokens
+    if start >= num_prompt:
+        return request.output_token_ids[start - num_prompt : end - num_prompt]
+    return prompt[start:end] + request.output_token_ids[: max(end - num_prompt, 0)]
+
+
 @dataclass
 class ScheduledRequest:
     request: SequenceView
@@ -52,6 +60,9 @@ class ScheduledRequest:
 class SchedulerOutput:
     scheduled: list[ScheduledRequest] = field(default_factory=list)
     preempted: list[SequenceView] = field(default_factory=list)
+    # (source, destination) KV blocks to copy before the forward pass: copy-on-write of
+    # blocks that forked requests shared.
+    block_copies: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:

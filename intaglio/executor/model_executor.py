@@ -18,19 +18,12 @@ from intaglio.executor.base import (
     ScheduledRequest,
     SchedulerOutput,
     SequenceView,
+    token_slice,
 )
 from intaglio.model.loader import load_model
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
 
 logger = logging.getLogger(__name__)
-
-
-def _tokens(request: SequenceView, start: int, end: int) -> list[int]:
-    """request.all_token_ids[start:end] without building the whole list."""
-    prompt, num_prompt = request.prompt_token_ids, request.num_prompt_tokens
-    if start >= num_prompt:
-        return request.output_token_ids[start - num_prompt : end - num_prompt]
-    return prompt[start:end] + request.output_token_ids[: max(end - num_prompt, 0)]
 
 
 def _logprob_entry(
@@ -85,6 +78,8 @@ class ModelExecutor:
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> ExecutorOutput:
+        if out.block_copies:
+            self._copy_blocks(out.block_copies)
         batch = sorted(out.scheduled, key=lambda s: s.num_new_tokens != 1)  # decodes first
         input_ids, positions, meta, starts = self._prepare(batch)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
@@ -102,6 +97,13 @@ class ModelExecutor:
                 self._prompt_logprobs(s, hidden, starts[i], result)
         return result
 
+    def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        src = torch.tensor([s for s, _ in copies], device=self.device)
+        dst = torch.tensor([d for _, d in copies], device=self.device)
+        for k_cache, v_cache in self.kv_caches:
+            k_cache.index_copy_(0, dst, k_cache.index_select(0, src))
+            v_cache.index_copy_(0, dst, v_cache.index_select(0, src))
+
     def _prepare(
         self, batch: list[ScheduledRequest]
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
@@ -112,7 +114,7 @@ class ModelExecutor:
         for s in batch:
             start = s.request.num_computed_tokens
             starts.append(len(ids))
-            ids.extend(_tokens(s.request, start, start + s.num_new_tokens))
+            ids.extend(token_slice(s.request, start, start + s.num_new_tokens))
             pos_chunks.append(np.arange(start, start + s.num_new_tokens, dtype=np.int64))
         positions = np.concatenate(pos_chunks)
         # Slot of each token: its block's id * block_size + its offset in the block.

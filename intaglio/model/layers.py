@@ -28,35 +28,45 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
+def l2_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Weightless RMS normalisation over the last axis, in fp32 (Llama 4's q/k norm)."""
+    return F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+
+
 class RotaryEmbedding(nn.Module):
-    """Neox-style RoPE (rotate halves) with an optional 'llama3' frequency rescaling."""
+    """RoPE with an optional 'llama3' frequency rescaling.
+
+    Neox style (Llama, Qwen) rotates the pairs (x[i], x[i + d/2]); interleaved style (Llama 4,
+    written with complex numbers in its reference) rotates the pairs (x[2i], x[2i + 1]).
+    """
 
     def __init__(
-        self, head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None
+        self,
+        head_dim: int,
+        theta: float,
+        scaling: dict[str, Any] | None,
+        *,
+        interleaved: bool = False,
     ) -> None:
         super().__init__()
-        self.head_dim, self.max_position, self.theta, self.scaling = (
-            head_dim,
-            max_position,
-            theta,
-            scaling,
-        )
-        self.register_buffer("cos", torch.empty(0), persistent=False)
-        self.register_buffer("sin", torch.empty(0), persistent=False)
+        self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
+        self.interleaved = interleaved
+        self.register_buffer("inv_freq", torch.empty(0, dtype=torch.float64), persistent=False)
         self._positions: torch.Tensor | None = None
-        self._cos_sin: tuple[torch.Tensor, torch.Tensor] = (self.cos, self.sin)
+        self._cos_sin: tuple[torch.Tensor, torch.Tensor] = (self.inv_freq, self.inv_freq)
         self.build_tables()
 
     def build_tables(self, device: torch.device | str | None = None) -> None:
-        """(Re)compute the fp32 cos/sin tables, e.g. after the model was built on `meta`."""
+        """(Re)compute the fp64 inverse frequencies, e.g. after the model was built on `meta`.
+
+        cos/sin are computed per step for the step's positions rather than tabulated up to
+        max_position_embeddings: Llama 4 Scout allows 10M positions, 5 GB of tables.
+        """
         d = self.head_dim
         inv_freq = 1.0 / (self.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
         if self.scaling is not None:
             inv_freq = _scale_frequencies(inv_freq, self.scaling)
-        t = torch.arange(self.max_position, dtype=torch.float64)
-        freqs = torch.outer(t, inv_freq)  # [max_position, head_dim / 2]
-        self.cos = freqs.cos().float().to(device)
-        self.sin = freqs.sin().float().to(device)
+        self.inv_freq = inv_freq.to(device)
 
     def forward(
         self,
@@ -64,17 +74,26 @@ class RotaryEmbedding(nn.Module):
         q: torch.Tensor,  # [num_tokens, heads, head_dim]
         k: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Every layer rotates at the same positions: look the tables up once per step.
+        # Every layer rotates at the same positions: compute the angles once per step.
         if positions is not self._positions:
             self._positions = positions
-            self._cos_sin = (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))
+            freqs = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
+            self._cos_sin = (freqs.cos().float().unsqueeze(1), freqs.sin().float().unsqueeze(1))
         cos, sin = self._cos_sin  # [num_tokens, 1, head_dim / 2]
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        rotate = _rotate_interleaved if self.interleaved else _rotate
+        return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+
+def _rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    pairs = x.float().unflatten(-1, (-1, 2))  # [..., head_dim / 2, 2]
+    x1, x2 = pairs[..., 0], pairs[..., 1]
+    out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.flatten(-2).to(x.dtype)
 
 
 def _scale_frequencies(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:

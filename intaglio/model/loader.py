@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -67,50 +68,94 @@ def load_model(
 
 def _load_weights(model: DecoderForCausalLM, cfg: ModelConfig, files: list[Path]) -> None:
     params = dict(model.named_parameters())
-    loaded: set[str] = set()
-    split_sizes = {
-        "qkv_proj": [cfg.q_size, cfg.kv_size, cfg.kv_size],
-        "gate_up_proj": [cfg.intermediate_size, cfg.intermediate_size],
-    }
+    loaded: dict[str, int] = {}  # parameter -> elements filled so far
     for file in files:
         with safe_open(str(file), framework="pt") as f:
             for name in f.keys():
                 if "rotary_emb.inv_freq" in name:
                     continue  # old checkpoints store RoPE tables; we compute our own
-                if name == "lm_head.weight" and cfg.tie_word_embeddings:
+                if not name.startswith(cfg.weight_prefix):
+                    continue  # e.g. Llama 4's vision tower: we serve the text model only
+                name_in_model = name[len(cfg.weight_prefix) :]
+                if name_in_model == "lm_head.weight" and cfg.tie_word_embeddings:
                     continue
-                target, shard = _target_name(name)
-                if target not in params:
+                target = _target(name_in_model)
+                if target.param not in params:
                     raise ModelLoadError(f"{file.name}: unexpected weight {name!r}")
+                dest = params[target.param].data
+                if target.expert is not None:
+                    if target.expert >= dest.shape[0]:
+                        raise ModelLoadError(
+                            f"{file.name}: weight {name!r} is for expert {target.expert}, "
+                            f"the config has {dest.shape[0]} experts"
+                        )
+                    dest = dest[target.expert]
+                if target.shard is not None:
+                    # Linear weights are [out, in]; experts are stored [in, out].
+                    dim = 0 if target.expert is None else 1
+                    sizes = _split_sizes(cfg, target.param, dest.shape[dim])
+                    dest = dest.narrow(dim, sum(sizes[: target.shard]), sizes[target.shard])
                 tensor = f.get_tensor(name)
-                dest = params[target].data
-                if shard is not None:
-                    kind = target.split(".")[-2]
-                    start = sum(split_sizes[kind][:shard])
-                    dest = dest.narrow(0, start, split_sizes[kind][shard])
+                if target.transpose:
+                    tensor = tensor.transpose(-1, -2)
                 if tuple(dest.shape) != tuple(tensor.shape):
                     raise ModelLoadError(
                         f"{file.name}: weight {name!r} has shape {tuple(tensor.shape)}, "
                         f"the config implies {tuple(dest.shape)}"
                     )
                 dest.copy_(tensor)
-                loaded.add(f"{target}#{shard}")
-    expected = set()
-    for pname in params:
-        kind = pname.split(".")[-2] if pname.count(".") else ""
-        shards = range(len(split_sizes[kind])) if kind in split_sizes else [None]
-        expected.update(f"{pname}#{s}" for s in shards)
-    if cfg.tie_word_embeddings:
-        expected.discard("lm_head.weight#None")
-    missing = sorted(expected - loaded)
+                loaded[target.param] = loaded.get(target.param, 0) + dest.numel()
+    skip = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
+    missing = sorted(
+        n for n, p in params.items() if n not in skip and loaded.get(n, 0) != p.numel()
+    )
     if missing:
-        raise ModelLoadError(f"checkpoint is missing weights: {[m.split('#')[0] for m in missing]}")
-    logger.info("loaded %d tensors from %d file(s)", len(loaded), len(files))
+        raise ModelLoadError(f"checkpoint is missing weights: {missing}")
+    logger.info("loaded %d parameters from %d file(s)", len(loaded), len(files))
 
 
-def _target_name(hf_name: str) -> tuple[str, int | None]:
+def _split_sizes(cfg: ModelConfig, param: str, rows: int) -> list[int]:
+    if param.endswith("qkv_proj.weight") or param.endswith("qkv_proj.bias"):
+        return [cfg.q_size, cfg.kv_size, cfg.kv_size]
+    return [rows // 2, rows // 2]  # gate and up halves
+
+
+@dataclass(frozen=True)
+class _Target:
+    param: str  # our parameter
+    expert: int | None = None  # which expert of a stacked expert tensor
+    shard: int | None = None  # which slice of a fused tensor (q/k/v, gate/up)
+    transpose: bool = False  # one expert's [out, in] tensor into our [in, out] layout
+
+
+def _target(hf_name: str) -> _Target:
+    """Where a checkpoint tensor goes in our model; HF module names vary by family."""
     parts = hf_name.split(".")
+    # The feed-forward block: Mixtral's block_sparse_moe and Llama 4's feed_forward are our mlp.
+    parts = ["mlp" if p in ("block_sparse_moe", "feed_forward") else p for p in parts]
+    if "mlp" in parts and parts[-2] == "router":  # Llama 4's router is Mixtral's gate
+        parts[-2] = "gate"
+    if "experts" in parts:
+        at = parts.index("experts")
+        base = ".".join(parts[: at + 1])
+        if len(parts) == at + 2:  # Llama 4: all experts fused in one [E, in, out] tensor
+            return _Target(f"{base}.{parts[-1]}")
+        expert, proj = int(parts[at + 1]), parts[at + 2]
+        if proj in _EXPERT_PROJ:
+            fused, shard = _EXPERT_PROJ[proj]
+            return _Target(f"{base}.{fused}", expert=expert, shard=shard, transpose=True)
     if len(parts) >= 2 and parts[-2] in _FUSED:
         fused, shard = _FUSED[parts[-2]]
-        return ".".join(parts[:-2] + [fused, parts[-1]]), shard
-    return hf_name, None
+        return _Target(".".join(parts[:-2] + [fused, parts[-1]]), shard=shard)
+    return _Target(".".join(parts))
+
+
+# One expert's projections (Mixtral's w1/w3/w2, Qwen3-MoE's names) -> our stacked tensors.
+_EXPERT_PROJ = {
+    "w1": ("gate_up_proj", 0),
+    "gate_proj": ("gate_up_proj", 0),
+    "w3": ("gate_up_proj", 1),
+    "up_proj": ("gate_up_proj", 1),
+    "w2": ("down_proj", None),
+    "down_proj": ("down_proj", None),
+}

@@ -15,12 +15,14 @@ async def admit(
     engine: AsyncEngine,
     requests: list[tuple[str, list[int], SamplingParams]],
     queue: asyncio.Queue[RequestOutput],
+    priority: int = 0,
+    cache_salt: str | None = None,
 ) -> None:
     """Add every (request_id, prompt_token_ids, params); on any failure abort those added."""
     added: list[str] = []
     try:
         for request_id, token_ids, params in requests:
-            await engine.add_request(request_id, token_ids, params, queue)
+            await engine.add_request(request_id, token_ids, params, queue, priority, cache_salt)
             added.append(request_id)
     except BaseException as e:
         for request_id in added:

@@ -76,7 +76,9 @@ async def create_chat_completion(raw: Request) -> Response:
     )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
-    await admit(state.engine, [(request_id, token_ids, params)], queue)
+    await admit(
+        state.engine, [(request_id, token_ids, params)], queue, req.priority, req.cache_salt
+    )
     view = _ChatView(state, req, request_id, params.n)
     if req.stream:
         return EventStream(view.stream(queue), lambda: abort_all(state.engine, [request_id]))

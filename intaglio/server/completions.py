@@ -92,6 +92,8 @@ async def create_completion(raw: Request) -> Response:
         state.engine,
         [(rid, ids, params) for rid, (_, ids) in zip(request_ids, prompts)],
         queue,
+        req.priority,
+        req.cache_salt,
     )
     view = _View(state, req, base_id, request_ids, [text for text, _ in prompts], params)
     if req.stream:

@@ -43,6 +43,17 @@ class _EngineCollector(Collector):
         yield CounterMetricFamily(
             "intaglio_num_preemptions", "Preemptions since start.", s.num_preemptions
         )
+        # Hit rate = hits / queries, in prompt tokens (vLLM's prefix_cache_* counters).
+        yield CounterMetricFamily(
+            "intaglio_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            s.prefix_cache_queries,
+        )
+        yield CounterMetricFamily(
+            "intaglio_prefix_cache_hits",
+            "Prompt tokens found in the prefix cache.",
+            s.prefix_cache_hits,
+        )
 
 
 class ServerMetrics:

@@ -55,7 +55,10 @@ class SamplingFields(_Strict):
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
-    priority: int | None = None  # accepted for compatibility; no priority scheduling yet
+    # Lower runs first under --scheduling-policy priority (vLLM's convention).
+    priority: Annotated[int, Field(ge=-_INT64, lt=_INT64)] = 0
+    # Requests share cached prefix KV only with requests of the same salt (tenant isolation).
+    cache_salt: Annotated[str, Field(min_length=1)] | None = None
 
 
 class CompletionRequest(SamplingFields):

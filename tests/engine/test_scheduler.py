@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import Request, RequestStatus
 from intaglio.engine.scheduler import Scheduler
 from intaglio.sampling.params import SamplingParams
+from kv_invariants import assert_kv_consistent
 
 
-def _request(rid: str, prompt_len: int, max_tokens: int = 100) -> Request:
+def _request(
+    rid: str, prompt_len: int, max_tokens: int = 100, prompt: list[int] | None = None
+) -> Request:
+    """A request whose prompt is unique to its id unless `prompt` is given."""
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    return Request(rid, list(range(prompt_len)), params, (), max_tokens)
+    base = 1000 * (sum(map(ord, rid)) + 1)
+    tokens = prompt if prompt is not None else [base + i for i in range(prompt_len)]
+    return Request(rid, tokens, params, (), max_tokens)
 
 
 def _step(sched: Scheduler) -> dict[str, int]:
@@ -20,13 +28,6 @@ def _step(sched: Scheduler) -> dict[str, int]:
     plan = {s.request.request_id: s.num_new_tokens for s in out.scheduled}
     sched.update(out, sampled)
     return plan
-
-
-def _blocks_in_use(bm: BlockManager, requests: list[Request]) -> None:
-    owned = [b for r in requests for b in r.block_ids]
-    assert len(owned) == len(set(owned)), "a block is owned twice"
-    assert not set(owned) & set(bm.free_block_ids), "a block is both free and owned"
-    assert len(owned) + bm.num_free_blocks == bm.num_blocks, "a block leaked"
 
 
 def test_long_prompt_prefills_in_chunks_beside_decodes():
@@ -43,7 +44,7 @@ def test_long_prompt_prefills_in_chunks_beside_decodes():
     assert _step(sched) == {"a": 1, "b": 7}
     assert len(b.output_token_ids) == 1 and b.num_computed_tokens == 25
     assert _step(sched) == {"a": 1, "b": 1}
-    _blocks_in_use(bm, [a, b])
+    assert_kv_consistent(bm, [a, b])
 
 
 def test_max_num_seqs_bounds_running():
@@ -55,8 +56,9 @@ def test_max_num_seqs_bounds_running():
     assert [r.request_id for r in sched.waiting] == ["c"]
 
 
-def test_preemption_frees_newest_and_resumes_it_first():
-    bm = BlockManager(num_blocks=4, block_size=4)  # 16 token slots
+@pytest.mark.parametrize("caching", [False, True])
+def test_preemption_frees_newest_and_resumes_it_first(caching: bool):
+    bm = BlockManager(num_blocks=4, block_size=4, enable_prefix_caching=caching)  # 16 slots
     sched = Scheduler(bm, max_num_seqs=4, max_num_batched_tokens=100)
     a, b = _request("a", 7), _request("b", 7)
     sched.add(a)
@@ -69,11 +71,13 @@ def test_preemption_frees_newest_and_resumes_it_first():
     assert b.status == RequestStatus.PREEMPTED and b.num_computed_tokens == 0
     assert b.block_ids == [] and list(sched.waiting) == [b]
     assert len(b.output_token_ids) == 2  # its sampled tokens are kept and will be recomputed
-    _blocks_in_use(bm, [a, b])
+    assert_kv_consistent(bm, [a, b])
     sched.finish(a, "abort")
-    assert _step(sched) == {"b": 9}  # prompt + the kept output tokens, recomputed at once
+    # Prompt + the kept output tokens are recomputed at once; with prefix caching, b's first
+    # block (cached, unreferenced, and not evicted since a took b's second one) is reused.
+    assert _step(sched) == {"b": 5 if caching else 9}
     assert len(b.output_token_ids) == 3
-    _blocks_in_use(bm, [b])
+    assert_kv_consistent(bm, [b])
 
 
 def test_finish_and_abort_return_every_block():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 from openai import OpenAI
-from serverkit import MODEL_NAME, RunningServer
+from serverkit import MODEL_NAME, RunningServer, metrics
 
 from intaglio import LLM, SamplingParams
 from intaglio.server.chat_template import fallback_template
@@ -216,3 +216,30 @@ def test_logit_bias_matches_offline(client: OpenAI, offline: LLM) -> None:
     )
     expected = greedy(offline, ["a"], 5, logit_bias=bias)[0]
     assert got.choices[0].text == expected != greedy(offline, ["a"], 5)[0]
+
+
+def test_prefix_cache_hits_are_counted_and_salts_keep_tenants_apart(
+    client: OpenAI, server: RunningServer, offline: LLM
+) -> None:
+    prompt = "def shared_prefix_for_caching(x, y, z):\n    return x + y + z\n" * 3
+    expected = greedy(offline, [prompt], 6)
+    hits = metrics(server.url)["intaglio_prefix_cache_hits_total"]
+    salted = {"cache_salt": "tenant-a", "priority": -5}
+    first = client.completions.create(
+        model=MODEL_NAME, prompt=prompt, max_tokens=6, temperature=0, extra_body=salted
+    )
+    assert metrics(server.url)["intaglio_prefix_cache_hits_total"] == hits  # nothing cached yet
+    other = client.completions.create(
+        model=MODEL_NAME,
+        prompt=prompt,
+        max_tokens=6,
+        temperature=0,
+        extra_body={"cache_salt": "tenant-b"},
+    )
+    assert metrics(server.url)["intaglio_prefix_cache_hits_total"] == hits  # another tenant
+    again = client.completions.create(
+        model=MODEL_NAME, prompt=prompt, max_tokens=6, temperature=0, extra_body=salted
+    )
+    assert metrics(server.url)["intaglio_prefix_cache_hits_total"] > hits
+    assert metrics(server.url)["intaglio_prefix_cache_queries_total"] > 0
+    assert [first.choices[0].text, other.choices[0].text, again.choices[0].text] == expected * 3
