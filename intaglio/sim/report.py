@@ -57,6 +57,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
         "mfu": sum(s.flops for s in steps) / busy / model.peak_flops,
         "mbu": sum(s.bytes for s in steps) / busy / bandwidth,
         "num_preemptions": result.num_preemptions,
+        "prefix_hit_rate": result.prefix_hit_rate,
     }
 
 
@@ -82,7 +83,7 @@ def timeline(result: SimResult) -> dict[str, np.ndarray]:
 def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"requests {s['num_requests']}, steps {s['num_steps']}, makespan {s['makespan_s']:.2f} s, "
-        f"preemptions {s['num_preemptions']}",
+        f"preemptions {s['num_preemptions']}, prefix-cache hits {s['prefix_hit_rate']:.1%}",
         f"throughput: {s['request_throughput']:.2f} req/s, {s['output_throughput']:.1f} output "
         f"tok/s, {s['total_throughput']:.1f} total tok/s",
         f"{'':10}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}   (ms)",

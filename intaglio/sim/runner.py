@@ -23,8 +23,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SchedulerSettings:
+    """The engine's scheduling knobs (EngineConfig's names and defaults)."""
+
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    scheduling_policy: str = "fcfs"  # fcfs, priority or cache-aware
+    priority_aging_s: float = 10.0
+    interleave_policy: str = "stall-free"  # stall-free, prefill-first or decode-first
+    decode_first_max_wait_steps: int = 8
+    prefix_caching: bool = True
 
 
 @dataclass
@@ -50,6 +57,7 @@ class SimResult:
     executor: SimulatedExecutor
     kv: list[KVSample] = field(default_factory=list)
     num_preemptions: int = 0
+    prefix_hit_rate: float = 0.0  # prompt tokens found in the prefix cache / looked up
 
     @property
     def makespan_s(self) -> float:
@@ -58,7 +66,15 @@ class SimResult:
 
 def make_scheduler(block_manager: BlockManager, settings: SchedulerSettings) -> Scheduler:
     """The one place the simulator builds the engine's Scheduler."""
-    return Scheduler(block_manager, settings.max_num_seqs, settings.max_num_batched_tokens)
+    return Scheduler(
+        block_manager,
+        settings.max_num_seqs,
+        settings.max_num_batched_tokens,
+        settings.scheduling_policy,
+        settings.priority_aging_s,
+        settings.interleave_policy,
+        settings.decode_first_max_wait_steps,
+    )
 
 
 def simulate(
@@ -66,7 +82,9 @@ def simulate(
     executor: SimulatedExecutor,
     settings: SchedulerSettings = SchedulerSettings(),
 ) -> SimResult:
-    block_manager = BlockManager(executor.num_kv_blocks, executor.block_size)
+    block_manager = BlockManager(
+        executor.num_kv_blocks, executor.block_size, settings.prefix_caching
+    )
     scheduler = make_scheduler(block_manager, settings)
     capacity = executor.num_kv_blocks * executor.block_size
     pending = sorted(workload, key=lambda r: r.arrival_s)
@@ -107,6 +125,8 @@ def simulate(
         )
     result.timings = [timings[r.request_id] for r in workload]
     result.num_preemptions = scheduler.num_preemptions
+    if block_manager.num_queried_tokens:
+        result.prefix_hit_rate = block_manager.num_hit_tokens / block_manager.num_queried_tokens
     _check_conservation(result)
     return result
 
@@ -122,6 +142,7 @@ def _engine_request(spec: SimRequest) -> Request:
         (),
         spec.output_len,
         arrival_time=spec.arrival_s,
+        priority=spec.priority,
     )
 
 

@@ -267,8 +267,11 @@ def build_meta_model(cfg: ModelConfig) -> DecoderForCausalLM:
     return _MODELS[key]
 
 
-def capture_step(cfg: ModelConfig, seqs: list[SeqShape], kv_dtype: str | None = None) -> list[Op]:
-    """The ops of one engine step over `seqs`, in execution order (logits for sampling rows)."""
+def capture_step(cfg: ModelConfig, seqs: list[SeqShape]) -> list[Op]:
+    """The ops of one engine step over `seqs`, in execution order (logits for sampling rows).
+
+    Everything runs at the config's dtype; the precision pass changes dtypes afterwards.
+    """
     if not seqs:
         raise ValueError("a step needs at least one sequence")
     model = build_meta_model(cfg)
@@ -277,12 +280,11 @@ def capture_step(cfg: ModelConfig, seqs: list[SeqShape], kv_dtype: str | None = 
     handles = _install_hooks(model, recorder)
     saved_backend = model.backend
     model.backend = _CaptureAttention(recorder, cfg, seqs)  # type: ignore[assignment]
-    kv_dt = getattr(torch, kv_dtype) if kv_dtype else model.compute_dtype
     try:
         with torch.device("meta"), recorder:
             ids = torch.empty(num_tokens, dtype=torch.int64)
             positions = torch.empty(num_tokens, dtype=torch.int64)
-            cache = torch.empty(0, 1, cfg.num_kv_heads, cfg.head_dim, dtype=kv_dt)
+            cache = torch.empty(0, 1, cfg.num_kv_heads, cfg.head_dim, dtype=model.compute_dtype)
             meta = AttentionMetadata(ids, 0, None, None, [])
             hidden = model(ids, positions, [(cache, cache)] * cfg.num_layers, meta)
             rows = sum(1 for s in seqs if s.samples)
