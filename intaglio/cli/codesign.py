@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument(
         "--param",
         required=True,
-        help="NAME=V1,V2,..: batch, context, chunk, max_num_seqs, tp, ep, "
-        "hw.FIELD.PATH or model.CONFIG_FIELD",
+        help="NAME=V1,V2,..: batch, context, chunk, max_num_seqs, policy, interleave, "
+        "prefix_caching, tp, ep, hw.FIELD.PATH or model.CONFIG_FIELD",
     )
     sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")
     sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
@@ -88,6 +88,14 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("engine")
     e.add_argument("--max-num-seqs", type=int, default=256)
     e.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    e.add_argument("--scheduling-policy", default="fcfs", help="fcfs, priority or cache-aware")
+    e.add_argument("--priority-aging-s", type=float, default=10.0)
+    e.add_argument(
+        "--interleave-policy",
+        default="stall-free",
+        help="stall-free, prefill-first or decode-first",
+    )
+    e.add_argument("--no-prefix-caching", action="store_true")
     e.add_argument("--block-size", type=int, default=16)
     e.add_argument("--memory-utilization", type=float, default=0.9)
     e.add_argument("--num-kv-blocks", type=int, default=None, help="override the memory plan")
@@ -127,6 +135,10 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         hw_overrides=overrides,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
+        scheduling_policy=args.scheduling_policy,
+        priority_aging_s=args.priority_aging_s,
+        interleave_policy=args.interleave_policy,
+        prefix_caching=not args.no_prefix_caching,
         block_size=args.block_size,
         memory_utilization=args.memory_utilization,
         num_kv_blocks=args.num_kv_blocks,

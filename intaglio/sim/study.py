@@ -1,9 +1,10 @@
 """A Study: one model, hardware, pass list, engine settings and workload, and sweeps over them.
 
-`step_metrics` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
-batch (decode sequences), context, chunk (max_num_batched_tokens), max_num_seqs, tp, ep,
+`step_cost` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
+batch (decode sequences), context, chunk (max_num_batched_tokens), max_num_seqs, policy
+(scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
 hw.<dotted.path> (a hardware field) or model.<config field> (a model variant, e.g.
-model.num_key_value_heads for the GQA ratio).
+model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class Study:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    scheduling_policy: str = "fcfs"
+    priority_aging_s: float = 10.0
+    interleave_policy: str = "stall-free"
+    prefix_caching: bool = True
     block_size: int = 16
     memory_utilization: float = 0.9
     num_kv_blocks: int | None = None
@@ -100,7 +105,14 @@ def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
         raise ValueError(plan.message)
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
     executor = SimulatedExecutor(model, study.num_kv_blocks or plan.num_kv_blocks, study.block_size)
-    settings = SchedulerSettings(study.max_num_seqs, study.max_num_batched_tokens)
+    settings = SchedulerSettings(
+        max_num_seqs=study.max_num_seqs,
+        max_num_batched_tokens=study.max_num_batched_tokens,
+        scheduling_policy=study.scheduling_policy,
+        priority_aging_s=study.priority_aging_s,
+        interleave_policy=study.interleave_policy,
+        prefix_caching=study.prefix_caching,
+    )
     return simulate(study.workload(), executor, settings), plan
 
 
@@ -117,9 +129,15 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
         return dataclasses.replace(study, max_num_batched_tokens=int(value))
     if name == "max_num_seqs":
         return dataclasses.replace(study, max_num_seqs=int(value))
+    if name == "policy":
+        return dataclasses.replace(study, scheduling_policy=str(value))
+    if name == "interleave":
+        return dataclasses.replace(study, interleave_policy=str(value))
+    if name == "prefix_caching":
+        return dataclasses.replace(study, prefix_caching=bool(value))
     raise ValueError(
-        f"unknown sweep parameter {name!r}; use batch, context, chunk, max_num_seqs, tp, ep, "
-        "hw.FIELD or model.FIELD"
+        f"unknown sweep parameter {name!r}; use batch, context, chunk, max_num_seqs, policy, "
+        "interleave, prefix_caching, tp, ep, hw.FIELD or model.FIELD"
     )
 
 

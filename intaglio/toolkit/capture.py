@@ -229,16 +229,21 @@ class _CaptureAttention:
 
     def forward(self, q, k, v, k_cache, v_cache, meta, scale) -> torch.Tensor:  # noqa: ANN001
         name = self.recorder.scope[-1] + ".attn"
+        layer = _layer_of(name)
         heads, kv_heads, d = q.shape[1], k.shape[1], q.shape[2]
-        work = attention_work(
-            self.q_lens, self.ctx_lens, heads, kv_heads, d, self.cfg.sliding_window
+        chunk = (
+            self.cfg.attention_chunk_size
+            if layer is not None and self.cfg.uses_chunked_attention(layer)
+            else None
         )
+        window = self.cfg.sliding_window
+        work = attention_work(self.q_lens, self.ctx_lens, heads, kv_heads, d, window, chunk)
         self.recorder.ops.append(
             Op(
                 name,
                 K.ATTENTION,
                 "attention",
-                _layer_of(name),
+                layer,
                 act_dtype=_dtype(q),
                 kv_dtype=_dtype(k_cache),
                 shape=(int(self.q_lens.sum()), heads, d),
@@ -246,7 +251,8 @@ class _CaptureAttention:
                     "num_heads": heads,
                     "num_kv_heads": kv_heads,
                     "head_dim": d,
-                    "window": self.cfg.sliding_window,
+                    "window": window,
+                    "chunk": chunk,
                 },
                 **work,
             )
@@ -356,3 +362,7 @@ def _swap_forward(
 
     module.forward = forward  # type: ignore[method-assign]
     return _Restore(module)
+
+
+# The model's own MoE block is data-dependent: register it as an opaque leaf (toolkit/moe.py).
+from intaglio.toolkit import moe as _moe  # noqa: E402, F401

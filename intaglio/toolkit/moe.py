@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from intaglio.model.moe import MoE
 from intaglio.toolkit import ops as K
 from intaglio.toolkit.capture import LeafContext, register_opaque_leaf
 from intaglio.toolkit.ops import Op, canonical_dtype
@@ -145,3 +146,20 @@ def register_moe_module(cls: type, shape_of: Callable[[nn.Module], MoEShape]) ->
         return ops, torch.empty_like(x)
 
     register_opaque_leaf(cls, handler)
+
+
+def model_moe_shape(m: MoE) -> MoEShape:
+    """The shape of intaglio/model/moe.py's block (Mixtral, Qwen3-MoE, Llama 4)."""
+    num_experts, hidden, two_inter = m.experts.gate_up_proj.shape
+    shared = m.shared_expert.down_proj.in_features if m.shared_expert is not None else 0
+    return MoEShape(
+        hidden=hidden,
+        expert_intermediate=two_inter // 2,
+        num_experts=num_experts,
+        top_k=m.top_k,
+        num_shared_experts=1 if shared else 0,
+        shared_intermediate=shared,
+    )
+
+
+register_moe_module(MoE, model_moe_shape)

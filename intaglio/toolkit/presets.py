@@ -1,8 +1,7 @@
 """Named model presets: the config.json fields of published checkpoints, for capture on `meta`.
 
 Numbers are copied from each model's published config.json (Hugging Face hub, the model cards
-cited per entry); only the fields ModelConfig reads are kept. Mixture-of-experts presets (Llama 4
-Scout and Maverick, Mixtral) join once the model code can build them.
+cited per entry); only the fields ModelConfig reads are kept (Llama 4: the text model's).
 """
 
 from __future__ import annotations
@@ -60,6 +59,35 @@ def _qwen3(hidden: int, layers: int, heads: int, inter: int, tied: bool) -> dict
     }
 
 
+_LLAMA4_SCOUT = {
+    "architectures": ["Llama4ForCausalLM"],
+    "hidden_size": 5120,
+    "intermediate_size": 8192,  # each expert's (and the shared expert's)
+    "intermediate_size_mlp": 16384,  # the dense layers' (none in Scout)
+    "num_hidden_layers": 48,
+    "num_attention_heads": 40,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 202048,
+    "num_local_experts": 16,
+    "num_experts_per_tok": 1,
+    "interleave_moe_layer_step": 1,
+    "rope_theta": 500000.0,
+    "rope_scaling": {
+        "rope_type": "llama3",
+        "factor": 16.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+    },
+    "attention_chunk_size": 8192,
+    "max_position_embeddings": 10485760,
+    "use_qk_norm": True,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # meta-llama/Llama-2-7b-hf: the "7B" of most published decode figures (MHA, 4k context).
     "llama-2-7b": _llama(
@@ -80,6 +108,48 @@ PRESETS: dict[str, dict[str, Any]] = {
     "qwen3-0.6b": _qwen3(1024, 28, 16, 3072, tied=True),  # Qwen/Qwen3-0.6B
     "qwen3-8b": _qwen3(4096, 36, 32, 12288, tied=False),  # Qwen/Qwen3-8B
     "qwen3-32b": _qwen3(5120, 64, 64, 25600, tied=False),  # Qwen/Qwen3-32B
+    # Qwen/Qwen3-30B-A3B: 128 experts of 768, top 8, every layer sparse.
+    "qwen3-30b-a3b": {
+        **_qwen3(2048, 48, 32, 6144, tied=False),
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "num_key_value_heads": 4,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "moe_intermediate_size": 768,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "norm_topk_prob": True,
+    },
+    # mistralai/Mixtral-8x7B-v0.1: 8 experts of 14336, top 2.
+    "mixtral-8x7b": {
+        "architectures": ["MixtralForCausalLM"],
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "vocab_size": 32000,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    },
+    # meta-llama/Llama-4-Scout-17B-16E (text): 16 experts + a shared one, top 1, chunked
+    # local attention on the RoPE layers.
+    "llama-4-scout": _LLAMA4_SCOUT,
+    # meta-llama/Llama-4-Maverick-17B-128E (text): 128 experts on every other layer.
+    "llama-4-maverick": {
+        **_LLAMA4_SCOUT,
+        "num_local_experts": 128,
+        "interleave_moe_layer_step": 2,
+        "use_qk_norm": False,
+        "rope_scaling": None,
+        "max_position_embeddings": 1048576,
+    },
 }
 
 

@@ -104,7 +104,13 @@ class StepCostModel:
         groups: dict[tuple, list[int]] = {}
         for j, i in enumerate(i for i, o in enumerate(ops) if o.kind == K.ATTENTION):
             a = ops[i].attrs
-            key = (a["num_heads"], a["num_kv_heads"], a["head_dim"], a.get("window"))
+            key = (
+                a["num_heads"],
+                a["num_kv_heads"],
+                a["head_dim"],
+                a.get("window"),
+                a.get("chunk"),
+            )
             groups.setdefault(key, []).append(j)
         return groups
 
@@ -115,8 +121,8 @@ class StepCostModel:
 
     def _attention_from_arrays(self, q: np.ndarray, c: np.ndarray) -> np.ndarray:
         out = np.zeros((len(self.attn_rows), len(_FIELDS)))
-        for (heads, kv, d, window), rows in self.attn_groups.items():
-            work = attention_work(q, c, heads, kv, d, window)
+        for (heads, kv, d, window, chunk), rows in self.attn_groups.items():
+            work = attention_work(q, c, heads, kv, d, window, chunk)
             for f in _ATTN_FIELDS:
                 out[rows, _FIELDS.index(f)] = work[f]
         return out

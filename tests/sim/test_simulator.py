@@ -118,3 +118,30 @@ def test_thousands_of_requests_on_405b_in_seconds():
     result = simulate(wl, ex, SchedulerSettings(256, 4096))
     assert time.perf_counter() - t0 < 60
     assert len(result.timings) == 2000
+
+
+def test_shared_prefixes_hit_the_engines_prefix_cache(step_model):
+    wl = synthetic_workload(
+        80, "fixed:64", "fixed:16", rate=40.0, num_prefixes=2, prefix_len=512, seed=4
+    )
+    on, ex_on = _run(step_model, wl)
+    off, ex_off = _run(step_model, wl, prefix_caching=False)
+    assert on.prefix_hit_rate > 0.5 and off.prefix_hit_rate == 0.0
+    computed_on = sum(s.num_tokens for s in ex_on.steps)
+    computed_off = sum(s.num_tokens for s in ex_off.steps)
+    assert computed_on < computed_off / 2  # most prompt tokens came from the cache
+    assert summarize(on)["ttft_s"]["mean"] < summarize(off)["ttft_s"]["mean"]
+
+
+def test_priority_policy_serves_urgent_requests_first(step_model):
+    wl = synthetic_workload(200, "fixed:512", "fixed:64", rate=None, priorities=2, seed=5)
+
+    def ttft_by_priority(policy):
+        result, _ = _run(step_model, wl, max_num_seqs=16, scheduling_policy=policy)
+        by = {0: [], 1: []}
+        for t in result.timings:
+            by[t.request.priority].append(t.first_token_s - t.request.arrival_s)
+        return {p: float(np.mean(v)) for p, v in by.items()}
+
+    fcfs, prio = ttft_by_priority("fcfs"), ttft_by_priority("priority")
+    assert prio[0] < fcfs[0] and prio[0] < prio[1]

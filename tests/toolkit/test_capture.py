@@ -182,3 +182,32 @@ def test_registered_moe_module_is_captured_as_router_and_experts():
     assert [o.layer for o in ops if o.kind == K.ROUTER] == [0, 1]
     assert sum(o.kind == K.EXPERT_MATMUL for o in ops) == 2 * 4 * 2
     assert not any(o.role == "gate_up_proj" for o in ops)
+
+
+def test_model_moe_layers_are_captured_against_closed_form():
+    cfg = load_model_config("mixtral-8x7b")
+    t, h, inter, k, e = 40, 4096, 14336, 2, 8
+    ops = capture_step(cfg, [SeqShape(1, 100)] * 8 + [SeqShape(32, 32)])
+    layer = [o for o in ops if o.layer == 3]
+    experts = [o for o in layer if o.kind == K.EXPERT_MATMUL]
+    assert len(experts) == 2 * e
+    assert sum(o.flops for o in experts) == pytest.approx(2 * t * k * 3 * h * inter)
+    router = next(o for o in layer if o.kind == K.ROUTER)
+    assert router.shape == (t, h, e)
+    touched = 1 - (1 - k / e) ** t
+    assert sum(o.weight_elems for o in experts) == pytest.approx(e * touched * 3 * h * inter)
+    assert not any(o.role == "gate_up_proj" for o in layer)  # no dense MLP on MoE layers
+
+
+def test_llama4_shared_expert_and_chunked_attention():
+    cfg = load_model_config("llama-4-maverick")
+    ops = capture_step(cfg, [SeqShape(1, 20000)])
+    by_layer = {o.layer: o for o in ops if o.kind == K.ATTENTION}
+    # RoPE layers attend within 8192-token chunks; every fourth layer (NoPE) sees everything.
+    assert by_layer[0].attrs["chunk"] == 8192 and by_layer[3].attrs["chunk"] is None
+    assert by_layer[0].flops == 4 * 40 * 128 * (19999 % 8192 + 1)
+    assert by_layer[3].flops == 4 * 40 * 128 * 20000
+    # Maverick alternates dense and MoE layers; MoE layers have a shared expert.
+    assert any(o.role == "gate_up_proj" for o in ops if o.layer == 0)
+    assert any(o.role == "shared_gate_up" for o in ops if o.layer == 1)
+    assert sum(o.kind == K.ROUTER for o in ops) == 24

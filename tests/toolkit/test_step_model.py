@@ -8,10 +8,10 @@ import pytest
 from intaglio.model.config import ModelConfig
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import cost_step
-from intaglio.toolkit.fusion import fuse_all
+from intaglio.toolkit.fusion import fuse_all, fuse_moe_grouped_gemm
 from intaglio.toolkit.hardware import load_hardware
 from intaglio.toolkit.ops import SeqShape
-from intaglio.toolkit.parallel import tensor_parallel
+from intaglio.toolkit.parallel import expert_parallel, tensor_parallel
 from intaglio.toolkit.precision import precision
 from intaglio.toolkit.step_model import StepCostModel, apply_passes
 
@@ -73,3 +73,31 @@ def test_a_pass_that_depends_on_batch_size_is_refused():
 
     with pytest.raises(ValueError, match="changes shape with the batch"):
         StepCostModel(_cfg(), load_hardware("h100-sxm"), [only_big])
+
+
+@pytest.mark.parametrize("passes", [[], [fuse_moe_grouped_gemm], [expert_parallel(2), fuse_all]])
+def test_template_is_exact_for_moe(passes):
+    cfg = ModelConfig.from_hf(
+        {
+            "architectures": ["Qwen3MoeForCausalLM"],
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "intermediate_size": 256,
+            "moe_intermediate_size": 64,
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "vocab_size": 500,
+            "torch_dtype": "bfloat16",
+        }
+    )
+    model = StepCostModel(cfg, load_hardware("h100-sxm"), passes)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        seqs = _random_batch(rng)
+        direct = apply_passes(capture_step(cfg, seqs), passes)
+        for a, b in zip(direct, model.instantiate(seqs)):
+            assert b.flops == pytest.approx(a.flops, rel=1e-9, abs=1e-6)
+            assert b.bytes == pytest.approx(a.bytes, rel=1e-9, abs=1e-6)
