@@ -29,7 +29,7 @@ def time_step(
     executor: ModelExecutor, batch: BatchShape, repeats: int = 3, warmup: bool = True, seed: int = 0
 ) -> float:
     rng = np.random.default_rng(seed)
-    blocks = BlockManager(executor.num_kv_blocks, executor.block_size)
+    blocks = BlockManager(executor.num_kv_blocks, executor.block_size, enable_prefix_caching=False)
     params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True, detokenize=False)
     scheduled = []
     for i, (new, ctx) in enumerate(batch):

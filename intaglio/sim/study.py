@@ -67,6 +67,7 @@ class Study:
             self.config(),
             self.hw(),
             tp=int(pass_setting(self.passes, "tp") or 1),
+            ep=int(pass_setting(self.passes, "ep") or 1),
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),

@@ -1,7 +1,8 @@
 """Memory plan: weights, activations and KV cache on one device, and what fits.
 
 Weights are the model's parameters (counted on the `meta` model) at the weight dtype, split
-over tensor-parallel devices except the replicated norms. Activations are the peak live
+over tensor-parallel devices except the replicated norms, and routed experts split over
+expert-parallel devices too. Activations are the peak live
 tensors of a step of `max_num_batched_tokens`: the residual stream, the widest projection
 output, and fp32 logits for the sampled rows. Whatever is left of `utilization` x capacity
 after both holds the KV cache, whose per-token size follows the KV heads each device keeps.
@@ -35,18 +36,20 @@ class MemoryPlan:
         return asdict(self)
 
 
-def count_parameters(cfg: ModelConfig) -> tuple[int, int]:
-    """(all parameters, those in norms) of the model, counted without memory."""
+def count_parameters(cfg: ModelConfig) -> tuple[int, int, int]:
+    """(all parameters, those in norms, those of routed experts), counted without memory."""
     model = build_meta_model(cfg)
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
-    return total, norms
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    return total, norms, experts
 
 
 def plan_memory(
     cfg: ModelConfig,
     hw: Hardware,
     tp: int = 1,
+    ep: int = 1,
     weight_dtype: str | None = None,
     kv_dtype: str | None = None,
     act_dtype: str | None = None,
@@ -59,8 +62,8 @@ def plan_memory(
     w_bytes = DTYPE_BYTES[canonical_dtype(weight_dtype or model_dtype)]
     a_bytes = DTYPE_BYTES[canonical_dtype(act_dtype or model_dtype)]
     kv_bytes = DTYPE_BYTES[canonical_dtype(kv_dtype or model_dtype)]
-    total, norms = count_parameters(cfg)
-    weights = ((total - norms) / tp + norms) * w_bytes
+    total, norms, experts = count_parameters(cfg)
+    weights = ((total - norms - experts) / tp + experts / (tp * ep) + norms) * w_bytes
     widest = max(cfg.q_size + 2 * cfg.kv_size, 2 * cfg.intermediate_size) / tp
     activations = max_num_batched_tokens * (2 * cfg.hidden_size + widest) * a_bytes
     activations += min(max_num_seqs, max_num_batched_tokens) * cfg.vocab_size / tp * 4
@@ -82,7 +85,7 @@ def plan_memory(
         message = (
             f"does not fit: weights {weights / gib:.1f} GiB + activations "
             f"{activations / gib:.1f} GiB exceed {utilization:.0%} of {capacity / gib:.1f} GiB; "
-            "raise tensor parallelism or lower the weight precision"
+            "raise tensor or expert parallelism, or lower the weight precision"
         )
     return MemoryPlan(
         capacity, usable, weights, activations, per_token, tokens, blocks, block_size, fits, message

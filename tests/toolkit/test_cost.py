@@ -110,3 +110,11 @@ def test_memory_plan_weights_kv_and_what_fits():
     assert tp8.kv_bytes_per_token == 2 * 126 * 1 * 128 * 2  # 8 KV heads over 8 devices
     fp8 = plan_memory(big, load_hardware("h100-sxm"), tp=8, weight_dtype="fp8")
     assert fp8.weight_bytes < tp8.weight_bytes * 0.51
+
+
+def test_memory_plan_splits_experts_over_expert_parallel_devices():
+    cfg = load_model_config("llama-4-maverick")
+    one = plan_memory(cfg, load_hardware("h200"))
+    ep8 = plan_memory(cfg, load_hardware("h200"), ep=8)
+    assert one.weight_bytes == pytest.approx(400.7e9 * 2, rel=0.01) and not one.fits
+    assert ep8.fits and ep8.weight_bytes < one.weight_bytes / 4
