@@ -145,6 +145,8 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
 def sweep(
     study: Study, name: str, values: list[Any], serve_mode: bool, batch: str | None, context: int
 ) -> list[dict[str, Any]]:
+    """One row of metrics per value: a simulated serving run, or one step (`batch`, by default
+    64 decodes at `context`)."""
     rows = []
     for value in values:
         if name == "batch":
@@ -167,6 +169,8 @@ def sweep(
                 tpot_p50_ms=s["tpot_s"]["p50"] * 1e3,
                 e2e_p50_s=s["e2e_s"]["p50"],
                 kv_usage_max=s["kv_usage"]["max"],
+                mfu=s["mfu"],
+                prefix_hit_rate=s["prefix_hit_rate"],
                 preemptions=s["num_preemptions"],
             )
         else:
