@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from checkpoints import LLAMA4_SCOUT_TEXT
 from intaglio import LLM, SamplingParams
 from intaglio.config import EngineConfig
 from intaglio.executor.model_executor import plan_kv_blocks
@@ -39,27 +40,11 @@ def test_long_generation_holds_only_the_current_chunk(checkpoint):
 
 
 def _scout(**overrides) -> ModelConfig:
-    hf = dict(
-        architectures=["Llama4ForCausalLM"],
-        model_type="llama4_text",
-        hidden_size=5120,
-        intermediate_size=8192,
-        intermediate_size_mlp=16384,
-        num_hidden_layers=48,
-        num_attention_heads=40,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=202048,
-        num_local_experts=16,
-        num_experts_per_tok=1,
-        interleave_moe_layer_step=1,
-        rope_theta=500000.0,
-        attention_chunk_size=8192,
-        max_position_embeddings=10485760,
-        use_qk_norm=True,
-        torch_dtype="bfloat16",
-    )
-    return ModelConfig.from_hf({**hf, **overrides})
+    import transformers as tf
+
+    text = {**LLAMA4_SCOUT_TEXT, **overrides}
+    hf = tf.Llama4TextConfig(**text, architectures=["Llama4ForCausalLM"]).to_dict()
+    return ModelConfig.from_hf(hf, "bfloat16")
 
 
 def test_plan_gives_chunked_layers_a_pool_sized_by_the_chunk():
