@@ -158,3 +158,30 @@ def build_tokenizer(folder: Path, vocab_size: int) -> None:
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
     fast.save_pretrained(str(folder))
+
+
+# Llama 4 Scout's text config (the full size, for meta-device and planning tests).
+LLAMA4_SCOUT_TEXT = dict(
+    hidden_size=5120,
+    intermediate_size=8192,
+    intermediate_size_mlp=16384,
+    num_hidden_layers=48,
+    num_attention_heads=40,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=202048,
+    num_local_experts=16,
+    num_experts_per_tok=1,
+    interleave_moe_layer_step=1,
+    rope_parameters={
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 16.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+    },
+    attention_chunk_size=8192,
+    max_position_embeddings=10485760,
+    use_qk_norm=True,
+)

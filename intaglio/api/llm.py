@@ -66,14 +66,7 @@ class LLM:
         torch.manual_seed(self.config.seed)
         path = resolve_model_path(model)
         self.tokenizer = load_tokenizer(path)
-        executor = ModelExecutor(
-            path,
-            self.config.dtype,
-            self.config.device,
-            self.config.block_size,
-            self.config.kv_cache_memory_gib,
-            self.config.num_kv_blocks,
-        )
+        executor = ModelExecutor(path, self.config)
         cfg = executor.model.cfg
         defaults, gen_eos = _generation_defaults(path)
         self.default_sampling_params = SamplingParams(**defaults)

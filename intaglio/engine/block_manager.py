@@ -9,16 +9,39 @@ written: the first time a request would write into one, it gets a private copy
 
 from __future__ import annotations
 
+import math
+
 from intaglio.engine.block_pool import BlockPool
+from intaglio.engine.chunked_kv import ChunkedKV
 from intaglio.engine.prefix_cache import Node
 from intaglio.engine.request import Request
 from intaglio.executor.base import token_slice
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_prefix_caching: bool = True,
+        num_local_blocks: int = 0,
+        attention_chunk_size: int | None = None,
+    ):
         self.block_size = block_size
         self.pool = BlockPool(num_blocks, block_size, enable_prefix_caching)
+        # Models with chunked local attention keep those layers' KV apart (chunked_kv.py).
+        self.chunked = (
+            ChunkedKV(num_local_blocks, block_size, attention_chunk_size)
+            if attention_chunk_size is not None
+            else None
+        )
+        # A prefix hit must end on a chunk boundary there: the chunked layers keep no KV of
+        # earlier chunks, and a hit starts a new chunk with nothing to recompute.
+        self._hit_granularity = (  # in blocks
+            1
+            if attention_chunk_size is None
+            else math.lcm(attention_chunk_size, block_size) // block_size
+        )
         self.pending_copies: list[tuple[int, int]] = []  # (source block, private copy)
         # Prompt tokens looked up in the prefix cache, and those found, at admission.
         self.num_queried_tokens = 0
@@ -36,7 +59,11 @@ class BlockManager:
 
     @property
     def usage(self) -> float:
-        return 1.0 - self.num_free_blocks / self.num_blocks
+        usage = 1.0 - self.num_free_blocks / self.num_blocks
+        if self.chunked is not None:
+            local = self.chunked.pool
+            usage = max(usage, 1.0 - len(local.free) / (local.num_blocks - 1))
+        return usage
 
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -49,7 +76,8 @@ class BlockManager:
             return []
         max_blocks = (request.num_tokens - 1) // self.block_size
         tokens = token_slice(request, 0, max_blocks * self.block_size)
-        return cache.match(tokens, max_blocks, request.cache_salt)
+        path = cache.match(tokens, max_blocks, request.cache_salt)
+        return path[: len(path) - len(path) % self._hit_granularity]
 
     def blocks_to_admit(self, request: Request, token_budget: int) -> int:
         """New blocks a request without KV needs for its cached prefix plus its first chunk."""
@@ -71,6 +99,8 @@ class BlockManager:
         # Cached blocks nobody references count as available until this request takes them.
         reclaimed = sum(1 for node in path if self.pool.ref_counts[node.block_id] == 0)
         if needed > self.pool.num_available - reclaimed:
+            return None
+        if self.chunked and not self.chunked.fits(request, num_cached, num_cached + num_new):
             return None
         if self.pool.cache is not None:
             self.pool.cache.touch(path)
@@ -98,6 +128,10 @@ class BlockManager:
         extra = max(needed - len(ids), 0)
         if extra + len(shared) > self.pool.num_available:
             return False
+        if self.chunked is not None:
+            if not self.chunked.fits(request, start, end):
+                return False
+            self.chunked.allocate(request, end)
         for i in shared:  # copy on write: another request still reads this block
             copy = self.pool.take()
             self.pending_copies.append((ids[i], copy))
@@ -140,13 +174,21 @@ class BlockManager:
             self.pool.incref(block)
         child.block_ids = list(shared)
         child.cache_path = parent.cache_path[: child.num_computed_tokens // self.block_size]
+        if self.chunked is not None:
+            self.chunked.fork(parent, child, len(shared))
 
     def free(self, request: Request) -> None:
         for block in reversed(request.block_ids):  # leaves first, so they are evicted first
             self.pool.decref(block)
         request.block_ids = []
         request.cache_path = []
+        if self.chunked is not None:
+            self.chunked.free(request)
 
-    def take_copies(self) -> list[tuple[int, int]]:
+    def take_copies(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Copy-on-write copies to make before the step: (full layers', chunked layers')."""
         copies, self.pending_copies = self.pending_copies, []
-        return copies
+        if self.chunked is None:
+            return copies, []
+        local, self.chunked.pending_copies = self.chunked.pending_copies, []
+        return copies, local

@@ -73,7 +73,11 @@ class LLMEngine:
             )
             self.max_model_len = capacity
         self.block_manager = BlockManager(
-            executor.num_kv_blocks, executor.block_size, config.prefix_caching
+            executor.num_kv_blocks,
+            executor.block_size,
+            config.prefix_caching,
+            executor.num_local_kv_blocks,
+            executor.attention_chunk_size,
         )
         self.scheduler = Scheduler(
             self.block_manager,

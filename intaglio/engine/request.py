@@ -46,6 +46,7 @@ class Request:
     num_computed_tokens: int = 0
     block_ids: list[int] = field(default_factory=list)
     cache_path: list[Node] = field(default_factory=list)  # prefix-cache nodes of its first blocks
+    local_block_ids: list[int] = field(default_factory=list)  # chunked_kv.py; else empty
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it

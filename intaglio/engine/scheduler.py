@@ -103,7 +103,7 @@ class Scheduler:
                 budget = self._admit_waiting(budget, out)
             if not out.scheduled and not run_decodes:  # no prefill could run: do not idle
                 self._schedule_running(decodes, budget, out)
-        out.block_copies = self.block_manager.take_copies()
+        out.block_copies, out.local_block_copies = self.block_manager.take_copies()
         return out
 
     def _schedule_running(self, requests: list[Request], budget: int, out: SchedulerOutput) -> int:

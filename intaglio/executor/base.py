@@ -24,6 +24,7 @@ class SequenceView(Protocol):
     eos_token_ids: tuple[int, ...]
     num_computed_tokens: int
     block_ids: list[int]
+    local_block_ids: list[int]  # chunked local attention layers' own table (else empty)
     generator: torch.Generator | None
     num_prompt_logprobs: int  # prompt positions whose logprobs were already reported
 
@@ -63,6 +64,7 @@ class SchedulerOutput:
     # (source, destination) KV blocks to copy before the forward pass: copy-on-write of
     # blocks that forked requests shared.
     block_copies: list[tuple[int, int]] = field(default_factory=list)
+    local_block_copies: list[tuple[int, int]] = field(default_factory=list)  # chunked layers'
 
     @property
     def is_empty(self) -> bool:
@@ -86,5 +88,8 @@ class Executor(Protocol):
     block_size: int
     vocab_size: int
     max_position_embeddings: int
+    # Chunked local attention layers' KV pool (engine/chunked_kv.py); 0 and None without.
+    num_local_kv_blocks: int
+    attention_chunk_size: int | None
 
     def execute(self, out: SchedulerOutput) -> ExecutorOutput: ...

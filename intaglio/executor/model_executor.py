@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from intaglio.attention.metadata import AttentionMetadata, PrefillChunk
+from intaglio.config import EngineConfig
 from intaglio.executor.base import (
     ExecutorOutput,
     ScheduledRequest,
@@ -20,6 +21,7 @@ from intaglio.executor.base import (
     SequenceView,
     token_slice,
 )
+from intaglio.model.config import ModelConfig
 from intaglio.model.loader import load_model
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
 
@@ -35,54 +37,90 @@ def _logprob_entry(
     return entry
 
 
+def plan_kv_blocks(cfg: ModelConfig, config: EngineConfig, elem_size: int) -> tuple[int, int, int]:
+    """(full-attention blocks, chunked-attention blocks, bytes of the whole plan).
+
+    Chunked local attention layers hold at most the current chunk plus one step's tokens per
+    request, so their pool gets max_num_seqs x that (plus the null block) and the full-attention
+    layers the rest of the budget; when that bound is no saving, both pools get equal counts.
+    A model whose every layer is chunked keeps one pool (its layers then read only their chunk
+    of it, but hold the whole context).
+    """
+    bs = config.block_size
+    num_chunked = sum(cfg.uses_chunked_attention(i) for i in range(cfg.num_layers))
+    num_full = cfg.num_layers - num_chunked
+    per_layer_block = 2 * bs * cfg.kv_size * elem_size
+    budget = int(config.kv_cache_memory_gib * 2**30)
+    if not num_chunked or not num_full:
+        num_full, num_chunked = cfg.num_layers, 0
+        blocks = config.num_kv_blocks or budget // (num_full * per_layer_block)
+        return blocks, 0, blocks * num_full * per_layer_block
+    chunk = cfg.attention_chunk_size
+    assert chunk is not None
+    per_seq = -(-(chunk + config.max_num_batched_tokens) // bs) + 1
+    local = config.max_num_seqs * per_seq + 1
+    if config.num_kv_blocks:
+        full = config.num_kv_blocks
+        local = min(local, full + 1)
+    else:
+        equal = budget // (cfg.num_layers * per_layer_block)
+        if local >= equal:
+            full, local = equal, equal
+        else:
+            full = (budget - local * num_chunked * per_layer_block) // (num_full * per_layer_block)
+    return full, local, (full * num_full + local * num_chunked) * per_layer_block
+
+
 class ModelExecutor:
-    def __init__(
-        self,
-        model_path: str | Path,
-        dtype: str,
-        device: str,
-        block_size: int,
-        kv_cache_memory_gib: float,
-        num_kv_blocks: int | None = None,
-    ) -> None:
-        self.device = torch.device(device)
-        self.model = load_model(model_path, dtype, device)
+    def __init__(self, model_path: str | Path, config: EngineConfig) -> None:
+        self.device = torch.device(config.device)
+        self.model = load_model(model_path, config.dtype, config.device)
         cfg = self.model.cfg
-        self.block_size = block_size
+        self.block_size = config.block_size
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
         kv_dtype = self.model.compute_dtype
         elem = torch.empty(0, dtype=kv_dtype).element_size()
-        bytes_per_block = 2 * cfg.num_layers * block_size * cfg.kv_size * elem
-        self.num_kv_blocks = num_kv_blocks or int(kv_cache_memory_gib * 2**30 // bytes_per_block)
-        if self.num_kv_blocks < 1:
+        self.num_kv_blocks, self.num_local_kv_blocks, nbytes = plan_kv_blocks(cfg, config, elem)
+        # Set when the chunked-attention layers have a KV pool of their own.
+        self.attention_chunk_size = cfg.attention_chunk_size if self.num_local_kv_blocks else None
+        if self.num_kv_blocks < 1 or self.num_local_kv_blocks == 1:
             raise ValueError(
-                f"the KV cache budget of {kv_cache_memory_gib} GiB holds no block of "
-                f"{bytes_per_block} bytes; raise kv_cache_memory_gib"
+                f"the KV cache budget of {config.kv_cache_memory_gib} GiB holds too few blocks "
+                "for this model; raise kv_cache_memory_gib"
             )
-        shape = (self.num_kv_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+
+        def tensors(num_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+            shape = (num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim)
+            return (
+                torch.zeros(shape, dtype=kv_dtype, device=self.device),
+                torch.zeros(shape, dtype=kv_dtype, device=self.device),
+            )
+
+        self.chunked_layers = [
+            self.attention_chunk_size is not None and cfg.uses_chunked_attention(i)
+            for i in range(cfg.num_layers)
+        ]
         self.kv_caches = [
-            (
-                torch.zeros(shape, dtype=kv_dtype, device=self.device),
-                torch.zeros(shape, dtype=kv_dtype, device=self.device),
-            )
-            for _ in range(cfg.num_layers)
+            tensors(self.num_local_kv_blocks if chunked else self.num_kv_blocks)
+            for chunked in self.chunked_layers
         ]
         self.sampler = Sampler()
         logger.info(
-            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            "KV cache: %d blocks of %d tokens (+%d for chunked-attention layers), %.2f GiB",
             self.num_kv_blocks,
-            block_size,
-            self.num_kv_blocks * bytes_per_block / 2**30,
+            config.block_size,
+            self.num_local_kv_blocks,
+            nbytes / 2**30,
         )
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> ExecutorOutput:
-        if out.block_copies:
-            self._copy_blocks(out.block_copies)
+        self._copy_blocks(out.block_copies, chunked=False)
+        self._copy_blocks(out.local_block_copies, chunked=True)
         batch = sorted(out.scheduled, key=lambda s: s.num_new_tokens != 1)  # decodes first
-        input_ids, positions, meta, starts = self._prepare(batch)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        input_ids, positions, meta, local_meta, starts = self._prepare(batch)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta, local_meta)
 
         # Rows whose logits we need: each sampling request's last token, plus prompt positions
         # of requests asking for prompt logprobs.
@@ -97,17 +135,20 @@ class ModelExecutor:
                 self._prompt_logprobs(s, hidden, starts[i], result)
         return result
 
-    def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+    def _copy_blocks(self, copies: list[tuple[int, int]], chunked: bool) -> None:
+        if not copies:
+            return
         src = torch.tensor([s for s, _ in copies], device=self.device)
         dst = torch.tensor([d for _, d in copies], device=self.device)
-        for k_cache, v_cache in self.kv_caches:
+        for (k_cache, v_cache), is_chunked in zip(self.kv_caches, self.chunked_layers):
+            if is_chunked != chunked:
+                continue
             k_cache.index_copy_(0, dst, k_cache.index_select(0, src))
             v_cache.index_copy_(0, dst, v_cache.index_select(0, src))
 
     def _prepare(
         self, batch: list[ScheduledRequest]
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        bs = self.block_size
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, AttentionMetadata | None, list[int]]:
         ids: list[int] = []
         pos_chunks = []
         starts = []
@@ -116,25 +157,38 @@ class ModelExecutor:
             starts.append(len(ids))
             ids.extend(token_slice(s.request, start, start + s.num_new_tokens))
             pos_chunks.append(np.arange(start, start + s.num_new_tokens, dtype=np.int64))
+        meta = self._metadata(batch, pos_chunks, starts, [s.request.block_ids for s in batch])
+        local_meta = None
+        if self.attention_chunk_size is not None:
+            tables = [s.request.local_block_ids for s in batch]
+            local_meta = self._metadata(batch, pos_chunks, starts, tables)
+        input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
+        positions = torch.from_numpy(np.concatenate(pos_chunks)).to(self.device)
+        return input_ids, positions, meta, local_meta, starts
+
+    def _metadata(
+        self,
+        batch: list[ScheduledRequest],
+        pos_chunks: list[np.ndarray],
+        starts: list[int],
+        block_tables: list[list[int]],  # per request, indexed by position // block_size
+    ) -> AttentionMetadata:
+        bs = self.block_size
         positions = np.concatenate(pos_chunks)
         # Slot of each token: its block's id * block_size + its offset in the block.
         block_of_token = np.concatenate(
-            [
-                np.asarray(s.request.block_ids, dtype=np.int64)[p // bs]
-                for s, p in zip(batch, pos_chunks)
-            ]
+            [np.asarray(t, dtype=np.int64)[p // bs] for t, p in zip(block_tables, pos_chunks)]
         )
         slot_mapping = block_of_token * bs + positions % bs
 
-        decodes = [s for s in batch if s.num_new_tokens == 1]
-        nd = len(decodes)
+        nd = sum(1 for s in batch if s.num_new_tokens == 1)  # decodes come first
         decode_tables = decode_mask = None
         if nd:
-            lens = np.array([s.request.num_computed_tokens + 1 for s in decodes], dtype=np.int64)
+            lens = np.array([s.request.num_computed_tokens + 1 for s in batch[:nd]], dtype=np.int64)
             max_len = int(lens.max())
             tables = np.zeros((nd, -(-max_len // bs)), dtype=np.int64)
-            for row, s in enumerate(decodes):
-                blocks = s.request.block_ids[: tables.shape[1]]
+            for row, table in enumerate(block_tables[:nd]):
+                blocks = table[: tables.shape[1]]
                 tables[row, : len(blocks)] = blocks
             decode_tables = torch.from_numpy(tables).to(self.device)
             padded = np.arange(tables.shape[1] * bs)[None, :] < lens[:, None]
@@ -144,22 +198,18 @@ class ModelExecutor:
                 query_start=starts[i],
                 query_len=s.num_new_tokens,
                 context_len=s.request.num_computed_tokens + s.num_new_tokens,
-                block_table=torch.tensor(
-                    s.request.block_ids, dtype=torch.int64, device=self.device
-                ),
+                block_table=torch.tensor(block_tables[i], dtype=torch.int64, device=self.device),
             )
             for i, s in enumerate(batch)
             if i >= nd
         ]
-        meta = AttentionMetadata(
+        return AttentionMetadata(
             slot_mapping=torch.from_numpy(slot_mapping).to(self.device),
             num_decode_tokens=nd,
             decode_block_tables=decode_tables,
             decode_mask=decode_mask,
             prefills=prefills,
         )
-        input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
-        return input_ids, torch.from_numpy(positions).to(self.device), meta, starts
 
     def _sample(
         self, requests: list[SequenceView], logits: torch.Tensor, result: ExecutorOutput

@@ -133,14 +133,17 @@ class DecoderForCausalLM(nn.Module):
         positions: torch.Tensor,  # [num_tokens]
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],  # per layer (k_cache, v_cache)
         meta: AttentionMetadata,
+        chunked_meta: AttentionMetadata | None = None,
     ) -> torch.Tensor:  # [num_tokens, hidden]
+        """`chunked_meta`: the step over the chunked-attention layers' own block tables, when
+        their KV lives apart (engine/chunked_kv.py); without it they read `meta`'s tables."""
         x = self.model.embed_tokens(input_ids).to(self.compute_dtype)
         local_meta = meta
         if self.cfg.attention_chunk_size is not None:
             # One view of the step for every chunked-attention layer (Llama 4's RoPE layers).
             block_size = kv_caches[0][0].shape[1]
             local_meta = chunked_local_metadata(
-                meta, positions, self.cfg.attention_chunk_size, block_size
+                chunked_meta or meta, positions, self.cfg.attention_chunk_size, block_size
             )
         for layer, kv_cache in zip(self.model.layers, kv_caches):
             layer_meta = local_meta if layer.chunked_attention else meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from intaglio.engine.block_manager import BlockManager
+from intaglio.engine.chunked_kv import NULL_BLOCK
 from intaglio.engine.prefix_cache import Node
 from intaglio.engine.request import Request
 
@@ -45,3 +46,17 @@ def assert_kv_consistent(bm: BlockManager, requests: list[Request]) -> None:
         assert len(pool.cache) == len(cached)
     assert len(free) + len(set(holders) | cached) == pool.num_blocks, "a block leaked"
     assert bm.num_free_blocks == len(free) + len(idle_cached)
+    if bm.chunked is not None:
+        _assert_chunked_consistent(bm, requests)
+
+
+def _assert_chunked_consistent(bm: BlockManager, requests: list[Request]) -> None:
+    """The chunked-attention pool: exact counts, the null block never free, nothing leaked."""
+    chunked = bm.chunked
+    assert chunked is not None
+    local = chunked.pool
+    holders = Counter(b for r in requests for b in r.local_block_ids if b != NULL_BLOCK)
+    assert local.ref_counts[NULL_BLOCK] == 1 and NULL_BLOCK not in local.free
+    for block in range(1, local.num_blocks):
+        assert local.ref_counts[block] == holders[block], f"local block {block}: wrong count"
+    assert len(local.free) + len(holders) == local.num_blocks - 1, "a local block leaked"

@@ -25,9 +25,11 @@ def _request(prompt: list[int], salt: str | None, rid: int) -> Request:
 
 
 class BlockManagerMachine(RuleBasedStateMachine):
+    chunk_size: int | None = None
+
     def __init__(self) -> None:
         super().__init__()
-        self.bm = BlockManager(NUM_BLOCKS, BS)
+        self.bm = BlockManager(NUM_BLOCKS, BS, True, NUM_BLOCKS, self.chunk_size)
         self.running: list[Request] = []
         self.next_id = 0
 
@@ -59,7 +61,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         if not self.bm.allocate(request, num_new):
             assert request.block_ids == before  # a failed allocation changes nothing
             return
-        copies = self.bm.take_copies()
+        copies, _ = self.bm.take_copies()
         for src, dst in copies:  # every copy replaces a block that was shared
             assert src in before and dst in request.block_ids and self.bm.pool.ref_counts[src] >= 1
         request.num_computed_tokens += num_new
@@ -98,10 +100,21 @@ class BlockManagerMachine(RuleBasedStateMachine):
             self.bm.free(request)
         assert_kv_consistent(self.bm, [])
         assert self.bm.num_free_blocks == NUM_BLOCKS
+        if self.bm.chunked is not None:
+            assert len(self.bm.chunked.pool.free) == NUM_BLOCKS - 1  # all but the null block
 
 
-BlockManagerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+class ChunkedBlockManagerMachine(BlockManagerMachine):
+    """The same lifecycles for a model with chunked local attention (chunks of 4 tokens)."""
+
+    chunk_size = 4
+
+
+_settings = settings(max_examples=150, stateful_step_count=40)
+BlockManagerMachine.TestCase.settings = _settings
+ChunkedBlockManagerMachine.TestCase.settings = _settings
 TestBlockManager = BlockManagerMachine.TestCase
+TestChunkedBlockManager = ChunkedBlockManagerMachine.TestCase
 
 
 def _leaves(bm: BlockManager) -> list[Node]:

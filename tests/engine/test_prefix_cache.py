@@ -97,12 +97,12 @@ def test_fork_shares_blocks_and_copies_on_first_write():
     assert bm.allocate(child, 1)  # writes position 5, in the shared partial block
     assert child.block_ids[0] == parent.block_ids[0]
     assert child.block_ids[1] != parent.block_ids[1]
-    assert bm.take_copies() == [(parent.block_ids[1], child.block_ids[1])]
+    assert bm.take_copies() == ([(parent.block_ids[1], child.block_ids[1])], [])
     assert [bm.pool.ref_counts[b] for b in parent.block_ids] == [2, 1]
     child.num_computed_tokens = 6
     parent.output_token_ids.append(7)
     assert bm.allocate(parent, 1)  # the parent's block is its own again: no copy
-    assert bm.take_copies() == []
+    assert bm.take_copies() == ([], [])
     assert_kv_consistent(bm, [parent, child])
     bm.free(parent)
     bm.free(child)

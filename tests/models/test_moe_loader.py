@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from checkpoints import build_checkpoint
+from checkpoints import LLAMA4_SCOUT_TEXT, build_checkpoint
 from intaglio.model.config import ModelConfig, ModelLoadError
 from intaglio.model.loader import load_model
 from intaglio.model.moe import MoE
@@ -78,32 +78,8 @@ def test_wrong_expert_count_is_a_shape_error(tmp_path):
         load_model(folder, "float32")
 
 
-_SCOUT = dict(
-    hidden_size=5120,
-    intermediate_size=8192,
-    intermediate_size_mlp=16384,
-    num_hidden_layers=48,
-    num_attention_heads=40,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=202048,
-    num_local_experts=16,
-    num_experts_per_tok=1,
-    interleave_moe_layer_step=1,
-    rope_parameters={
-        "rope_type": "llama3",
-        "rope_theta": 500000.0,
-        "factor": 16.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 1.0,
-        "original_max_position_embeddings": 8192,
-    },
-    attention_chunk_size=8192,
-    max_position_embeddings=10485760,
-    use_qk_norm=True,
-)
 _MAVERICK = dict(
-    _SCOUT,
+    LLAMA4_SCOUT_TEXT,
     num_local_experts=128,
     interleave_moe_layer_step=2,
     use_qk_norm=False,
@@ -112,7 +88,7 @@ _MAVERICK = dict(
 )
 
 
-@pytest.mark.parametrize("text", [_SCOUT, _MAVERICK], ids=["scout", "maverick"])
+@pytest.mark.parametrize("text", [LLAMA4_SCOUT_TEXT, _MAVERICK], ids=["scout", "maverick"])
 def test_full_size_llama4_on_meta_matches_hf(text):
     """Llama 4 Scout and Maverick text configs: the same parameter count as HF's model, the
     roofline's count agrees, and Scout's llama3 RoPE (high == low freq factor) is finite."""
