@@ -28,6 +28,7 @@ from intaglio.bench.calibrate import fit_to_steps, measure_cpu
 from intaglio.bench.random_model import build_random_llama
 from intaglio.bench.step_timing import time_step
 from intaglio.bench.throughput import make_workload
+from intaglio.config import EngineConfig
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
@@ -88,7 +89,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = build_random_llama(args.random_config, Path(tmp), seed=0)
         cfg = ModelConfig.from_folder(path, "float32")
-        executor = ModelExecutor(path, "float32", "cpu", 16, 2.0)
+        executor = ModelExecutor(
+            path, EngineConfig(dtype="float32", block_size=16, kv_cache_memory_gib=2.0)
+        )
         # Interleaved rounds, best per batch: a burst of load from other processes spoils
         # one round of a batch, not all of its runs.
         batches = {**TRAIN, **HELD_OUT}

@@ -42,6 +42,10 @@ class SimulatedExecutor:
         self.block_size = block_size
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
+        # One KV pool: the separate pool of chunked-attention layers (Llama 4, see
+        # engine/chunked_kv.py) is not simulated; those layers' KV is costed as if kept whole.
+        self.num_local_kv_blocks = 0
+        self.attention_chunk_size: int | None = None
         self.step_model = step_model
         self.synthetic_token = synthetic_token
         self.clock_s = 0.0
