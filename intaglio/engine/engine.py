@@ -79,6 +79,7 @@ class LLMEngine:
         self._groups: dict[str, _Group] = {}
         self._parent_of: dict[str, str] = {}
         self._aborted: list[_Group] = []
+        self._grammars: Any = None  # GrammarCompiler, built on the first structured request
 
     # ---------------------------------------------------------------- admission
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
@@ -108,6 +109,7 @@ class LLMEngine:
                 raise ValueError(f"{name} out of range [0, {vocab}): {bad[:5]}")
         room = self.max_model_len - len(token_ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        compiled = self._compile_grammar(params) if params.structured is not None else None
         group = _Group(request_id, text, token_ids, [], [], RequestMetrics(time.monotonic()))
         for i in range(params.n):
             child = Request(
@@ -125,6 +127,8 @@ class LLMEngine:
                     params.seed + i
                 )
             child.sample_index = i
+            if compiled is not None:
+                child.matcher = compiled.matcher()
             group.children.append(child)
             group.detokenizers.append(
                 IncrementalDetokenizer(
@@ -139,6 +143,25 @@ class LLMEngine:
         for child in group.children:
             self._parent_of[child.request_id] = request_id
             self.scheduler.add(child)
+
+    def _compile_grammar(self, params: SamplingParams) -> Any:
+        """Compile (cached, time-limited); a bad grammar raises ValueError for this request."""
+        if self._grammars is None:
+            from intaglio.structured import GrammarCompiler, TokenizerInfo
+
+            vocab = TokenizerInfo.from_hf_tokenizer(self.tokenizer, self.eos_token_ids)
+            self._grammars = GrammarCompiler(vocab)
+        return self._grammars.compile(params.structured)
+
+    def _advance_grammar(self, group: _Group, request: Request, token: int) -> None:
+        """Feed the sampled token to the matcher; finish as soon as the grammar is complete."""
+        if request.is_finished and token in request.eos_token_ids:
+            return
+        if not request.matcher.accept_token(token):
+            group.error = f"token {token} violates the structured-output grammar"
+            self.scheduler.finish(request, FINISH_ERROR)
+        elif request.matcher.is_terminated() and not request.is_finished:
+            self.scheduler.finish(request, FINISH_STOP)
 
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
@@ -193,6 +216,8 @@ class LLMEngine:
                 group.metrics.first_token_time = now
             if request.logprobs is not None:
                 request.logprobs.append(result.logprobs[request.request_id])
+            if request.matcher is not None:
+                self._advance_grammar(group, request, result.sampled[request.request_id])
             if request.params.detokenize:
                 self._detokenize(group, request)
         if finished_only:

@@ -1,0 +1,239 @@
+"""Pushdown matching over bytes and token masks over a real vocabulary.
+
+A parser state is a set of stacks (several when the grammar is ambiguous at this point); a
+stack is a tuple of DFA states, bottom first: the top is where we are in the current rule, the
+frames below are where each caller resumes. Before reading a byte a stack is *expanded*: an
+accepting top may return to its caller, and call edges push the callee's start.
+
+Masks, after xgrammar's split of context-independent and context-dependent tokens: for the top
+DFA state alone, one numpy walk over the [vocab, max_len] byte matrix classifies every token as
+accepted (its bytes stay inside the top rule), rejected (they leave it dead without ever
+passing a point where the rule could return or call) or uncertain (they cross such a point).
+Only the uncertain ones are walked through the full stack in Python. Finished masks are cached
+per parser state as packed bits, so a repeated state costs one dict lookup and a copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from intaglio.structured.automaton import Automaton
+from intaglio.structured.vocab import TokenizerInfo
+
+Stack = tuple[int, ...]
+State = frozenset[Stack]
+
+_MASK_CACHE_BYTES = 256 * 2**20
+
+
+class GrammarRuntime:
+    """Everything matchers of one compiled grammar share: automaton, vocabulary, caches."""
+
+    def __init__(self, automaton: Automaton, vocab: TokenizerInfo) -> None:
+        self.automaton = automaton
+        self.vocab = vocab
+        self.nbytes = -(-vocab.vocab_size // 8)
+        self.initial: State = frozenset({(automaton.start,)})
+        self._expand: dict[Stack, tuple[tuple[Stack, ...], bool]] = {}
+        self._info: dict[State, tuple[tuple[Stack, ...], bool]] = {}
+        self._advance: dict[tuple[State, int], State] = {}
+        self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
+        self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
+        self._nonempty = np.flatnonzero(vocab.lengths > 0)
+
+    # ------------------------------------------------------------ byte-level matching
+    def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
+        """Stacks reachable without reading a byte that can read one; and whether we may end."""
+        got = self._expand.get(stack)
+        if got is not None:
+            return got
+        a = self.automaton
+        seen = {stack}
+        work = [stack]
+        consumers: list[Stack] = []
+        can_end = False
+        while work:
+            st = work.pop()
+            top = st[-1]
+            a.step(top, 0)  # fills the row, so has_bytes is known
+            if a.has_bytes[top]:
+                consumers.append(st)
+            nexts: list[Stack] = []
+            if a.accepting[top]:
+                if len(st) == 1:
+                    can_end = True
+                else:
+                    nexts.append(st[:-1])
+            for callee, ret in a.calls_of(top):
+                nexts.append(st[:-1] + (ret, callee))
+            for nx in nexts:
+                if nx not in seen:
+                    seen.add(nx)
+                    work.append(nx)
+        got = self._expand[stack] = (tuple(sorted(consumers)), can_end)
+        return got
+
+    def info(self, state: State) -> tuple[tuple[Stack, ...], bool]:
+        got = self._info.get(state)
+        if got is None:
+            consumers: set[Stack] = set()
+            can_end = False
+            for st in state:
+                c, e = self.expand(st)
+                consumers.update(c)
+                can_end |= e
+            got = self._info[state] = (tuple(sorted(consumers)), can_end)
+        return got
+
+    def advance(self, state: State, byte: int) -> State:
+        key = (state, byte)
+        got = self._advance.get(key)
+        if got is None:
+            a = self.automaton
+            out = set()
+            for st in self.info(state)[0]:
+                t = a.step(st[-1], byte)
+                if t:
+                    out.add(st[:-1] + (t,))
+            got = self._advance[key] = frozenset(out)
+        return got
+
+    def advance_bytes(self, state: State, data: bytes) -> State:
+        for b in data:
+            state = self.advance(state, b)
+            if not state:
+                break
+        return state
+
+    # ------------------------------------------------------------ token masks
+    def _top_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(accepted ids, uncertain ids) for tokens read from DFA state d alone."""
+        key = (d, root)
+        got = self._top.get(key)
+        if got is not None:
+            return got
+        a, v = self.automaton, self.vocab
+        # At the root nothing can return, so only call edges make a token uncertain.
+        exit_flags = lambda: a.exitable if not root else a.exitable & ~a.accepting  # noqa: E731
+        ids = self._nonempty
+        cur = np.full(ids.size, d, dtype=np.int32)
+        crossed = np.zeros(ids.size, dtype=bool)
+        accepted: list[np.ndarray] = []
+        uncertain: list[np.ndarray] = []
+        j = 0
+        while ids.size:
+            if j:
+                done = v.lengths[ids] == j
+                if done.any():
+                    accepted.append(ids[done])
+                    keep = ~done
+                    ids, cur, crossed = ids[keep], cur[keep], crossed[keep]
+                    if not ids.size:
+                        break
+            a.fill_rows(cur)
+            if j:
+                crossed |= exit_flags()[cur]
+            nxt = a.table[cur, v.matrix[ids, j]]
+            dead = nxt == 0
+            if dead.any():
+                uncertain.append(ids[dead & crossed])
+                alive = ~dead
+                ids, nxt, crossed = ids[alive], nxt[alive], crossed[alive]
+            cur = nxt
+            j += 1
+        empty = np.zeros(0, dtype=np.int64)
+        got = (
+            np.concatenate(accepted) if accepted else empty,
+            np.concatenate(uncertain) if uncertain else empty,
+        )
+        self._top[key] = got
+        return got
+
+    def mask(self, state: State) -> np.ndarray:
+        """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
+        got = self._masks.get(state)
+        if got is not None:
+            return got
+        consumers, can_end = self.info(state)
+        allowed = np.zeros(self.vocab.vocab_size, dtype=bool)
+        tokens = self.vocab.token_bytes
+        for st in consumers:
+            accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
+            allowed[accepted] = True
+            start: State = frozenset({st})
+            for u in uncertain[~allowed[uncertain]].tolist():
+                if self.advance_bytes(start, tokens[u]):  # type: ignore[arg-type]
+                    allowed[u] = True
+        if can_end:
+            allowed[list(self.vocab.eos_token_ids)] = True
+        packed = np.packbits(allowed, bitorder="little")
+        self._masks[state] = packed
+        if len(self._masks) > self._max_masks:
+            self._masks.popitem(last=False)
+        return packed
+
+
+class GrammarMatcher:
+    """One request's position in a grammar: accept sampled tokens, produce the next mask."""
+
+    def __init__(self, runtime: GrammarRuntime) -> None:
+        self.runtime = runtime
+        self.state: State = runtime.initial
+        self._ended = False  # EOS accepted
+
+    @property
+    def can_end(self) -> bool:
+        return self.runtime.info(self.state)[1]
+
+    def is_terminated(self) -> bool:
+        """True once nothing but the end can follow (or EOS was accepted)."""
+        if self._ended:
+            return True
+        consumers, can_end = self.runtime.info(self.state)
+        return can_end and not consumers
+
+    def accept_token(self, token_id: int) -> bool:
+        """Advance by one token; False (state unchanged) if the grammar forbids it."""
+        rt = self.runtime
+        if token_id in rt.vocab.eos_token_ids:
+            if self.can_end and not self._ended:
+                self._ended = True
+                return True
+            return False
+        if not 0 <= token_id < rt.vocab.vocab_size or self._ended:
+            return False
+        data = rt.vocab.token_bytes[token_id]
+        if not data:
+            return False
+        nxt = rt.advance_bytes(self.state, data)
+        if not nxt:
+            return False
+        self.state = nxt
+        return True
+
+    def accept_bytes(self, data: bytes) -> bool:
+        nxt = self.runtime.advance_bytes(self.state, data)
+        if not nxt:
+            return False
+        self.state = nxt
+        return True
+
+    def fill_next_token_bitmask(self, out: np.ndarray) -> None:
+        """Write the allowed-token bits into out ([>= ceil(V/8)] uint8, little bit order)."""
+        if self._ended:
+            out[:] = 0
+            return
+        packed = self.runtime.mask(self.state)
+        n = min(packed.size, out.size)
+        out[:n] = packed[:n]
+        out[n:] = 0
+
+    def allowed_token_ids(self) -> np.ndarray:
+        bits = np.zeros(self.runtime.nbytes, dtype=np.uint8)
+        self.fill_next_token_bitmask(bits)
+        return np.flatnonzero(
+            np.unpackbits(bits, bitorder="little")[: self.runtime.vocab.vocab_size]
+        )
