@@ -122,7 +122,7 @@ def negate_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _utf8_split(lo: int, hi: int) -> list[tuple[int, int]]:
     """Split [lo, hi] so each piece is aligned: its UTF-8 forms differ as byte ranges only."""
-    for n, limit in ((1, 0x7F), (2, 0x7FF), (3, 0xFFFF)):
+    for limit in (0x7F, 0x7FF, 0xFFFF):
         if lo <= limit < hi:
             return _utf8_split(lo, limit) + _utf8_split(limit + 1, hi)
     for i in range(1, 4):

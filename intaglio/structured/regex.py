@@ -9,6 +9,8 @@ lookaround, word boundaries and inline flags cannot be expressed by an automaton
 
 from __future__ import annotations
 
+import functools
+
 from intaglio.structured.ir import (
     EMPTY,
     MAX_CODE_POINT,
@@ -27,6 +29,26 @@ SPACE = [(0x09, 0x0D), (0x20, 0x20)]
 _CLASS_ESCAPES = {"d": DIGIT, "w": WORD, "s": SPACE}
 _SIMPLE_ESCAPES = {"n": 0x0A, "r": 0x0D, "t": 0x09, "f": 0x0C, "v": 0x0B, "0": 0x00, "a": 0x07}
 MAX_REPEAT = 10_000
+# Negated classes must exclude every character Python's Unicode \d, \w, \s would match, or
+# a \S in the pattern could produce a character `re` reads as a space.
+_UNICODE_PREDICATES = {
+    "d": str.isdecimal,
+    "w": lambda c: c.isalnum() or c == "_",
+    "s": lambda c: c.isspace(),
+}
+
+
+@functools.cache
+def _unicode_class(name: str) -> list[tuple[int, int]]:
+    pred = _UNICODE_PREDICATES[name]
+    ranges: list[tuple[int, int]] = []
+    for cp in range(MAX_CODE_POINT + 1):
+        if pred(chr(cp)):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return ranges
 
 
 class _Parser:
@@ -160,7 +182,9 @@ class _Parser:
         c = self.take()
         if c.lower() in _CLASS_ESCAPES:
             ranges = _CLASS_ESCAPES[c.lower()]
-            return negate_ranges(ranges) if c.isupper() else list(ranges)
+            if c.isupper():
+                return negate_ranges(ranges + _unicode_class(c.lower()))
+            return list(ranges)
         if c in _SIMPLE_ESCAPES:
             return [(_SIMPLE_ESCAPES[c], _SIMPLE_ESCAPES[c])]
         if c == "b" and in_class:
