@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from urllib.parse import unquote
 from typing import Any
 
 from intaglio.structured.ir import (
@@ -35,7 +36,7 @@ _STRING_EXCLUDE = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
 _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))'
 
 FORMATS = {
-    "date": r"\d{4}-((0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|(0[469]|11)-(0[1-9]|[12]\d|30)"
+    "date": r"[1-9]\d{3}-((0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|(0[469]|11)-(0[1-9]|[12]\d|30)"
     r"|02-(0[1-9]|1\d|2[0-8]))",
     "time": r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)",
     "email": r"[a-zA-Z0-9]+([._+-][a-zA-Z0-9]+)*@[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*"
@@ -146,20 +147,25 @@ class JsonSchemaCompiler:
             return self.ref(schema["$ref"])
         if "allOf" in schema:
             return self.node(self.merge_all_of(schema))
-        for bad in ("not", "if", "then", "else"):
+        for bad in ("not", "if", "then", "else", "$dynamicRef", "$recursiveRef"):
             if bad in schema:
                 raise GrammarError(f"JSON Schema keyword {bad!r} is not supported")
-        if "const" in schema:
-            return self.json_literal(schema["const"])
-        if "enum" in schema:
-            if not isinstance(schema["enum"], list) or not schema["enum"]:
+        if "const" in schema or "enum" in schema:
+            values = [schema["const"]] if "const" in schema else schema["enum"]
+            if not isinstance(values, list) or not values:
                 raise GrammarError("'enum' must be a non-empty list")
-            return alt(*(self.json_literal(v) for v in schema["enum"]))
+            if "type" in schema:  # a value must also have one of the allowed types
+                types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+                values = [v for v in values if _json_type(v) in types or (
+                    _json_type(v) == "integer" and "number" in types)]
+            return alt(*(self.json_literal(v) for v in values)) if values else NOTHING
         for key in ("anyOf", "oneOf"):
             if key in schema:
-                # oneOf is treated as anyOf; branches we generate rarely match twice.
                 base = {k: v for k, v in schema.items() if k != key}
-                return alt(*(self.node(self.merge([base, branch])) for branch in schema[key]))
+                branches = [self.merge([base, branch]) for branch in schema[key]]
+                if key == "oneOf":
+                    self.check_disjoint(branches)
+                return alt(*(self.node(b) for b in branches))
         types = schema.get("type")
         if types is None:
             if not schema.keys() & set().union(*_BY_TYPE.values()):
@@ -209,7 +215,7 @@ class JsonSchemaCompiler:
     def resolve(self, ref: str) -> Any:
         target = self.root
         for part in ref[1:].lstrip("/").split("/") if ref != "#" else []:
-            part = part.replace("~1", "/").replace("~0", "~").replace("%25", "%")
+            part = unquote(part).replace("~1", "/").replace("~0", "~")
             if isinstance(target, list) and part.isdigit():
                 target = target[int(part)]
             elif isinstance(target, dict) and part in target:
@@ -217,6 +223,21 @@ class JsonSchemaCompiler:
             else:
                 raise GrammarError(f"$ref {ref!r} does not resolve inside the schema")
         return target
+
+    def check_disjoint(self, branches: list[Any]) -> None:
+        """oneOf needs exactly one branch to match; we accept it only where no value can match
+        two branches: different types, different constants, or a discriminating property."""
+        for i, a in enumerate(branches):
+            for b in branches[i + 1 :]:
+                if not _disjoint(self._deref(a), self._deref(b)):
+                    raise GrammarError("'oneOf' whose branches may overlap is not supported "
+                                       "(use anyOf if any match will do)")
+
+    def _deref(self, schema: Any) -> Any:
+        seen = 0
+        while isinstance(schema, dict) and "$ref" in schema and seen < 32:
+            schema, seen = self.resolve(schema["$ref"]), seen + 1
+        return schema
 
     def merge_all_of(self, schema: dict[str, Any]) -> dict[str, Any]:
         parts = [{k: v for k, v in schema.items() if k != "allOf"}]
@@ -231,6 +252,15 @@ class JsonSchemaCompiler:
     def merge(self, parts: list[Any]) -> dict[str, Any]:
         """Intersection of schemas where it is plain; otherwise an error naming the keyword."""
         out: dict[str, Any] = {}
+        # additionalProperties / items only see their own schema's properties / prefixItems,
+        # so they cannot be merged with those of another schema.
+        for group in (("properties", "additionalProperties", "patternProperties"),
+                      ("prefixItems", "items", "additionalItems")):
+            owners = [i for i, p in enumerate(parts) if isinstance(p, dict) and p.keys() & set(group)]
+            if len(owners) > 1 and any(
+                    isinstance(parts[i], dict) and parts[i].keys() & set(group[1:]) for i in owners):
+                raise GrammarError(f"combining {group[1]!r} with {group[0]!r} of another schema "
+                                   "(allOf, $ref siblings) is not supported")
         for part in parts:
             if part is True:
                 continue
@@ -313,7 +343,7 @@ class JsonSchemaCompiler:
         return Repeat(char, min_len, max_len)
 
     def string(self, schema: dict[str, Any]) -> Node:
-        min_len, max_len = schema.get("minLength", 0), schema.get("maxLength")
+        min_len, max_len = _count(schema, "minLength", 0), _count(schema, "maxLength", None)
         pattern, fmt = schema.get("pattern"), schema.get("format")
         if pattern is not None or (fmt is not None and fmt in FORMATS):
             if min_len or max_len is not None:
@@ -327,7 +357,7 @@ class JsonSchemaCompiler:
             else:
                 body = regex_to_ir(FORMATS[fmt], exclude=_STRING_EXCLUDE)
             return seq(literal('"'), body, literal('"'))
-        if fmt is not None and fmt not in ("regex", "password", "binary", "byte", "text"):
+        if fmt is not None and fmt not in ("password", "binary", "text"):
             raise GrammarError(f"string format {fmt!r} is not supported")
         if max_len is not None and max_len < min_len:
             raise GrammarError(f"maxLength {max_len} is below minLength {min_len}")
@@ -347,7 +377,7 @@ class JsonSchemaCompiler:
     # ------------------------------------------------------------ containers
     def array(self, schema: dict[str, Any]) -> Node:
         for key in ("contains", "unevaluatedItems"):
-            if key in schema:
+            if key in schema and (key == "contains" or schema[key] is not True):
                 raise GrammarError(f"JSON Schema keyword {key!r} is not supported")
         if schema.get("uniqueItems"):
             raise GrammarError("JSON Schema keyword 'uniqueItems' is not supported")
@@ -355,7 +385,7 @@ class JsonSchemaCompiler:
         prefix = schema.get("prefixItems", [])
         if isinstance(items, list):  # draft 4-7 tuple form
             prefix, items = items, schema.get("additionalItems", True)
-        lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+        lo, hi = _count(schema, "minItems", 0), _count(schema, "maxItems", None)
         if hi is not None and hi < lo:
             raise GrammarError(f"maxItems {hi} is below minItems {lo}")
         ws = self.ws
@@ -389,7 +419,7 @@ class JsonSchemaCompiler:
             "dependentSchemas",
             "unevaluatedProperties",
         ):
-            if schema.get(key):
+            if schema.get(key, {}) not in ({}, True):
                 raise GrammarError(f"JSON Schema keyword {key!r} is not supported")
         props: dict[str, Any] = schema.get("properties", {})
         required = set(schema.get("required", []))
@@ -498,6 +528,73 @@ class JsonSchemaCompiler:
                 literal("null"),
             )
         return Ref("any_value")
+
+
+def _count(schema: dict[str, Any], key: str, default: int | None) -> Any:
+    value = schema.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != int(value):
+        raise GrammarError(f"{key} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}[type(value)]
+
+
+def _types(schema: Any) -> set[str] | None:
+    """The JSON types a schema can produce, None if unknown (any)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        return {_json_type(v) for v in values}
+    t = schema.get("type")
+    if t is None:
+        return None
+    out = {t} if isinstance(t, str) else set(t)
+    if "number" in out:
+        out.add("integer")
+    if schema.get("nullable"):
+        out.add("null")
+    return out
+
+
+def _constants(schema: Any) -> list[str] | None:
+    if isinstance(schema, dict) and ("const" in schema or "enum" in schema):
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        return [json.dumps(v, sort_keys=True) for v in values]
+    return None
+
+
+def _disjoint(a: Any, b: Any) -> bool:
+    ta, tb = _types(a), _types(b)
+    if ta is not None and tb is not None and not ta & tb:
+        return True
+    ca, cb = _constants(a), _constants(b)
+    if ca is not None and cb is not None and not set(ca) & set(cb):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        # A discriminator: a property both require, with disjoint constants.
+        pa, pb = a.get("properties", {}), b.get("properties", {})
+        for name in set(a.get("required", [])) & set(b.get("required", [])):
+            if name in pa and name in pb and _disjoint_consts(pa[name], pb[name]):
+                return True
+    return False
+
+
+def _disjoint_consts(a: Any, b: Any) -> bool:
+    ca, cb = _constants(a), _constants(b)
+    return ca is not None and cb is not None and not set(ca) & set(cb)
 
 
 def json_schema_to_grammar(schema: Any, whitespace: str = r"[ ]?") -> Grammar:

@@ -28,8 +28,9 @@ def allowed(m: GrammarMatcher) -> np.ndarray:
     return m.allowed_token_ids()
 
 
-def shortest_completion(m: GrammarMatcher, limit: int = 400) -> bytes:
-    """Bytes that take the matcher to a state where the grammar may end (BFS over states)."""
+def shortest_completion(m: GrammarMatcher, limit: int = 400, budget: int = 5000) -> bytes | None:
+    """Bytes that take the matcher to a state where the grammar may end (BFS over states);
+    None when the search budget runs out (deep nesting makes the state space large)."""
     rt = m.runtime
     a = rt.automaton
     seen = {m.state}
@@ -40,19 +41,22 @@ def shortest_completion(m: GrammarMatcher, limit: int = 400) -> bytes:
         if can_end:
             return path
         if len(path) >= limit:
-            continue
+            return None
         for b in range(256):
             if not any(a.step(st[-1], b) for st in consumers):
                 continue
             nxt = rt.advance(state, b)
             if nxt and nxt not in seen:
+                if len(seen) > budget:
+                    return None
                 seen.add(nxt)
                 queue.append((nxt, path + bytes([b])))
     raise AssertionError("no completion found: the matcher reached a dead end")
 
 
-def generate(m: GrammarMatcher, rng: np.random.Generator, steps: int) -> bytes:
-    """Random allowed tokens for `steps` tokens, then the shortest completion."""
+def generate(m: GrammarMatcher, rng: np.random.Generator, steps: int) -> bytes | None:
+    """Random allowed tokens for `steps` tokens, then the shortest completion (None if the
+    completion search gave up)."""
     vocab = m.runtime.vocab
     out = b""
     for _ in range(steps):
@@ -66,6 +70,8 @@ def generate(m: GrammarMatcher, rng: np.random.Generator, steps: int) -> bytes:
             return out
         out += vocab.token_bytes[tok]
     tail = shortest_completion(m)
+    if tail is None:
+        return None
     assert m.accept_bytes(tail) or not tail
     assert m.can_end
     return out + tail
