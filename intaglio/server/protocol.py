@@ -56,6 +56,11 @@ class SamplingFields(_Strict):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     priority: int | None = None  # accepted for compatibility; no priority scheduling yet
+    # Structured output extras (vLLM names); chat also takes OpenAI's response_format.
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
 
 
 class CompletionRequest(SamplingFields):

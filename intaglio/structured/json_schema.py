@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 from intaglio.structured.ir import (
     NOTHING,
@@ -156,8 +156,11 @@ class JsonSchemaCompiler:
                 raise GrammarError("'enum' must be a non-empty list")
             if "type" in schema:  # a value must also have one of the allowed types
                 types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-                values = [v for v in values if _json_type(v) in types or (
-                    _json_type(v) == "integer" and "number" in types)]
+                values = [
+                    v
+                    for v in values
+                    if _json_type(v) in types or (_json_type(v) == "integer" and "number" in types)
+                ]
             return alt(*(self.json_literal(v) for v in values)) if values else NOTHING
         for key in ("anyOf", "oneOf"):
             if key in schema:
@@ -230,8 +233,10 @@ class JsonSchemaCompiler:
         for i, a in enumerate(branches):
             for b in branches[i + 1 :]:
                 if not _disjoint(self._deref(a), self._deref(b)):
-                    raise GrammarError("'oneOf' whose branches may overlap is not supported "
-                                       "(use anyOf if any match will do)")
+                    raise GrammarError(
+                        "'oneOf' whose branches may overlap is not supported "
+                        "(use anyOf if any match will do)"
+                    )
 
     def _deref(self, schema: Any) -> Any:
         seen = 0
@@ -254,13 +259,20 @@ class JsonSchemaCompiler:
         out: dict[str, Any] = {}
         # additionalProperties / items only see their own schema's properties / prefixItems,
         # so they cannot be merged with those of another schema.
-        for group in (("properties", "additionalProperties", "patternProperties"),
-                      ("prefixItems", "items", "additionalItems")):
-            owners = [i for i, p in enumerate(parts) if isinstance(p, dict) and p.keys() & set(group)]
+        for group in (
+            ("properties", "additionalProperties", "patternProperties"),
+            ("prefixItems", "items", "additionalItems"),
+        ):
+            owners = [
+                i for i, p in enumerate(parts) if isinstance(p, dict) and p.keys() & set(group)
+            ]
             if len(owners) > 1 and any(
-                    isinstance(parts[i], dict) and parts[i].keys() & set(group[1:]) for i in owners):
-                raise GrammarError(f"combining {group[1]!r} with {group[0]!r} of another schema "
-                                   "(allOf, $ref siblings) is not supported")
+                isinstance(parts[i], dict) and parts[i].keys() & set(group[1:]) for i in owners
+            ):
+                raise GrammarError(
+                    f"combining {group[1]!r} with {group[0]!r} of another schema "
+                    "(allOf, $ref siblings) is not supported"
+                )
         for part in parts:
             if part is True:
                 continue

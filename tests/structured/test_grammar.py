@@ -35,8 +35,26 @@ NAME: /[a-z][0-9_]{0,3}/
 INT: /0|[1-9][0-9]{0,4}/
 """
 
-_TOKENS = [b"(", b")", b"1", b"12", b"+", b"*(", b"))", b"x", b" = ", b"while ", b"if ",
-           b": ", b"pass", b" + ", b"(1", b"\n", b"if", b" else: "]
+_TOKENS = [
+    b"(",
+    b")",
+    b"1",
+    b"12",
+    b"+",
+    b"*(",
+    b"))",
+    b"x",
+    b" = ",
+    b"while ",
+    b"if ",
+    b": ",
+    b"pass",
+    b" + ",
+    b"(1",
+    b"\n",
+    b"if",
+    b" else: ",
+]
 
 
 @pytest.mark.parametrize("steps", [0, 5, 20])
@@ -91,10 +109,10 @@ def test_mask_matches_bytewise_reference() -> None:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("expr ::= expr \"+\" \"1\" | \"1\"", "left-recursive"),
+        ('expr ::= expr "+" "1" | "1"', "left-recursive"),
         ("root ::= missing", "undefined rule"),
-        ("root ::= \"a\"\n%ignore WS", "directive"),
-        ("root ::= (\"a\"", "missing"),
+        ('root ::= "a"\n%ignore WS', "directive"),
+        ('root ::= ("a"', "missing"),
     ],
 )
 def test_bad_grammars_are_clear_errors(text: str, message: str) -> None:

@@ -42,8 +42,9 @@ def _check_outputs(compiled, schema, rng, count: int) -> int:
 
 
 @pytest.mark.skipif(not SUITE.is_dir(), reason="JSON Schema Test Suite not available")
-@pytest.mark.parametrize("path", sorted(SUITE.glob("*.json")) if SUITE.is_dir() else [],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted(SUITE.glob("*.json")) if SUITE.is_dir() else [], ids=lambda p: p.stem
+)
 def test_schema_test_suite(path: Path) -> None:
     compiler = GrammarCompiler(byte_vocab(_TOKENS))
     rng = np.random.default_rng(0)
@@ -93,7 +94,11 @@ def _canonical(schema, data):
         props = schema.get("properties", {})
         order = [k for k in props if k in data] + [k for k in data if k not in props]
         return {k: _canonical(props.get(k, {}), data[k]) for k in order}
-    if isinstance(data, list) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
+    if (
+        isinstance(data, list)
+        and isinstance(schema, dict)
+        and isinstance(schema.get("items"), dict)
+    ):
         return [_canonical(schema["items"], x) for x in data]
     return data
 

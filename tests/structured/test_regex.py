@@ -21,8 +21,27 @@ PATTERNS = [
     r"[α-ω]+é?",
     r"a{0,3}b{2}|c",
 ]
-_TOKENS = [b"ab", b"abc", b"fo", b"foo", b"bar", b"o.", b"12", b"3-", b"-a", b"\xce\xb1",
-           b"\xce", b"\xb1\xce", b"\xc3\xa9", b"+0", b".5", b"aab", b"bb", b"cx", b"xx"]
+_TOKENS = [
+    b"ab",
+    b"abc",
+    b"fo",
+    b"foo",
+    b"bar",
+    b"o.",
+    b"12",
+    b"3-",
+    b"-a",
+    b"\xce\xb1",
+    b"\xce",
+    b"\xb1\xce",
+    b"\xc3\xa9",
+    b"+0",
+    b".5",
+    b"aab",
+    b"bb",
+    b"cx",
+    b"xx",
+]
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -45,7 +64,9 @@ def test_mask_equals_brute_force(pattern: str) -> None:
                 except UnicodeDecodeError:
                     # Mid-character: allowed iff some completion of the character works.
                     text = None
-                if text is not None and regex_oracle.fullmatch(pattern, text, partial=True, flags=regex_oracle.ASCII):
+                if text is not None and regex_oracle.fullmatch(
+                    pattern, text, partial=True, flags=regex_oracle.ASCII
+                ):
                     want.add(t)
                 elif text is None and _needs_one_byte(prefix + data) is False:
                     skipped.add(t)  # 3- and 4-byte characters: too many completions to try
