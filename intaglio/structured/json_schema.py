@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -305,6 +306,8 @@ class JsonSchemaCompiler:
                     out[key] = max(out[key], value)
                 elif key in ("maximum", "maxLength", "maxItems", "exclusiveMaximum"):
                     out[key] = min(out[key], value)
+                elif key not in _GENERIC and not any(key in ks for ks in _BY_TYPE.values()):
+                    continue  # an unknown keyword is an annotation: keep the first
                 elif out[key] != value:
                     raise GrammarError(f"allOf/anyOf: cannot combine two different {key!r}")
         return out
@@ -423,8 +426,14 @@ class JsonSchemaCompiler:
         return seq(literal("["), ws, cont, ws, literal("]"))
 
     def object(self, schema: dict[str, Any]) -> Node:
+        patterns = schema.get("patternProperties") or {}
+        if patterns:
+            # Sound to ignore only when no property we write can match one of the patterns.
+            names_written = list(schema.get("properties", {})) + list(schema.get("required", []))
+            extra_allowed = schema.get("additionalProperties") not in (None, False)
+            if extra_allowed or any(_search(p, n) for p in patterns for n in names_written):
+                raise GrammarError("JSON Schema keyword 'patternProperties' is not supported")
         for key in (
-            "patternProperties",
             "propertyNames",
             "dependencies",
             "dependentRequired",
@@ -540,6 +549,13 @@ class JsonSchemaCompiler:
                 literal("null"),
             )
         return Ref("any_value")
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return True  # cannot tell: assume it may match
 
 
 def _count(schema: dict[str, Any], key: str, default: int | None) -> Any:
