@@ -1,7 +1,7 @@
 """Compile a StructuredOutput for one vocabulary, with a cache and a time limit.
 
 Backends share one small interface (`compile(spec) -> CompiledGrammar`, whose matchers accept
-tokens and fill bitmasks), so the engine can run ours or xgrammar's side by side.
+tokens and fill bitmasks), so another engine (e.g. xgrammar) can be plugged in beside ours.
 """
 
 from __future__ import annotations
@@ -101,12 +101,7 @@ class GrammarCompiler:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            if name == "xgrammar":
-                from intaglio.structured.xgrammar_backend import XGrammarBackend
-
-                self._backends[name] = XGrammarBackend(self.vocab)
-            else:
-                self._backends[name] = IntaglioBackend(self.vocab, self.timeout_s)
+            self._backends[name] = IntaglioBackend(self.vocab, self.timeout_s)
         return self._backends[name]
 
     def compile(self, spec: StructuredOutput) -> CompiledGrammar:
