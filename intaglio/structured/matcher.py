@@ -20,6 +20,7 @@ from collections import OrderedDict
 import numpy as np
 
 from intaglio.structured.automaton import Automaton
+from intaglio.structured.trie import expand_ranges
 from intaglio.structured.vocab import TokenizerInfo
 
 Stack = tuple[int, ...]
@@ -42,7 +43,7 @@ class GrammarRuntime:
         self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
         self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
-        self._nonempty = np.flatnonzero(vocab.lengths > 0)
+        self.trie = vocab.trie
 
     # ------------------------------------------------------------ byte-level matching
     def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
@@ -110,46 +111,52 @@ class GrammarRuntime:
 
     # ------------------------------------------------------------ token masks
     def _top_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(accepted ids, uncertain ids) for tokens read from DFA state d alone."""
+        """(accepted ids, uncertain ids) for tokens read from DFA state d alone.
+
+        Level by level down the token trie, visiting only the children of live nodes. A
+        child that dies hands its whole subtree to the slow path if the walk passed a point
+        where the rule could return or call (`crossed`), and rejects it otherwise.
+        """
         key = (d, root)
         got = self._top.get(key)
         if got is not None:
             return got
-        a, v = self.automaton, self.vocab
+        a, trie = self.automaton, self.trie
         # At the root nothing can return, so only call edges make a token uncertain.
-        exit_flags = lambda: a.exitable if not root else a.exitable & ~a.accepting  # noqa: E731
-        ids = self._nonempty
-        cur = np.full(ids.size, d, dtype=np.int32)
-        crossed = np.zeros(ids.size, dtype=bool)
+        nodes = np.zeros(1, dtype=np.int64)
+        states = np.array([d], dtype=np.int64)
+        crossed = np.zeros(1, dtype=bool)
         accepted: list[np.ndarray] = []
-        uncertain: list[np.ndarray] = []
-        j = 0
-        while ids.size:
-            if j:
-                done = v.lengths[ids] == j
-                if done.any():
-                    accepted.append(ids[done])
-                    keep = ~done
-                    ids, cur, crossed = ids[keep], cur[keep], crossed[keep]
-                    if not ids.size:
-                        break
-            a.fill_rows(cur)
-            if j:
-                crossed |= exit_flags()[cur]
-            nxt = a.table[cur, v.matrix[ids, j]]
+        unc_lo: list[np.ndarray] = []
+        unc_hi: list[np.ndarray] = []
+        for j in range(1, trie.depth + 1):
+            lo, hi = trie.child_lo[j - 1][nodes], trie.child_hi[j - 1][nodes]
+            counts = hi - lo
+            child = expand_ranges(lo, hi)
+            if not child.size:
+                break
+            a.fill_rows(states)
+            exits = a.exitable & ~a.accepting if root else a.exitable
+            parent_cross = crossed | exits[states] if j > 1 else crossed
+            parent_state = np.repeat(states, counts)
+            parent_cross = np.repeat(parent_cross, counts)
+            nxt = a.table[parent_state, trie.byte[j][child]]
             dead = nxt == 0
-            if dead.any():
-                uncertain.append(ids[dead & crossed])
-                alive = ~dead
-                ids, nxt, crossed = ids[alive], nxt[alive], crossed[alive]
-            cur = nxt
-            j += 1
+            handoff = child[dead & parent_cross]
+            if handoff.size:
+                unc_lo.append(trie.tok_lo[j][handoff])
+                unc_hi.append(trie.tok_hi[j][handoff])
+            live = ~dead
+            nodes, states, crossed = child[live], nxt[live], parent_cross[live]
+            accepted.append(expand_ranges(trie.end_lo[j][nodes], trie.end_hi[j][nodes]))
         empty = np.zeros(0, dtype=np.int64)
-        got = (
-            np.concatenate(accepted) if accepted else empty,
-            np.concatenate(uncertain) if uncertain else empty,
+        acc = trie.order[np.concatenate(accepted)] if accepted else empty
+        unc = (
+            trie.order[expand_ranges(np.concatenate(unc_lo), np.concatenate(unc_hi))]
+            if unc_lo
+            else empty
         )
-        self._top[key] = got
+        self._top[key] = got = (acc, unc)
         return got
 
     def mask(self, state: State) -> np.ndarray:
@@ -164,8 +171,15 @@ class GrammarRuntime:
             accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
             allowed[accepted] = True
             start: State = frozenset({st})
+            memo, advance = self._advance, self.advance
             for u in uncertain[~allowed[uncertain]].tolist():
-                if self.advance_bytes(start, tokens[u]):  # type: ignore[arg-type]
+                cur = start
+                for byte in tokens[u]:  # type: ignore[union-attr]
+                    nxt = memo.get((cur, byte))
+                    cur = advance(cur, byte) if nxt is None else nxt
+                    if not cur:
+                        break
+                else:
                     allowed[u] = True
         if can_end:
             allowed[list(self.vocab.eos_token_ids)] = True

@@ -9,12 +9,15 @@ grammar may end.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from intaglio.structured.trie import TokenTrie
 
 
 def gpt2_byte_decoder() -> dict[str, int]:
@@ -43,6 +46,10 @@ class TokenizerInfo:
         flat = b"".join(b.ljust(width, b"\0") if b else bytes(width) for b in self.token_bytes)
         self.matrix = np.frombuffer(flat, dtype=np.uint8).reshape(n, width).copy()
         self.eos_token_ids = tuple(int(t) for t in self.eos_token_ids if 0 <= t < n)
+
+    @functools.cached_property
+    def trie(self) -> TokenTrie:
+        return TokenTrie(self.token_bytes)
 
     @property
     def vocab_size(self) -> int:
