@@ -31,8 +31,9 @@ def load_vocab(spec: str) -> TokenizerInfo:
     if p.name == "tokenizer.model":
         return TokenizerInfo.from_tiktoken(p, num_special=256, eos_token_ids=(128001,))
     if p.name == "vocab.json":
-        return TokenizerInfo.from_vocab_json(p, special={"<|endoftext|>": 151643},
-                                             eos_token_ids=(151643,))
+        return TokenizerInfo.from_vocab_json(
+            p, special={"<|endoftext|>": 151643}, eos_token_ids=(151643,)
+        )
     return TokenizerInfo.from_tokenizer_json(p)
 
 
@@ -203,15 +204,85 @@ def run(
     }
 
 
+THROUGHPUT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+    },
+    "required": ["name", "age", "tags"],
+}
+
+
+# Needs more than 48 tokens to complete, so every request runs the full max_tokens and the
+# tokens per second compare like for like with the free batch.
+LONG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "notes": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 40}
+    },
+    "required": ["notes"],
+}
+
+
+def throughput(num_requests: int, max_tokens: int, repeats: int) -> None:
+    """Batch of constrained vs unconstrained requests on the embedded default model.
+
+    Tokens per second counts generated tokens; constrained requests may finish early (when
+    the grammar completes), so a per-step comparison is reported too.
+    """
+    from intaglio import LLM, SamplingParams
+
+    llm = LLM(num_threads=1)
+    prompts = ["def f(x):"] * num_requests
+    specs = {
+        "free": None,
+        "json": StructuredOutput(json_schema=THROUGHPUT_SCHEMA),
+        "json-long": StructuredOutput(json_schema=LONG_SCHEMA),
+    }
+    for rep in range(repeats):
+        for label, spec in specs.items():
+            params = [
+                SamplingParams(max_tokens=max_tokens, seed=i, ignore_eos=True, structured=spec)
+                for i in range(num_requests)
+            ]
+            t0 = time.perf_counter()
+            outs = llm.generate(prompts, params, use_tqdm=False)
+            dt = time.perf_counter() - t0
+            tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+            stopped = sum(o.outputs[0].finish_reason == "stop" for o in outs)
+            print(
+                json.dumps(
+                    {
+                        "repeat": rep,
+                        "batch": label,
+                        "tokens": tokens,
+                        "tok_per_s": round(tokens / dt, 1),
+                        "finished_by_grammar": stopped,
+                    }
+                )
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="jsonschemabench folder")
-    ap.add_argument("--tokenizer", action="append", required=True, help="name=path")
+    ap.add_argument("--data", help="jsonschemabench folder")
+    ap.add_argument("--tokenizer", action="append", default=[], help="name=path")
+    ap.add_argument("--throughput", action="store_true", help="engine batch benchmark instead")
+    ap.add_argument("--num-requests", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--per-folder", type=int, default=5)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--engine", action="append", choices=sorted(ENGINES), help="default: all")
     args = ap.parse_args()
+    if args.throughput:
+        throughput(args.num_requests, args.max_tokens, args.repeats)
+        return
+    if not args.data or not args.tokenizer:
+        ap.error("--data and --tokenizer are needed (or --throughput)")
     paths: list[Path] = []
     for folder in sorted((Path(args.data) / "data").iterdir()):
         paths += sorted(folder.glob("*.json"))[: args.per_folder]
