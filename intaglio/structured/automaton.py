@@ -23,6 +23,7 @@ from intaglio.structured.ir import (
     Bytes,
     Grammar,
     GrammarError,
+    Intersect,
     Node,
     Ref,
     Repeat,
@@ -102,6 +103,8 @@ def _callable_rules(grammar: Grammar) -> set[str]:
         if isinstance(node, Repeat):
             copies = max(node.min, node.max if node.max is not None else 1, 1)
             return 1 + copies * size(node.item)
+        if isinstance(node, Intersect):
+            return size(node.left) * size(node.right)
         if node.name in out:
             return 1
         if node.name not in sizes:
@@ -206,6 +209,8 @@ class Automaton:
             for _ in range(node.min):
                 cur = self._build(node.item, cur)
             return cur
+        if isinstance(node, Intersect):
+            return self._product(node, nxt)
         if node.name in self.rule_id:
             s = self._new()
             self.calls[s].append((self.rule_id[node.name], nxt))
@@ -247,6 +252,55 @@ class Automaton:
             self.calls[s] = [(r, t) for r, t in self.calls[s] if t in live and r in productive]
         if self.rule_start[self.rule_id[self.grammar.start]] not in live:
             raise GrammarError("the grammar matches no string at all")
+
+    def _product(self, node: Intersect, nxt: int) -> int:
+        """Product automaton of two regular fragments, built eagerly over closed state sets."""
+        ends = (self._new(), self._new())
+        starts = (self._build(node.left, ends[0]), self._build(node.right, ends[1]))
+
+        def close(states: set[int]) -> frozenset[int]:
+            seen, work = set(states), list(states)
+            while work:
+                for m in self.eps[work.pop()]:
+                    if m not in seen:
+                        seen.add(m)
+                        work.append(m)
+            return frozenset(seen)
+
+        def moves(states: frozenset[int]) -> dict[int, set[int]]:
+            out: dict[int, set[int]] = {}
+            for n in states:
+                if self.calls[n]:
+                    raise GrammarError("an intersection may not contain rule references")
+                for mask, t in self.edges[n]:
+                    for b in self._bytes(mask):
+                        out.setdefault(b, set()).add(t)
+            return out
+
+        first = (close({starts[0]}), close({starts[1]}))
+        index = {first: self._new()}
+        work = [first]
+        while work:
+            self.deadline.check()
+            pair = work.pop()
+            s = index[pair]
+            if ends[0] in pair[0] and ends[1] in pair[1]:
+                self.eps[s].append(nxt)
+            ma, mb = moves(pair[0]), moves(pair[1])
+            grouped: dict[tuple[frozenset[int], frozenset[int]], int] = {}
+            for b in ma.keys() & mb.keys():
+                target = (close(ma[b]), close(mb[b]))
+                grouped[target] = grouped.get(target, 0) | (1 << b)
+            for target, mask in grouped.items():
+                if target not in index:
+                    index[target] = self._new()
+                    work.append(target)
+                self.edges[s].append((mask, index[target]))
+        return index[first]
+
+    @staticmethod
+    def _bytes(mask: int) -> list[int]:
+        return [b for b in range(256) if mask >> b & 1]
 
     def _eps_reach(self, starts: list[int], nullable: set[int]) -> tuple[set[int], bool]:
         """Callees reachable without consuming a byte from starts, and whether accept is."""

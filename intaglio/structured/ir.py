@@ -40,7 +40,15 @@ class Ref:
     name: str
 
 
-Node = Bytes | Seq | Alt | Repeat | Ref
+@dataclass(frozen=True)
+class Intersect:
+    """Strings both sides match (both must be regular: no rule references inside)."""
+
+    left: Node
+    right: Node
+
+
+Node = Bytes | Seq | Alt | Repeat | Ref | Intersect
 
 EMPTY = Seq(())
 NOTHING = Alt(())
@@ -71,6 +79,8 @@ def refs_in(node: Node) -> set[str]:
             stack.extend(n.items)
         elif isinstance(n, Repeat):
             stack.append(n.item)
+        elif isinstance(n, Intersect):
+            stack.extend((n.left, n.right))
     return out
 
 

@@ -18,6 +18,7 @@ from intaglio.structured.ir import (
     NOTHING,
     Grammar,
     GrammarError,
+    Intersect,
     Node,
     Ref,
     Repeat,
@@ -361,16 +362,15 @@ class JsonSchemaCompiler:
         min_len, max_len = _count(schema, "minLength", 0), _count(schema, "maxLength", None)
         pattern, fmt = schema.get("pattern"), schema.get("format")
         if pattern is not None or (fmt is not None and fmt in FORMATS):
+            # Each constraint is an automaton; together they are their intersection.
+            parts = [] if pattern is None else [self.pattern(pattern)]
+            if fmt in FORMATS:
+                parts.append(regex_to_ir(FORMATS[fmt], exclude=_STRING_EXCLUDE))
             if min_len or max_len is not None:
-                raise GrammarError(
-                    "pattern or format combined with minLength/maxLength is not supported"
-                )
-            if pattern is not None and fmt is not None and fmt in FORMATS:
-                raise GrammarError("pattern combined with format is not supported")
-            if pattern is not None:
-                body = self.pattern(pattern)
-            else:
-                body = regex_to_ir(FORMATS[fmt], exclude=_STRING_EXCLUDE)
+                parts.append(self.string_body(min_len, max_len))
+            body = parts[0]
+            for part in parts[1:]:
+                body = Intersect(body, part)
             return seq(literal('"'), body, literal('"'))
         if fmt is not None and fmt not in ("password", "binary", "text"):
             raise GrammarError(f"string format {fmt!r} is not supported")
@@ -617,7 +617,31 @@ def _disjoint(a: Any, b: Any) -> bool:
         for name in set(a.get("required", [])) & set(b.get("required", [])):
             if name in pa and name in pb and _disjoint_consts(pa[name], pb[name]):
                 return True
+        return _excludes(a, b) and _excludes(b, a)
     return False
+
+
+def _objects_only(schema: dict[str, Any]) -> bool:
+    if "type" in schema:
+        return _types(schema) == {"object"}
+    other = set().union(*(v for k, v in _BY_TYPE.items() if k != "object"))
+    return "properties" in schema and not schema.keys() & (other | {"const", "enum"})
+
+
+def _excludes(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """No object generated from a validates against b, judged by property names alone.
+
+    We write only a's properties (extras only where a explicitly allows them), so an object
+    from a lacks any property b requires beyond those, and b refuses a required property of
+    a that b's closed property list does not name.
+    """
+    if not (_objects_only(a) and _objects_only(b)):
+        return False
+    written = set(a.get("properties", {})) | set(a.get("required", []))
+    if a.get("additionalProperties") in (None, False) and set(b.get("required", [])) - written:
+        return True
+    closed = b.get("additionalProperties") is False and not b.get("patternProperties")
+    return closed and bool(set(a.get("required", [])) - set(b.get("properties", {})))
 
 
 def _disjoint_consts(a: Any, b: Any) -> bool:
