@@ -35,6 +35,9 @@ MAX_NFA_STATES = 2_000_000
 _INLINE_LIMIT = 4_000  # NFA-size estimate above which a rule used twice is called, not copied
 
 
+_NONE: tuple = ()
+
+
 class Deadline:
     def __init__(self, seconds: float | None) -> None:
         self.end = None if seconds is None else time.monotonic() + seconds
@@ -146,6 +149,7 @@ class Automaton:
         self.calls: list[list[tuple[int, int]]] = []  # (callee rule id, return target)
         self.accept_nfa: set[int] = set()
         self._inline_memo: dict[tuple[str, int], int] = {}
+        self._byte_states: dict[tuple[int, int], int] = {}
         self._inlining: set[str] = set()
         self.rule_start: list[int] = []
         for name in self.callable:
@@ -153,6 +157,7 @@ class Automaton:
             self.accept_nfa.add(accept)
             self.rule_start.append(self._build(grammar.rules[name], accept))
         self._inline_memo.clear()
+        self._byte_states.clear()
         self._trim()
         self._check_left_recursion()
         self._mask_bytes: dict[int, list[int]] = {}
@@ -174,17 +179,21 @@ class Automaton:
     def _new(self) -> int:
         if len(self.eps) >= MAX_NFA_STATES:
             raise GrammarError(f"grammar too large (more than {MAX_NFA_STATES} automaton states)")
-        self.eps.append([])
-        self.edges.append([])
-        self.calls.append([])
+        # A shared empty tuple until a state gets edges: no allocation per state.
+        self.eps.append(_NONE)
+        self.edges.append(_NONE)
+        self.calls.append(_NONE)
         return len(self.eps) - 1
 
     def _build(self, node: Node, nxt: int) -> int:
         """NFA fragment for node, continuing into state nxt; returns its start state."""
         if isinstance(node, Bytes):
-            s = self._new()
-            if node.mask:
-                self.edges[s].append((node.mask, nxt))
+            key = (node.mask, nxt)  # shared, so UTF-8 continuation tails are built once
+            s = self._byte_states.get(key, -1)
+            if s < 0:
+                s = self._byte_states[key] = self._new()
+                if node.mask:
+                    self.edges[s] = [key]
             return s
         if isinstance(node, Seq):
             for item in reversed(node.items):
@@ -213,7 +222,7 @@ class Automaton:
             return self._product(node, nxt)
         if node.name in self.rule_id:
             s = self._new()
-            self.calls[s].append((self.rule_id[node.name], nxt))
+            self.calls[s] = [(self.rule_id[node.name], nxt)]
             return s
         key = (node.name, nxt)
         if key not in self._inline_memo:
@@ -247,9 +256,12 @@ class Automaton:
                 break
             productive = now
         for s in range(n):
-            self.eps[s] = [t for t in self.eps[s] if t in live]
-            self.edges[s] = [(m, t) for m, t in self.edges[s] if t in live]
-            self.calls[s] = [(r, t) for r, t in self.calls[s] if t in live and r in productive]
+            if self.eps[s]:
+                self.eps[s] = [t for t in self.eps[s] if t in live]
+            if self.edges[s]:
+                self.edges[s] = [(m, t) for m, t in self.edges[s] if t in live]
+            if self.calls[s]:
+                self.calls[s] = [(r, t) for r, t in self.calls[s] if t in live and r in productive]
         if self.rule_start[self.rule_id[self.grammar.start]] not in live:
             raise GrammarError("the grammar matches no string at all")
 
@@ -285,7 +297,7 @@ class Automaton:
             pair = work.pop()
             s = index[pair]
             if ends[0] in pair[0] and ends[1] in pair[1]:
-                self.eps[s].append(nxt)
+                self.eps[s] = [*self.eps[s], nxt]
             ma, mb = moves(pair[0]), moves(pair[1])
             grouped: dict[tuple[frozenset[int], frozenset[int]], int] = {}
             for b in ma.keys() & mb.keys():
@@ -295,7 +307,7 @@ class Automaton:
                 if target not in index:
                     index[target] = self._new()
                     work.append(target)
-                self.edges[s].append((mask, index[target]))
+                self.edges[s] = [*self.edges[s], (mask, index[target])]
         return index[first]
 
     @staticmethod

@@ -119,6 +119,7 @@ _GENERIC = {
     "then",
     "else",
 }
+_MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
 _ALL_TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
 
 
@@ -376,7 +377,17 @@ class JsonSchemaCompiler:
             raise GrammarError(f"string format {fmt!r} is not supported")
         if max_len is not None and max_len < min_len:
             raise GrammarError(f"maxLength {max_len} is below minLength {min_len}")
-        return seq(literal('"'), self.string_body(min_len, max_len), literal('"'))
+        if max_len is not None and max_len > _MAX_BOUNDED_LENGTH >= min_len:
+            # Every shorter string is valid too; a huge bound would only cost automaton size.
+            max_len = _MAX_BOUNDED_LENGTH
+        node = seq(literal('"'), self.string_body(min_len, max_len), literal('"'))
+        if max_len is None or max_len <= 32:
+            return node
+        # Long bounded strings: one shared rule, so the automaton can call it instead of
+        # copying max_len character states into every place it is used.
+        name = f"string_{min_len}_{max_len}"
+        self.rules[name] = node
+        return Ref(name)
 
     def pattern(self, pattern: str) -> Node:
         """JSON Schema patterns search (unanchored) unless anchored with ^ and $."""
@@ -407,6 +418,12 @@ class JsonSchemaCompiler:
         comma = seq(ws, literal(","), ws)
         elements: list[Node] = [self.node(p) for p in prefix][:hi]
         rest = self.node(items) if items is not False else None
+        if rest is not None and isinstance(items, dict) and items.keys() & {"properties", "items"}:
+            # The item automaton is needed twice (first item, later items); as a rule used
+            # twice, a large one is called rather than copied at every nesting level.
+            self._objects += 1
+            self.rules[f"item{self._objects}"] = rest
+            rest = Ref(f"item{self._objects}")
         n = len(elements)
         # cont(i): what may follow once i items are written; item i + 1 is optional if i >= lo.
         if rest is None or hi == n:
@@ -479,8 +496,11 @@ class JsonSchemaCompiler:
                     else:
                         node = opt(seq(extra_entry, tail_any))  # type: ignore[arg-type]
                 else:
-                    here = seq(comma, entries[i]) if wrote else entries[i]
-                    node = seq(here, Ref(f"{base}{i + 1}_1"))
+                    # Entry i and what follows it, as one rule: reached with or without a
+                    # comma, it is built once (nested objects would otherwise double per level).
+                    entry = f"{base}e{i}"
+                    self.rules[entry] = seq(entries[i], Ref(f"{base}{i + 1}_1"))
+                    node = seq(comma, Ref(entry)) if wrote else Ref(entry)
                     if names[i] not in required:
                         node = alt(node, Ref(f"{base}{i + 1}_{wrote}"))
                 self.rules[f"{base}{i}_{wrote}"] = node
