@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,6 +26,16 @@ from intaglio.structured.ir import (
     literal,
     opt,
     seq,
+)
+from intaglio.structured.json_schema_keywords import (
+    ALL_TYPES,
+    ANNOTATIONS,
+    BY_TYPE,
+    GENERIC,
+    count,
+    disjoint,
+    json_type,
+    search,
 )
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
 from intaglio.structured.regex import regex_to_ir
@@ -51,76 +60,7 @@ FORMATS = {
 }
 FORMATS["date-time"] = FORMATS["date"] + "T" + FORMATS["time"]
 
-# Keywords that only annotate; they never change which instances validate.
-_ANNOTATIONS = {
-    "$schema",
-    "$id",
-    "id",
-    "$comment",
-    "title",
-    "description",
-    "default",
-    "examples",
-    "example",
-    "deprecated",
-    "readOnly",
-    "writeOnly",
-    "definitions",
-    "$defs",
-    "contentMediaType",
-    "contentEncoding",
-    "discriminator",
-    "xml",
-    "externalDocs",
-    "$anchor",
-    "markdownDescription",
-}
-_BY_TYPE = {
-    "string": {"minLength", "maxLength", "pattern", "format"},
-    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
-    "array": {
-        "items",
-        "prefixItems",
-        "minItems",
-        "maxItems",
-        "additionalItems",
-        "uniqueItems",
-        "contains",
-        "minContains",
-        "maxContains",
-        "unevaluatedItems",
-    },
-    "object": {
-        "properties",
-        "required",
-        "additionalProperties",
-        "patternProperties",
-        "propertyNames",
-        "minProperties",
-        "maxProperties",
-        "dependencies",
-        "dependentRequired",
-        "dependentSchemas",
-        "unevaluatedProperties",
-    },
-}
-_BY_TYPE["integer"] = _BY_TYPE["number"]
-_GENERIC = {
-    "type",
-    "enum",
-    "const",
-    "anyOf",
-    "oneOf",
-    "allOf",
-    "$ref",
-    "nullable",
-    "not",
-    "if",
-    "then",
-    "else",
-}
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
-_ALL_TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
 
 
 class JsonSchemaCompiler:
@@ -144,7 +84,7 @@ class JsonSchemaCompiler:
         if not isinstance(schema, dict):
             raise GrammarError(f"a schema must be an object or a boolean, got {schema!r}")
         if "$ref" in schema:
-            rest = {k: v for k, v in schema.items() if k not in _ANNOTATIONS and k != "$ref"}
+            rest = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
             if rest:  # siblings of $ref (2019+): fold them in with allOf
                 return self.node({"allOf": [{"$ref": schema["$ref"]}, rest]})
             return self.ref(schema["$ref"])
@@ -162,7 +102,7 @@ class JsonSchemaCompiler:
                 values = [
                     v
                     for v in values
-                    if _json_type(v) in types or (_json_type(v) == "integer" and "number" in types)
+                    if json_type(v) in types or (json_type(v) == "integer" and "number" in types)
                 ]
             return alt(*(self.json_literal(v) for v in values)) if values else NOTHING
         for key in ("anyOf", "oneOf"):
@@ -174,24 +114,24 @@ class JsonSchemaCompiler:
                 return alt(*(self.node(b) for b in branches))
         types = schema.get("type")
         if types is None:
-            if not schema.keys() & set().union(*_BY_TYPE.values()):
+            if not schema.keys() & set().union(*BY_TYPE.values()):
                 return self.any_value()
-            types = [t for t in _ALL_TYPES if t != "integer" and self._fits(schema, t)]
+            types = [t for t in ALL_TYPES if t != "integer" and self._fits(schema, t)]
         elif isinstance(types, str):
             types = [types]
         if schema.get("nullable") and "null" not in types:
             types = [*types, "null"]
         if "integer" in types and "number" in types:
             types = [t for t in types if t != "integer"]
-        unknown = [t for t in types if t not in _ALL_TYPES]
+        unknown = [t for t in types if t not in ALL_TYPES]
         if unknown:
             raise GrammarError(f"unknown JSON Schema type {unknown[0]!r}")
         return alt(*(self.typed(schema, t) for t in types)) if types else NOTHING
 
     def _fits(self, schema: dict[str, Any], t: str) -> bool:
         """Without `type`, a type is possible; keep the ones the keywords talk about."""
-        specific = schema.keys() & set().union(*_BY_TYPE.values())
-        return not specific or bool(specific & _BY_TYPE.get(t, set()))
+        specific = schema.keys() & set().union(*BY_TYPE.values())
+        return not specific or bool(specific & BY_TYPE.get(t, set()))
 
     def typed(self, schema: dict[str, Any], t: str) -> Node:
         # Keywords of other types do not apply here, and unknown keywords are annotations.
@@ -235,7 +175,7 @@ class JsonSchemaCompiler:
         two branches: different types, different constants, or a discriminating property."""
         for i, a in enumerate(branches):
             for b in branches[i + 1 :]:
-                if not _disjoint(self._deref(a), self._deref(b)):
+                if not disjoint(self._deref(a), self._deref(b)):
                     raise GrammarError(
                         "'oneOf' whose branches may overlap is not supported "
                         "(use anyOf if any match will do)"
@@ -250,7 +190,7 @@ class JsonSchemaCompiler:
     def merge_all_of(self, schema: dict[str, Any]) -> dict[str, Any]:
         parts = [{k: v for k, v in schema.items() if k != "allOf"}]
         for sub in schema["allOf"]:
-            while isinstance(sub, dict) and set(sub) - _ANNOTATIONS == {"$ref"}:
+            while isinstance(sub, dict) and set(sub) - ANNOTATIONS == {"$ref"}:
                 sub = self.resolve(sub["$ref"])
             if isinstance(sub, dict) and "$ref" in sub:
                 raise GrammarError("allOf with a $ref that has sibling keywords is not supported")
@@ -284,7 +224,7 @@ class JsonSchemaCompiler:
             if "allOf" in part:
                 part = self.merge_all_of(part)
             for key, value in part.items():
-                if key not in out or key in _ANNOTATIONS:
+                if key not in out or key in ANNOTATIONS:
                     out[key] = value
                 elif key == "properties":
                     props = dict(out[key])
@@ -300,7 +240,7 @@ class JsonSchemaCompiler:
                         a.add("integer")
                     if "number" in b:
                         b.add("integer")
-                    common = [t for t in _ALL_TYPES if t in a & b]
+                    common = [t for t in ALL_TYPES if t in a & b]
                     if "number" in common:
                         common.remove("integer")
                     out[key] = common
@@ -308,7 +248,7 @@ class JsonSchemaCompiler:
                     out[key] = max(out[key], value)
                 elif key in ("maximum", "maxLength", "maxItems", "exclusiveMaximum"):
                     out[key] = min(out[key], value)
-                elif key not in _GENERIC and not any(key in ks for ks in _BY_TYPE.values()):
+                elif key not in GENERIC and not any(key in ks for ks in BY_TYPE.values()):
                     continue  # an unknown keyword is an annotation: keep the first
                 elif out[key] != value:
                     raise GrammarError(f"allOf/anyOf: cannot combine two different {key!r}")
@@ -360,7 +300,7 @@ class JsonSchemaCompiler:
         return Repeat(char, min_len, max_len)
 
     def string(self, schema: dict[str, Any]) -> Node:
-        min_len, max_len = _count(schema, "minLength", 0), _count(schema, "maxLength", None)
+        min_len, max_len = count(schema, "minLength", 0), count(schema, "maxLength", None)
         pattern, fmt = schema.get("pattern"), schema.get("format")
         if pattern is not None or (fmt is not None and fmt in FORMATS):
             # Each constraint is an automaton; together they are their intersection.
@@ -411,7 +351,7 @@ class JsonSchemaCompiler:
         prefix = schema.get("prefixItems", [])
         if isinstance(items, list):  # draft 4-7 tuple form
             prefix, items = items, schema.get("additionalItems", True)
-        lo, hi = _count(schema, "minItems", 0), _count(schema, "maxItems", None)
+        lo, hi = count(schema, "minItems", 0), count(schema, "maxItems", None)
         if hi is not None and hi < lo:
             raise GrammarError(f"maxItems {hi} is below minItems {lo}")
         ws = self.ws
@@ -448,7 +388,7 @@ class JsonSchemaCompiler:
             # Sound to ignore only when no property we write can match one of the patterns.
             names_written = list(schema.get("properties", {})) + list(schema.get("required", []))
             extra_allowed = schema.get("additionalProperties") not in (None, False)
-            if extra_allowed or any(_search(p, n) for p in patterns for n in names_written):
+            if extra_allowed or any(search(p, n) for p in patterns for n in names_written):
                 raise GrammarError("JSON Schema keyword 'patternProperties' is not supported")
         for key in (
             "propertyNames",
@@ -569,104 +509,6 @@ class JsonSchemaCompiler:
                 literal("null"),
             )
         return Ref("any_value")
-
-
-def _search(pattern: str, text: str) -> bool:
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return True  # cannot tell: assume it may match
-
-
-def _count(schema: dict[str, Any], key: str, default: int | None) -> Any:
-    value = schema.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != int(value):
-        raise GrammarError(f"{key} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
-
-
-def _types(schema: Any) -> set[str] | None:
-    """The JSON types a schema can produce, None if unknown (any)."""
-    if not isinstance(schema, dict):
-        return None
-    if "const" in schema or "enum" in schema:
-        values = [schema["const"]] if "const" in schema else schema["enum"]
-        return {_json_type(v) for v in values}
-    t = schema.get("type")
-    if t is None:
-        return None
-    out = {t} if isinstance(t, str) else set(t)
-    if "number" in out:
-        out.add("integer")
-    if schema.get("nullable"):
-        out.add("null")
-    return out
-
-
-def _constants(schema: Any) -> list[str] | None:
-    if isinstance(schema, dict) and ("const" in schema or "enum" in schema):
-        values = [schema["const"]] if "const" in schema else schema["enum"]
-        return [json.dumps(v, sort_keys=True) for v in values]
-    return None
-
-
-def _disjoint(a: Any, b: Any) -> bool:
-    ta, tb = _types(a), _types(b)
-    if ta is not None and tb is not None and not ta & tb:
-        return True
-    ca, cb = _constants(a), _constants(b)
-    if ca is not None and cb is not None and not set(ca) & set(cb):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        # A discriminator: a property both require, with disjoint constants.
-        pa, pb = a.get("properties", {}), b.get("properties", {})
-        for name in set(a.get("required", [])) & set(b.get("required", [])):
-            if name in pa and name in pb and _disjoint_consts(pa[name], pb[name]):
-                return True
-        return _excludes(a, b) and _excludes(b, a)
-    return False
-
-
-def _objects_only(schema: dict[str, Any]) -> bool:
-    if "type" in schema:
-        return _types(schema) == {"object"}
-    other = set().union(*(v for k, v in _BY_TYPE.items() if k != "object"))
-    return "properties" in schema and not schema.keys() & (other | {"const", "enum"})
-
-
-def _excludes(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """No object generated from a validates against b, judged by property names alone.
-
-    We write only a's properties (extras only where a explicitly allows them), so an object
-    from a lacks any property b requires beyond those, and b refuses a required property of
-    a that b's closed property list does not name.
-    """
-    if not (_objects_only(a) and _objects_only(b)):
-        return False
-    written = set(a.get("properties", {})) | set(a.get("required", []))
-    if a.get("additionalProperties") in (None, False) and set(b.get("required", [])) - written:
-        return True
-    closed = b.get("additionalProperties") is False and not b.get("patternProperties")
-    return closed and bool(set(a.get("required", [])) - set(b.get("properties", {})))
-
-
-def _disjoint_consts(a: Any, b: Any) -> bool:
-    ca, cb = _constants(a), _constants(b)
-    return ca is not None and cb is not None and not set(ca) & set(cb)
 
 
 def json_schema_to_grammar(schema: Any, whitespace: str = r"[ ]?") -> Grammar:
