@@ -58,6 +58,11 @@ class StructuredOutput:
     def from_value(cls, value: Any) -> StructuredOutput:
         if isinstance(value, StructuredOutput):
             return value
+        if isinstance(value, str):  # the CLI flag: --structured '{"regex": "[0-9]+"}'
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"invalid structured output spec (not JSON): {e}") from e
         if isinstance(value, dict):
             return cls(**value)
         raise ValueError(f"invalid structured output spec {value!r}")

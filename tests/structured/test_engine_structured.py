@@ -80,3 +80,7 @@ def test_structured_params_validation() -> None:
         SamplingParams(structured={"regex": "a", "choice": ["b"]})
     p = SamplingParams(structured={"json_schema": SCHEMA})
     assert isinstance(p.structured, StructuredOutput) and p.structured.kind == "json_schema"
+    # JSON text, as the CLI flag passes it.
+    assert SamplingParams(structured='{"regex": "[0-9]+"}').structured.regex == "[0-9]+"
+    with pytest.raises(ValueError, match="not JSON"):
+        SamplingParams(structured="[0-9]+")
