@@ -27,6 +27,9 @@ Stack = tuple[int, ...]
 State = frozenset[Stack]
 
 _MASK_CACHE_BYTES = 256 * 2**20
+# Below this many live trie nodes and tokens under them, a walk finishes in Python.
+_TAIL_NODES = 16
+_TAIL_TOKENS = 128
 
 
 class GrammarRuntime:
@@ -130,6 +133,18 @@ class GrammarRuntime:
         unc_lo: list[np.ndarray] = []
         unc_hi: list[np.ndarray] = []
         for j in range(1, trie.depth + 1):
+            if nodes.size <= _TAIL_NODES:
+                tok_lo, tok_hi = trie.tok_lo[j - 1][nodes], trie.tok_hi[j - 1][nodes]
+                if int((tok_hi - tok_lo).sum()) <= _TAIL_TOKENS:
+                    # A few long tokens left: finishing them in Python beats a numpy pass
+                    # per remaining level.
+                    acc_tail, unc_tail = self._finish_tail(
+                        j - 1, states, crossed, tok_lo, tok_hi, root
+                    )
+                    accepted.append(acc_tail)
+                    unc_lo.append(unc_tail)
+                    unc_hi.append(unc_tail + 1)
+                    break
             lo, hi = trie.child_lo[j - 1][nodes], trie.child_hi[j - 1][nodes]
             counts = hi - lo
             child = expand_ranges(lo, hi)
@@ -158,6 +173,39 @@ class GrammarRuntime:
         )
         self._top[key] = got = (acc, unc)
         return got
+
+    def _finish_tail(
+        self,
+        depth: int,
+        states: np.ndarray,
+        crossed: np.ndarray,
+        tok_lo: np.ndarray,
+        tok_hi: np.ndarray,
+        root: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Walk the remaining bytes of the tokens under a few live nodes (sorted positions)."""
+        a, trie, tokens = self.automaton, self.trie, self.vocab.token_bytes
+        accepted: list[int] = []
+        uncertain: list[int] = []
+        for st, cr, lo, hi in zip(
+            states.tolist(), crossed.tolist(), tok_lo.tolist(), tok_hi.tolist(), strict=True
+        ):
+            for pos in range(lo, hi):
+                data = tokens[int(trie.order[pos])]
+                if len(data) == depth:  # type: ignore[arg-type]
+                    continue  # ended at this node: counted already
+                s, c = st, cr
+                for k in range(depth, len(data)):  # type: ignore[arg-type]
+                    if k >= 1 and a.exitable[s] and not (root and a.accepting[s]):
+                        c = True
+                    s = a.step(s, data[k])  # type: ignore[index]
+                    if not s:
+                        if c:
+                            uncertain.append(pos)
+                        break
+                else:
+                    accepted.append(pos)
+        return np.array(accepted, dtype=np.int64), np.array(uncertain, dtype=np.int64)
 
     def mask(self, state: State) -> np.ndarray:
         """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
