@@ -31,6 +31,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[st
             continue
         flag = "--" + f.name.replace("_", "-")
         kind, many = _flag_type(f.type)
+        if kind is Any:  # free-form fields (SamplingParams.structured) take JSON text
+            kind = str
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:

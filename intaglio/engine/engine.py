@@ -91,6 +91,7 @@ class LLMEngine:
         self._groups: dict[str, _Group] = {}
         self._parent_of: dict[str, str] = {}
         self._aborted: list[_Group] = []
+        self._grammars: Any = None  # GrammarCompiler, built on the first structured request
 
     # ---------------------------------------------------------------- admission
     def add_request(
@@ -177,6 +178,10 @@ class LLMEngine:
             params.seed,
         )
         child.output_token_ids = list(parent.output_token_ids)
+        if child.matcher is not None:
+            for token in child.output_token_ids:
+                if not child.matcher.accept_token(token):
+                    raise ValueError("the tokens so far do not fit the fork's structured grammar")
         if child.logprobs is not None:
             child.logprobs = list(parent.logprobs or [])
         metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
@@ -209,6 +214,8 @@ class LLMEngine:
         )
         if seed is not None:
             request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
+        if params.structured is not None:  # compiled once per grammar (cached), then matched
+            request.matcher = self._compile_grammar(params).matcher()
         detok = IncrementalDetokenizer(
             self.tokenizer,
             params.stop,
@@ -216,6 +223,25 @@ class LLMEngine:
             params.skip_special_tokens,
         )
         return request, detok
+
+    def _compile_grammar(self, params: SamplingParams) -> Any:
+        """Compile (cached, time-limited); a bad grammar raises ValueError for this request."""
+        if self._grammars is None:
+            from intaglio.structured import GrammarCompiler, TokenizerInfo
+
+            vocab = TokenizerInfo.from_hf_tokenizer(self.tokenizer, self.eos_token_ids)
+            self._grammars = GrammarCompiler(vocab)
+        return self._grammars.compile(params.structured)
+
+    def _advance_grammar(self, group: _Group, request: Request, token: int) -> None:
+        """Feed the sampled token to the matcher; finish as soon as the grammar is complete."""
+        if request.is_finished and token in request.eos_token_ids:
+            return
+        if not request.matcher.accept_token(token):
+            group.error = f"token {token} violates the structured-output grammar"
+            self.scheduler.finish(request, FINISH_ERROR)
+        elif request.matcher.is_terminated() and not request.is_finished:
+            self.scheduler.finish(request, FINISH_STOP)
 
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
@@ -270,6 +296,8 @@ class LLMEngine:
                 group.metrics.first_token_time = now
             if request.logprobs is not None:
                 request.logprobs.append(result.logprobs[request.request_id])
+            if request.matcher is not None:
+                self._advance_grammar(group, request, result.sampled[request.request_id])
             if request.params.detokenize:
                 self._detokenize(group, request)
         if finished_only:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -55,6 +55,7 @@ class Request:
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None
     num_prompt_logprobs: int = 0  # prompt positions whose logprobs were already reported
+    matcher: Any = None  # grammar matcher of a structured request (intaglio.structured)
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -7,7 +7,7 @@ the same scheduler. Nothing above this interface knows which one it drives.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -27,6 +27,7 @@ class SequenceView(Protocol):
     local_block_ids: list[int]  # chunked local attention layers' own table (else empty)
     generator: torch.Generator | None
     num_prompt_logprobs: int  # prompt positions whose logprobs were already reported
+    matcher: Any  # the grammar matcher of a structured request (intaglio.structured), else None
 
     @property
     def num_prompt_tokens(self) -> int: ...

@@ -7,6 +7,7 @@ layout AttentionMetadata describes. Metadata is built with numpy, one copy per t
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,7 @@ class ModelExecutor:
             for chunked in self.chunked_layers
         ]
         self.sampler = Sampler()
+        self._pool: ThreadPoolExecutor | None = None
         logger.info(
             "KV cache: %d blocks of %d tokens (+%d for chunked-attention layers), %.2f GiB",
             self.num_kv_blocks,
@@ -120,6 +122,10 @@ class ModelExecutor:
         self._copy_blocks(out.local_block_copies, chunked=True)
         batch = sorted(out.scheduled, key=lambda s: s.num_new_tokens != 1)  # decodes first
         input_ids, positions, meta, local_meta, starts = self._prepare(batch)
+        # Grammar masks are filled on a worker thread while the forward pass runs (torch
+        # releases the GIL inside its kernels).
+        constrained = [s.request for s in batch if s.samples and s.request.matcher is not None]
+        masks = self._mask_pool().submit(self._grammar_masks, constrained) if constrained else None
         hidden = self.model(input_ids, positions, self.kv_caches, meta, local_meta)
 
         # Rows whose logits we need: each sampling request's last token, plus prompt positions
@@ -129,7 +135,10 @@ class ModelExecutor:
         result = ExecutorOutput()
         if samplers:
             logits = self.model.compute_logits(hidden[sample_rows])
-            self._sample(samplers, logits, result)
+            allowed = None
+            if masks is not None:
+                allowed = self._allowed_mask(samplers, constrained, masks.result())
+            self._sample(samplers, logits, result, allowed)
         for i, s in enumerate(batch):
             if s.request.wants_prompt_logprobs:
                 self._prompt_logprobs(s, hidden, starts[i], result)
@@ -211,8 +220,34 @@ class ModelExecutor:
             prefills=prefills,
         )
 
+    def _mask_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar-mask")
+        return self._pool
+
+    def _grammar_masks(self, requests: list[SequenceView]) -> np.ndarray:
+        """[len(requests), vocab_size] bool: the tokens each request's grammar allows next."""
+        packed = np.zeros((len(requests), -(-self.vocab_size // 8)), dtype=np.uint8)
+        for row, r in enumerate(requests):
+            r.matcher.fill_next_token_bitmask(packed[row])
+        return np.unpackbits(packed, axis=1, count=self.vocab_size, bitorder="little").view(bool)
+
+    def _allowed_mask(
+        self, samplers: list[SequenceView], constrained: list[SequenceView], rows: np.ndarray
+    ) -> torch.Tensor:
+        allowed = np.ones((len(samplers), self.vocab_size), dtype=bool)
+        index = {id(r): i for i, r in enumerate(constrained)}
+        for i, r in enumerate(samplers):
+            if id(r) in index:
+                allowed[i] = rows[index[id(r)]]
+        return torch.from_numpy(allowed).to(self.device)
+
     def _sample(
-        self, requests: list[SequenceView], logits: torch.Tensor, result: ExecutorOutput
+        self,
+        requests: list[SequenceView],
+        logits: torch.Tensor,
+        result: ExecutorOutput,
+        allowed: torch.Tensor | None = None,
     ) -> None:
         banned = []
         for r in requests:
@@ -229,6 +264,7 @@ class ModelExecutor:
             logits.shape[-1],
             self.device,
         )
+        meta.allowed_token_mask = allowed
         sampled = self.sampler(logits, meta)
         token_ids = sampled.token_ids.tolist()
         for i, r in enumerate(requests):

@@ -31,6 +31,8 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs; a dict is accepted
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks, token-level clients)
+    # A constraint on the output (intaglio.structured.StructuredOutput, or a dict of its fields).
+    structured: Any = None
 
     def __post_init__(self) -> None:
         # Accept lists from users but store tuples so the params stay hashable and immutable.
@@ -40,6 +42,10 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
         object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias)))
+        if self.structured is not None:
+            from intaglio.structured.spec import StructuredOutput  # same layer, loaded on use
+
+            object.__setattr__(self, "structured", StructuredOutput.from_value(self.structured))
         self._validate()
 
     def _validate(self) -> None:

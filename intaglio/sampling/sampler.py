@@ -49,6 +49,9 @@ class SamplingMetadata:
     max_num_logprobs: int | None  # top-N logprobs to return; None: none requested
     all_greedy: bool
     all_random: bool
+    # [B, V] bool, False where a structured request's grammar forbids the token; None: no row
+    # is constrained. Applied after bias and penalties, so nothing can re-enable a token.
+    allowed_token_mask: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -193,6 +196,8 @@ class Sampler:
             meta.presence_penalty,
             meta.frequency_penalty,
         )
+        if meta.allowed_token_mask is not None:
+            logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
 
         greedy_ids = None if meta.all_random else logits.argmax(dim=-1)
         if meta.all_greedy:

@@ -39,10 +39,14 @@ def _check_supported(req: ChatCompletionRequest) -> None:
     for name in ("tool_choice", "function_call"):
         if getattr(req, name) not in (None, "none", "auto"):
             raise bad_request(f"{name} is not supported", name, "unsupported")
-    if req.response_format is not None and req.response_format.type != "text":
+    if req.response_format is not None and req.response_format.type not in (
+        "text",
+        "json_object",
+        "json_schema",
+    ):
         raise bad_request(
-            f"response_format {req.response_format.type!r} is not supported yet "
-            "(no structured decoding); use 'text'",
+            f"response_format {req.response_format.type!r} is not supported; use 'text', "
+            "'json_object' or 'json_schema'",
             "response_format",
             "unsupported",
         )

@@ -59,6 +59,11 @@ class SamplingFields(_Strict):
     priority: Annotated[int, Field(ge=-_INT64, lt=_INT64)] = 0
     # Requests share cached prefix KV only with requests of the same salt (tenant isolation).
     cache_salt: Annotated[str, Field(min_length=1)] | None = None
+    # Structured output extras (vLLM names); chat also takes OpenAI's response_format.
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
 
 
 class CompletionRequest(SamplingFields):

@@ -9,6 +9,7 @@ from intaglio.api.async_engine import AsyncEngine
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import SamplingFields
+from intaglio.structured.spec import StructuredOutput
 
 # Request fields copied one-to-one into SamplingParams when the client sets them.
 _DIRECT = (
@@ -57,10 +58,50 @@ def build_sampling_params(
         values["stop_token_ids"] = tuple(req.stop_token_ids)
     if req.logit_bias:  # token id -> bias added to its logit before sampling
         values.update(_logit_bias(req.logit_bias, engine.vocab_size))
+    structured = _structured(req)
+    if structured is not None:
+        values["structured"] = structured
     _check_queue_room(num_prompts, req.n, engine.max_num_waiting)
     try:
         return dataclasses.replace(engine.default_sampling_params, **values)
     except ValueError as e:  # SamplingParams validates combinations (min_tokens <= max_tokens...)
+        raise bad_request(str(e)) from None
+
+
+def _structured(req: SamplingFields) -> StructuredOutput | None:
+    """response_format (chat) or one guided_* extra -> a StructuredOutput; a 400 if malformed.
+
+    Whether the schema or grammar compiles is checked when the engine admits the request.
+    """
+    given: dict[str, Any] = {}
+    fmt = getattr(req, "response_format", None)
+    if fmt is not None and fmt.type == "json_object":
+        given["json_object"] = True
+    elif fmt is not None and fmt.type == "json_schema":
+        spec = (fmt.model_extra or {}).get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise bad_request(
+                "response_format json_schema needs {'json_schema': {'name', 'schema'}}",
+                "response_format",
+            )
+        # strict or not, we enforce the schema; a schema we cannot enforce is refused.
+        given["json_schema"] = spec.get("schema", {})
+    for field, key in (
+        ("guided_json", "json_schema"),
+        ("guided_regex", "regex"),
+        ("guided_grammar", "grammar"),
+        ("guided_choice", "choice"),
+    ):
+        value = getattr(req, field)
+        if value is not None:
+            given[key] = value
+    if not given:
+        return None
+    if len(given) > 1:
+        raise bad_request(f"give at most one structured-output constraint, got {sorted(given)}")
+    try:
+        return StructuredOutput(**given)
+    except ValueError as e:
         raise bad_request(str(e)) from None
 
 

@@ -1,0 +1,437 @@
+"""Grammar IR -> a recursive transition network: one byte NFA, determinised lazily.
+
+Rules on a recursion cycle (and large rules used many times) stay *callable*: reaching them
+pushes a frame, as a pushdown automaton does. Every other rule is inlined into its caller's
+automaton. Inlining is continuation-passing (`build(node, next_state)`), and a rule inlined
+twice before the same continuation is built once, so the optional-property chains of JSON
+objects stay linear in size rather than exponential.
+
+The DFA over NFA-state sets is built on demand: `table[d, b]` is the DFA state after byte b
+(0 is the dead state), filled a row at a time the first time a walk reaches state d. Mask
+computation indexes this table with numpy over the whole vocabulary at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from intaglio.structured.ir import (
+    Alt,
+    Bytes,
+    Grammar,
+    GrammarError,
+    Intersect,
+    Node,
+    Ref,
+    Repeat,
+    Seq,
+    refs_in,
+)
+
+MAX_NFA_STATES = 2_000_000
+_INLINE_LIMIT = 4_000  # NFA-size estimate above which a rule used twice is called, not copied
+
+
+_NONE: tuple = ()
+
+
+class Deadline:
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+        self.seconds = seconds
+
+    def check(self) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            raise TimeoutError(f"grammar compilation exceeded {self.seconds} s")
+
+
+@dataclass
+class _Estimate:
+    size: int
+    uses: int
+
+
+def _callable_rules(grammar: Grammar) -> set[str]:
+    """Rules on a reference cycle (Tarjan SCC), plus big rules referenced more than once."""
+    graph = {name: sorted(refs_in(node)) for name, node in grammar.rules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: set[str] = {grammar.start}
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack.add(v)
+            if i < len(graph[v]):
+                work.append((v, i + 1))
+                w = graph[v][i]
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            for w in graph[v]:
+                if w in on_stack:
+                    low[v] = min(low[v], low[w])
+            if low[v] == index[v]:
+                scc = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    scc.append(w)
+                    if w == v:
+                        break
+                if len(scc) > 1 or v in graph[v]:
+                    out.update(scc)
+    # Size estimate of each rule once inlined; repeated big rules become calls.
+    sizes: dict[str, int] = {}
+
+    def size(node: Node) -> int:
+        if isinstance(node, Bytes):
+            return 1
+        if isinstance(node, (Seq, Alt)):
+            return 1 + sum(size(i) for i in node.items)
+        if isinstance(node, Repeat):
+            copies = max(node.min, node.max if node.max is not None else 1, 1)
+            return 1 + copies * size(node.item)
+        if isinstance(node, Intersect):
+            return size(node.left) * size(node.right)
+        if node.name in out:
+            return 1
+        if node.name not in sizes:
+            sizes[node.name] = size(grammar.rules[node.name])
+        return sizes[node.name]
+
+    uses: dict[str, int] = {}
+    for node in grammar.rules.values():
+        _count_refs(node, uses)
+    for name in grammar.rules:
+        if name not in out and uses.get(name, 0) > 1 and size(grammar.rules[name]) > _INLINE_LIMIT:
+            out.add(name)
+    return out
+
+
+def _count_refs(node: Node, uses: dict[str, int]) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Ref):
+            uses[n.name] = uses.get(n.name, 0) + 1
+        elif isinstance(n, (Seq, Alt)):
+            stack.extend(n.items)
+        elif isinstance(n, Repeat):
+            stack.append(n.item)
+
+
+class Automaton:
+    """The compiled grammar: NFA with call edges, plus its lazily built DFA table."""
+
+    def __init__(self, grammar: Grammar, deadline: Deadline | None = None) -> None:
+        grammar.check()
+        self.deadline = deadline or Deadline(None)
+        self.grammar = grammar
+        self.callable = sorted(_callable_rules(grammar))
+        self.rule_id = {name: i for i, name in enumerate(self.callable)}
+        self.eps: list[list[int]] = []
+        self.edges: list[list[tuple[int, int]]] = []  # (byte mask, target)
+        self.calls: list[list[tuple[int, int]]] = []  # (callee rule id, return target)
+        self.accept_nfa: set[int] = set()
+        self._inline_memo: dict[tuple[str, int], int] = {}
+        self._byte_states: dict[tuple[int, int], int] = {}
+        self._inlining: set[str] = set()
+        self.rule_start: list[int] = []
+        for name in self.callable:
+            accept = self._new()
+            self.accept_nfa.add(accept)
+            self.rule_start.append(self._build(grammar.rules[name], accept))
+        self._inline_memo.clear()
+        self._byte_states.clear()
+        self._trim()
+        self._check_left_recursion()
+        self._mask_bytes: dict[int, list[int]] = {}
+        # Lazy DFA; state 0 is dead (an empty set) and loops to itself.
+        self.sets: list[frozenset[int]] = []
+        self.index: dict[frozenset[int], int] = {}
+        self._closures: dict[frozenset[int], int] = {}
+        self.table = np.zeros((64, 256), dtype=np.int32)
+        self.row_done = np.zeros(64, dtype=bool)
+        self.accepting = np.zeros(64, dtype=bool)
+        self.exitable = np.zeros(64, dtype=bool)  # accepting or has call edges
+        self.has_bytes = np.zeros(64, dtype=bool)
+        self._calls_of: list[tuple[tuple[int, int], ...] | None] = []
+        self._intern(frozenset())
+        self.row_done[0] = True
+        self.start = self.closure([self.rule_start[self.rule_id[grammar.start]]])
+
+    # ------------------------------------------------------------ NFA construction
+    def _new(self) -> int:
+        if len(self.eps) >= MAX_NFA_STATES:
+            raise GrammarError(f"grammar too large (more than {MAX_NFA_STATES} automaton states)")
+        # A shared empty tuple until a state gets edges: no allocation per state.
+        self.eps.append(_NONE)
+        self.edges.append(_NONE)
+        self.calls.append(_NONE)
+        return len(self.eps) - 1
+
+    def _build(self, node: Node, nxt: int) -> int:
+        """NFA fragment for node, continuing into state nxt; returns its start state."""
+        if isinstance(node, Bytes):
+            key = (node.mask, nxt)  # shared, so UTF-8 continuation tails are built once
+            s = self._byte_states.get(key, -1)
+            if s < 0:
+                s = self._byte_states[key] = self._new()
+                if node.mask:
+                    self.edges[s] = [key]
+            return s
+        if isinstance(node, Seq):
+            for item in reversed(node.items):
+                nxt = self._build(item, nxt)
+            return nxt
+        if isinstance(node, Alt):
+            s = self._new()
+            self.eps[s] = [self._build(item, nxt) for item in node.items]
+            return s
+        if isinstance(node, Repeat):
+            self.deadline.check()
+            cur = nxt
+            if node.max is None:
+                loop = self._new()
+                self.eps[loop] = [nxt, self._build(node.item, loop)]
+                cur = loop
+            else:
+                for _ in range(node.max - node.min):
+                    s = self._new()
+                    self.eps[s] = [nxt, self._build(node.item, cur)]
+                    cur = s
+            for _ in range(node.min):
+                cur = self._build(node.item, cur)
+            return cur
+        if isinstance(node, Intersect):
+            return self._product(node, nxt)
+        if node.name in self.rule_id:
+            s = self._new()
+            self.calls[s] = [(self.rule_id[node.name], nxt)]
+            return s
+        key = (node.name, nxt)
+        if key not in self._inline_memo:
+            self._inline_memo[key] = self._build(self.grammar.rules[node.name], nxt)
+        return self._inline_memo[key]
+
+    def _trim(self) -> None:
+        """Drop NFA edges into states that can never reach their rule's end, so that every
+        live DFA state can still be completed (masks must never allow a dead end)."""
+        n = len(self.eps)
+        preds: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (source, callee or -1)
+        for s in range(n):
+            for t in self.eps[s]:
+                preds[t].append((s, -1))
+            for _, t in self.edges[s]:
+                preds[t].append((s, -1))
+            for rule, t in self.calls[s]:
+                preds[t].append((s, rule))
+        productive: set[int] = set()
+        while True:
+            live = set(self.accept_nfa)
+            work = list(live)
+            while work:
+                t = work.pop()
+                for s, rule in preds[t]:
+                    if s not in live and (rule < 0 or rule in productive):
+                        live.add(s)
+                        work.append(s)
+            now = {r for r, start in enumerate(self.rule_start) if start in live}
+            if now == productive:
+                break
+            productive = now
+        for s in range(n):
+            if self.eps[s]:
+                self.eps[s] = [t for t in self.eps[s] if t in live]
+            if self.edges[s]:
+                self.edges[s] = [(m, t) for m, t in self.edges[s] if t in live]
+            if self.calls[s]:
+                self.calls[s] = [(r, t) for r, t in self.calls[s] if t in live and r in productive]
+        if self.rule_start[self.rule_id[self.grammar.start]] not in live:
+            raise GrammarError("the grammar matches no string at all")
+
+    def _product(self, node: Intersect, nxt: int) -> int:
+        """Product automaton of two regular fragments, built eagerly over closed state sets."""
+        ends = (self._new(), self._new())
+        starts = (self._build(node.left, ends[0]), self._build(node.right, ends[1]))
+
+        def close(states: set[int]) -> frozenset[int]:
+            seen, work = set(states), list(states)
+            while work:
+                for m in self.eps[work.pop()]:
+                    if m not in seen:
+                        seen.add(m)
+                        work.append(m)
+            return frozenset(seen)
+
+        def moves(states: frozenset[int]) -> dict[int, set[int]]:
+            out: dict[int, set[int]] = {}
+            for n in states:
+                if self.calls[n]:
+                    raise GrammarError("an intersection may not contain rule references")
+                for mask, t in self.edges[n]:
+                    for b in self._bytes(mask):
+                        out.setdefault(b, set()).add(t)
+            return out
+
+        first = (close({starts[0]}), close({starts[1]}))
+        index = {first: self._new()}
+        work = [first]
+        while work:
+            self.deadline.check()
+            pair = work.pop()
+            s = index[pair]
+            if ends[0] in pair[0] and ends[1] in pair[1]:
+                self.eps[s] = [*self.eps[s], nxt]
+            ma, mb = moves(pair[0]), moves(pair[1])
+            grouped: dict[tuple[frozenset[int], frozenset[int]], int] = {}
+            for b in ma.keys() & mb.keys():
+                target = (close(ma[b]), close(mb[b]))
+                grouped[target] = grouped.get(target, 0) | (1 << b)
+            for target, mask in grouped.items():
+                if target not in index:
+                    index[target] = self._new()
+                    work.append(target)
+                self.edges[s] = [*self.edges[s], (mask, index[target])]
+        return index[first]
+
+    @staticmethod
+    def _bytes(mask: int) -> list[int]:
+        return [b for b in range(256) if mask >> b & 1]
+
+    def _eps_reach(self, starts: list[int], nullable: set[int]) -> tuple[set[int], bool]:
+        """Callees reachable without consuming a byte from starts, and whether accept is."""
+        seen = set(starts)
+        work = list(starts)
+        callees: set[int] = set()
+        accept = False
+        while work:
+            n = work.pop()
+            accept |= n in self.accept_nfa
+            nexts = list(self.eps[n])
+            for rule, target in self.calls[n]:
+                callees.add(rule)
+                if rule in nullable:
+                    nexts.append(target)
+            for m in nexts:
+                if m not in seen:
+                    seen.add(m)
+                    work.append(m)
+        return callees, accept
+
+    def _check_left_recursion(self) -> None:
+        nullable: set[int] = set()
+        changed = True
+        while changed:
+            changed = False
+            for r, start in enumerate(self.rule_start):
+                if r not in nullable and self._eps_reach([start], nullable)[1]:
+                    nullable.add(r)
+                    changed = True
+        first = {r: self._eps_reach([s], nullable)[0] for r, s in enumerate(self.rule_start)}
+        for r in first:  # a rule reaching itself before any byte never makes progress
+            seen, work = set(), list(first[r])
+            while work:
+                x = work.pop()
+                if x == r:
+                    raise GrammarError(
+                        f"rule {self.callable[r]!r} is left-recursive; rewrite it with "
+                        'repetition, e.g. expr ::= term (("+" | "-") term)*'
+                    )
+                if x not in seen:
+                    seen.add(x)
+                    work.extend(first[x])
+
+    # ------------------------------------------------------------ lazy DFA
+    def closure(self, states: list[int] | set[int]) -> int:
+        key = frozenset(states)
+        got = self._closures.get(key)
+        if got is not None:
+            return got
+        seen = set(states)
+        work = list(states)
+        while work:
+            for m in self.eps[work.pop()]:
+                if m not in seen:
+                    seen.add(m)
+                    work.append(m)
+        # Keep only states that do something, so equivalent sets share one DFA state.
+        core = frozenset(n for n in seen if self.edges[n] or self.calls[n] or n in self.accept_nfa)
+        d = self._intern(core)
+        self._closures[key] = d
+        return d
+
+    def _intern(self, core: frozenset[int]) -> int:
+        d = self.index.get(core)
+        if d is not None:
+            return d
+        d = len(self.sets)
+        self.sets.append(core)
+        self.index[core] = d
+        self._calls_of.append(None)
+        if d >= len(self.row_done):
+            grow = len(self.row_done)
+            self.table = np.concatenate([self.table, np.zeros((grow, 256), np.int32)])
+            for name in ("row_done", "accepting", "exitable", "has_bytes"):
+                setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow, bool)]))
+        self.accepting[d] = bool(core & self.accept_nfa)
+        self.exitable[d] = self.accepting[d] or any(self.calls[n] for n in core)
+        return d
+
+    def calls_of(self, d: int) -> tuple[tuple[int, int], ...]:
+        """(callee start state, return state) pairs of DFA state d."""
+        got = self._calls_of[d]
+        if got is None:
+            pairs = {
+                (self.closure([self.rule_start[rule]]), self.closure([target]))
+                for n in self.sets[d]
+                for rule, target in self.calls[n]
+            }
+            got = self._calls_of[d] = tuple(sorted(pairs))
+        return got
+
+    def _bytes_of(self, mask: int) -> list[int]:
+        got = self._mask_bytes.get(mask)
+        if got is None:
+            got = self._mask_bytes[mask] = [b for b in range(256) if mask >> b & 1]
+        return got
+
+    def fill_rows(self, states: np.ndarray) -> None:
+        """Make sure table rows exist for every DFA state in `states`."""
+        for d in np.unique(states[~self.row_done[states]]).tolist():
+            self.deadline.check()
+            targets: dict[int, set[int]] = {}
+            for n in self.sets[d]:
+                for mask, t in self.edges[n]:
+                    for b in self._bytes_of(mask):
+                        targets.setdefault(b, set()).add(t)
+            row = np.zeros(256, dtype=np.int32)
+            by_set: dict[frozenset[int], int] = {}
+            for b, ts in targets.items():
+                key = frozenset(ts)
+                if key not in by_set:
+                    by_set[key] = self.closure(ts)
+                row[b] = by_set[key]
+            self.table[d] = row
+            self.row_done[d] = True
+            self.has_bytes[d] = bool(targets)
+
+    def step(self, d: int, byte: int) -> int:
+        if not self.row_done[d]:
+            self.fill_rows(np.array([d]))
+        return int(self.table[d, byte])

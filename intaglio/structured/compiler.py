@@ -1,0 +1,124 @@
+"""Compile a StructuredOutput for one vocabulary, with a cache and a time limit.
+
+Backends share one small interface (`compile(spec) -> CompiledGrammar`, whose matchers accept
+tokens and fill bitmasks), so another engine (e.g. xgrammar) can be plugged in beside ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+
+from intaglio.structured.automaton import Automaton, Deadline
+from intaglio.structured.ebnf import ebnf_to_grammar
+from intaglio.structured.ir import Grammar, GrammarError, alt, literal
+from intaglio.structured.json_schema import JsonSchemaCompiler
+from intaglio.structured.matcher import GrammarMatcher, GrammarRuntime
+from intaglio.structured.regex import regex_to_ir
+from intaglio.structured.spec import StructuredOutput
+from intaglio.structured.vocab import TokenizerInfo
+
+logger = logging.getLogger(__name__)
+
+
+class StructuredOutputError(ValueError):
+    """A constraint that cannot be compiled (malformed, unsupported, or too slow)."""
+
+
+class Matcher(Protocol):
+    def accept_token(self, token_id: int) -> bool: ...
+
+    def fill_next_token_bitmask(self, out: np.ndarray) -> None: ...
+
+    def is_terminated(self) -> bool: ...
+
+
+class CompiledGrammar(Protocol):
+    def matcher(self) -> Matcher: ...
+
+
+class Backend(Protocol):
+    def compile(self, spec: StructuredOutput) -> CompiledGrammar: ...
+
+
+def build_grammar(spec: StructuredOutput) -> Grammar:
+    """The spec as grammar IR (raises GrammarError naming what is unsupported)."""
+    if spec.regex is not None:
+        return Grammar({"root": regex_to_ir(spec.regex)})
+    if spec.choice is not None:
+        return Grammar({"root": alt(*(literal(c) for c in spec.choice))})
+    if spec.grammar is not None:
+        return ebnf_to_grammar(spec.grammar)
+    schema = spec.schema if spec.json_schema is not None else {"type": "object"}
+    compiler = JsonSchemaCompiler(schema, spec.whitespace)
+    if spec.json_object:
+        compiler.root = {"type": "object", "additionalProperties": True}
+    return compiler.compile()
+
+
+class IntaglioGrammar:
+    """Our compiled grammar: the shared runtime (automaton + mask caches) for one spec."""
+
+    def __init__(self, runtime: GrammarRuntime) -> None:
+        self.runtime = runtime
+
+    def matcher(self) -> GrammarMatcher:
+        return GrammarMatcher(self.runtime)
+
+
+class IntaglioBackend:
+    def __init__(self, vocab: TokenizerInfo, timeout_s: float | None = 10.0) -> None:
+        self.vocab = vocab
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()  # the lazy DFA is shared; compile one at a time
+
+    def compile(self, spec: StructuredOutput) -> IntaglioGrammar:
+        deadline = Deadline(self.timeout_s)
+        with self._lock:
+            automaton = Automaton(build_grammar(spec), deadline)
+            runtime = GrammarRuntime(automaton, self.vocab)
+            runtime.mask(runtime.initial)  # the first mask is part of compiling
+            automaton.deadline = Deadline(None)
+        return IntaglioGrammar(runtime)
+
+
+class GrammarCompiler:
+    """Front door: picks the backend a spec asks for and caches compiled grammars (LRU)."""
+
+    def __init__(
+        self, vocab: TokenizerInfo, timeout_s: float | None = 10.0, cache_size: int = 128
+    ) -> None:
+        self.vocab = vocab
+        self.timeout_s = timeout_s
+        self.cache_size = cache_size
+        self._cache: OrderedDict[StructuredOutput, CompiledGrammar] = OrderedDict()
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            self._backends[name] = IntaglioBackend(self.vocab, self.timeout_s)
+        return self._backends[name]
+
+    def compile(self, spec: StructuredOutput) -> CompiledGrammar:
+        got = self._cache.get(spec)
+        if got is not None:
+            self._cache.move_to_end(spec)
+            return got
+        t0 = time.perf_counter()
+        try:
+            compiled = self.backend(spec.backend).compile(spec)
+        except (GrammarError, TimeoutError, RecursionError) as e:
+            kind = spec.kind.replace("_", " ")
+            raise StructuredOutputError(f"cannot compile the {kind} constraint: {e}") from e
+        logger.debug(
+            "compiled %s constraint in %.1f ms", spec.kind, 1e3 * (time.perf_counter() - t0)
+        )
+        self._cache[spec] = compiled
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return compiled

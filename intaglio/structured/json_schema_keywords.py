@@ -1,0 +1,178 @@
+"""JSON Schema keyword tables and the static checks the compiler relies on (oneOf
+disjointness, value types), kept apart from the grammar construction."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from intaglio.structured.ir import GrammarError
+
+# Keywords that only annotate; they never change which instances validate.
+ANNOTATIONS = {
+    "$schema",
+    "$id",
+    "id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "example",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "definitions",
+    "$defs",
+    "contentMediaType",
+    "contentEncoding",
+    "discriminator",
+    "xml",
+    "externalDocs",
+    "$anchor",
+    "markdownDescription",
+}
+BY_TYPE = {
+    "string": {"minLength", "maxLength", "pattern", "format"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+    "array": {
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "additionalItems",
+        "uniqueItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "unevaluatedItems",
+    },
+    "object": {
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "dependencies",
+        "dependentRequired",
+        "dependentSchemas",
+        "unevaluatedProperties",
+    },
+}
+BY_TYPE["integer"] = BY_TYPE["number"]
+GENERIC = {
+    "type",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "nullable",
+    "not",
+    "if",
+    "then",
+    "else",
+}
+ALL_TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
+
+
+def search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return True  # cannot tell: assume it may match
+
+
+def count(schema: dict[str, Any], key: str, default: int | None) -> Any:
+    value = schema.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != int(value):
+        raise GrammarError(f"{key} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}[type(value)]
+
+
+def _types(schema: Any) -> set[str] | None:
+    """The JSON types a schema can produce, None if unknown (any)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        return {json_type(v) for v in values}
+    t = schema.get("type")
+    if t is None:
+        return None
+    out = {t} if isinstance(t, str) else set(t)
+    if "number" in out:
+        out.add("integer")
+    if schema.get("nullable"):
+        out.add("null")
+    return out
+
+
+def _constants(schema: Any) -> list[str] | None:
+    if isinstance(schema, dict) and ("const" in schema or "enum" in schema):
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        return [json.dumps(v, sort_keys=True) for v in values]
+    return None
+
+
+def disjoint(a: Any, b: Any) -> bool:
+    ta, tb = _types(a), _types(b)
+    if ta is not None and tb is not None and not ta & tb:
+        return True
+    ca, cb = _constants(a), _constants(b)
+    if ca is not None and cb is not None and not set(ca) & set(cb):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        # A discriminator: a property both require, with disjoint constants.
+        pa, pb = a.get("properties", {}), b.get("properties", {})
+        for name in set(a.get("required", [])) & set(b.get("required", [])):
+            if name in pa and name in pb and _disjoint_consts(pa[name], pb[name]):
+                return True
+        return _excludes(a, b) and _excludes(b, a)
+    return False
+
+
+def _objects_only(schema: dict[str, Any]) -> bool:
+    if "type" in schema:
+        return _types(schema) == {"object"}
+    other = set().union(*(v for k, v in BY_TYPE.items() if k != "object"))
+    return "properties" in schema and not schema.keys() & (other | {"const", "enum"})
+
+
+def _excludes(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """No object generated from a validates against b, judged by property names alone.
+
+    We write only a's properties (extras only where a explicitly allows them), so an object
+    from a lacks any property b requires beyond those, and b refuses a required property of
+    a that b's closed property list does not name.
+    """
+    if not (_objects_only(a) and _objects_only(b)):
+        return False
+    written = set(a.get("properties", {})) | set(a.get("required", []))
+    if a.get("additionalProperties") in (None, False) and set(b.get("required", [])) - written:
+        return True
+    closed = b.get("additionalProperties") is False and not b.get("patternProperties")
+    return closed and bool(set(a.get("required", [])) - set(b.get("properties", {})))
+
+
+def _disjoint_consts(a: Any, b: Any) -> bool:
+    ca, cb = _constants(a), _constants(b)
+    return ca is not None and cb is not None and not set(ca) & set(cb)

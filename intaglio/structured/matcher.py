@@ -1,0 +1,301 @@
+"""Pushdown matching over bytes and token masks over a real vocabulary.
+
+A parser state is a set of stacks (several when the grammar is ambiguous at this point); a
+stack is a tuple of DFA states, bottom first: the top is where we are in the current rule, the
+frames below are where each caller resumes. Before reading a byte a stack is *expanded*: an
+accepting top may return to its caller, and call edges push the callee's start.
+
+Masks, after xgrammar's split of context-independent and context-dependent tokens: for the top
+DFA state alone, one numpy walk over the [vocab, max_len] byte matrix classifies every token as
+accepted (its bytes stay inside the top rule), rejected (they leave it dead without ever
+passing a point where the rule could return or call) or uncertain (they cross such a point).
+Only the uncertain ones are walked through the full stack in Python. Finished masks are cached
+per parser state as packed bits, so a repeated state costs one dict lookup and a copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from intaglio.structured.automaton import Automaton
+from intaglio.structured.trie import expand_ranges
+from intaglio.structured.vocab import TokenizerInfo
+
+Stack = tuple[int, ...]
+State = frozenset[Stack]
+
+_MASK_CACHE_BYTES = 256 * 2**20
+# Below this many live trie nodes and tokens under them, a walk finishes in Python.
+_TAIL_NODES = 16
+_TAIL_TOKENS = 128
+
+
+class GrammarRuntime:
+    """Everything matchers of one compiled grammar share: automaton, vocabulary, caches."""
+
+    def __init__(self, automaton: Automaton, vocab: TokenizerInfo) -> None:
+        self.automaton = automaton
+        self.vocab = vocab
+        self.nbytes = -(-vocab.vocab_size // 8)
+        self.initial: State = frozenset({(automaton.start,)})
+        self._expand: dict[Stack, tuple[tuple[Stack, ...], bool]] = {}
+        self._info: dict[State, tuple[tuple[Stack, ...], bool]] = {}
+        self._advance: dict[tuple[State, int], State] = {}
+        self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
+        self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
+        self.trie = vocab.trie
+
+    # ------------------------------------------------------------ byte-level matching
+    def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
+        """Stacks reachable without reading a byte that can read one; and whether we may end."""
+        got = self._expand.get(stack)
+        if got is not None:
+            return got
+        a = self.automaton
+        seen = {stack}
+        work = [stack]
+        consumers: list[Stack] = []
+        can_end = False
+        while work:
+            st = work.pop()
+            top = st[-1]
+            a.step(top, 0)  # fills the row, so has_bytes is known
+            if a.has_bytes[top]:
+                consumers.append(st)
+            nexts: list[Stack] = []
+            if a.accepting[top]:
+                if len(st) == 1:
+                    can_end = True
+                else:
+                    nexts.append(st[:-1])
+            for callee, ret in a.calls_of(top):
+                nexts.append(st[:-1] + (ret, callee))
+            for nx in nexts:
+                if nx not in seen:
+                    seen.add(nx)
+                    work.append(nx)
+        got = self._expand[stack] = (tuple(sorted(consumers)), can_end)
+        return got
+
+    def info(self, state: State) -> tuple[tuple[Stack, ...], bool]:
+        got = self._info.get(state)
+        if got is None:
+            consumers: set[Stack] = set()
+            can_end = False
+            for st in state:
+                c, e = self.expand(st)
+                consumers.update(c)
+                can_end |= e
+            got = self._info[state] = (tuple(sorted(consumers)), can_end)
+        return got
+
+    def advance(self, state: State, byte: int) -> State:
+        key = (state, byte)
+        got = self._advance.get(key)
+        if got is None:
+            a = self.automaton
+            out = set()
+            for st in self.info(state)[0]:
+                t = a.step(st[-1], byte)
+                if t:
+                    out.add(st[:-1] + (t,))
+            got = self._advance[key] = frozenset(out)
+        return got
+
+    def advance_bytes(self, state: State, data: bytes) -> State:
+        for b in data:
+            state = self.advance(state, b)
+            if not state:
+                break
+        return state
+
+    # ------------------------------------------------------------ token masks
+    def _top_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(accepted ids, uncertain ids) for tokens read from DFA state d alone.
+
+        Level by level down the token trie, visiting only the children of live nodes. A
+        child that dies hands its whole subtree to the slow path if the walk passed a point
+        where the rule could return or call (`crossed`), and rejects it otherwise.
+        """
+        key = (d, root)
+        got = self._top.get(key)
+        if got is not None:
+            return got
+        a, trie = self.automaton, self.trie
+        # At the root nothing can return, so only call edges make a token uncertain.
+        nodes = np.zeros(1, dtype=np.int64)
+        states = np.array([d], dtype=np.int64)
+        crossed = np.zeros(1, dtype=bool)
+        accepted: list[np.ndarray] = []
+        unc_lo: list[np.ndarray] = []
+        unc_hi: list[np.ndarray] = []
+        for j in range(1, trie.depth + 1):
+            if nodes.size <= _TAIL_NODES:
+                tok_lo, tok_hi = trie.tok_lo[j - 1][nodes], trie.tok_hi[j - 1][nodes]
+                if int((tok_hi - tok_lo).sum()) <= _TAIL_TOKENS:
+                    # A few long tokens left: finishing them in Python beats a numpy pass
+                    # per remaining level.
+                    acc_tail, unc_tail = self._finish_tail(
+                        j - 1, states, crossed, tok_lo, tok_hi, root
+                    )
+                    accepted.append(acc_tail)
+                    unc_lo.append(unc_tail)
+                    unc_hi.append(unc_tail + 1)
+                    break
+            lo, hi = trie.child_lo[j - 1][nodes], trie.child_hi[j - 1][nodes]
+            counts = hi - lo
+            child = expand_ranges(lo, hi)
+            if not child.size:
+                break
+            a.fill_rows(states)
+            exits = a.exitable & ~a.accepting if root else a.exitable
+            parent_cross = crossed | exits[states] if j > 1 else crossed
+            parent_state = np.repeat(states, counts)
+            parent_cross = np.repeat(parent_cross, counts)
+            nxt = a.table[parent_state, trie.byte[j][child]]
+            dead = nxt == 0
+            handoff = child[dead & parent_cross]
+            if handoff.size:
+                unc_lo.append(trie.tok_lo[j][handoff])
+                unc_hi.append(trie.tok_hi[j][handoff])
+            live = ~dead
+            nodes, states, crossed = child[live], nxt[live], parent_cross[live]
+            accepted.append(expand_ranges(trie.end_lo[j][nodes], trie.end_hi[j][nodes]))
+        empty = np.zeros(0, dtype=np.int64)
+        acc = trie.order[np.concatenate(accepted)] if accepted else empty
+        unc = (
+            trie.order[expand_ranges(np.concatenate(unc_lo), np.concatenate(unc_hi))]
+            if unc_lo
+            else empty
+        )
+        self._top[key] = got = (acc, unc)
+        return got
+
+    def _finish_tail(
+        self,
+        depth: int,
+        states: np.ndarray,
+        crossed: np.ndarray,
+        tok_lo: np.ndarray,
+        tok_hi: np.ndarray,
+        root: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Walk the remaining bytes of the tokens under a few live nodes (sorted positions)."""
+        a, trie, tokens = self.automaton, self.trie, self.vocab.token_bytes
+        accepted: list[int] = []
+        uncertain: list[int] = []
+        for st, cr, lo, hi in zip(
+            states.tolist(), crossed.tolist(), tok_lo.tolist(), tok_hi.tolist(), strict=True
+        ):
+            for pos in range(lo, hi):
+                data = tokens[int(trie.order[pos])]
+                if len(data) == depth:  # type: ignore[arg-type]
+                    continue  # ended at this node: counted already
+                s, c = st, cr
+                for k in range(depth, len(data)):  # type: ignore[arg-type]
+                    if k >= 1 and a.exitable[s] and not (root and a.accepting[s]):
+                        c = True
+                    s = a.step(s, data[k])  # type: ignore[index]
+                    if not s:
+                        if c:
+                            uncertain.append(pos)
+                        break
+                else:
+                    accepted.append(pos)
+        return np.array(accepted, dtype=np.int64), np.array(uncertain, dtype=np.int64)
+
+    def mask(self, state: State) -> np.ndarray:
+        """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
+        got = self._masks.get(state)
+        if got is not None:
+            return got
+        consumers, can_end = self.info(state)
+        allowed = np.zeros(self.vocab.vocab_size, dtype=bool)
+        tokens = self.vocab.token_bytes
+        for st in consumers:
+            accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
+            allowed[accepted] = True
+            start: State = frozenset({st})
+            memo, advance = self._advance, self.advance
+            for u in uncertain[~allowed[uncertain]].tolist():
+                cur = start
+                for byte in tokens[u]:  # type: ignore[union-attr]
+                    nxt = memo.get((cur, byte))
+                    cur = advance(cur, byte) if nxt is None else nxt
+                    if not cur:
+                        break
+                else:
+                    allowed[u] = True
+        if can_end:
+            allowed[list(self.vocab.eos_token_ids)] = True
+        packed = np.packbits(allowed, bitorder="little")
+        self._masks[state] = packed
+        if len(self._masks) > self._max_masks:
+            self._masks.popitem(last=False)
+        return packed
+
+
+class GrammarMatcher:
+    """One request's position in a grammar: accept sampled tokens, produce the next mask."""
+
+    def __init__(self, runtime: GrammarRuntime) -> None:
+        self.runtime = runtime
+        self.state: State = runtime.initial
+        self._ended = False  # EOS accepted
+
+    @property
+    def can_end(self) -> bool:
+        return self.runtime.info(self.state)[1]
+
+    def is_terminated(self) -> bool:
+        """True once nothing but the end can follow (or EOS was accepted)."""
+        if self._ended:
+            return True
+        consumers, can_end = self.runtime.info(self.state)
+        return can_end and not consumers
+
+    def accept_token(self, token_id: int) -> bool:
+        """Advance by one token; False (state unchanged) if the grammar forbids it."""
+        rt = self.runtime
+        if token_id in rt.vocab.eos_token_ids:
+            if self.can_end and not self._ended:
+                self._ended = True
+                return True
+            return False
+        if not 0 <= token_id < rt.vocab.vocab_size or self._ended:
+            return False
+        data = rt.vocab.token_bytes[token_id]
+        if not data:
+            return False
+        nxt = rt.advance_bytes(self.state, data)
+        if not nxt:
+            return False
+        self.state = nxt
+        return True
+
+    def accept_bytes(self, data: bytes) -> bool:
+        nxt = self.runtime.advance_bytes(self.state, data)
+        if not nxt:
+            return False
+        self.state = nxt
+        return True
+
+    def fill_next_token_bitmask(self, out: np.ndarray) -> None:
+        """Write the allowed-token bits into out ([>= ceil(V/8)] uint8, little bit order)."""
+        if self._ended:
+            out[:] = 0
+            return
+        packed = self.runtime.mask(self.state)
+        n = min(packed.size, out.size)
+        out[:n] = packed[:n]
+        out[n:] = 0
+
+    def allowed_token_ids(self) -> np.ndarray:
+        bits = np.zeros(self.runtime.nbytes, dtype=np.uint8)
+        self.fill_next_token_bitmask(bits)
+        return np.flatnonzero(
+            np.unpackbits(bits, bitorder="little")[: self.runtime.vocab.vocab_size]
+        )

@@ -1,0 +1,79 @@
+"""response_format and guided_* extras through the official openai client."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from intaglio.api.llm import DEFAULT_MODEL
+from tests.server.serverkit import MODEL_NAME, RunningServer, run_server
+
+openai = pytest.importorskip("openai")
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 10}, "n": {"type": "integer"}},
+    "required": ["city", "n"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with run_server(str(DEFAULT_MODEL)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="x")
+
+
+def _chat(client, **kw) -> str:
+    out = client.chat.completions.create(
+        model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=60, **kw
+    )
+    return out.choices[0].message.content
+
+
+def test_json_schema_strict(client) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA, "strict": True}}
+    for seed in range(3):
+        data = json.loads(_chat(client, response_format=fmt, seed=seed))
+        assert set(data) == {"city", "n"} and isinstance(data["n"], int)
+        assert len(data["city"]) <= 10
+
+
+def test_json_object(client) -> None:
+    assert isinstance(
+        json.loads(
+            _chat(
+                client, response_format={"type": "json_object"}, seed=1, max_completion_tokens=200
+            )
+        ),
+        dict,
+    )
+
+
+def test_guided_extras(client) -> None:
+    text = _chat(client, extra_body={"guided_regex": r"[0-9]{3}-[a-z]{2}"}, seed=0)
+    assert re.fullmatch(r"[0-9]{3}-[a-z]{2}", text)
+    choice = (
+        client.completions.create(
+            model=MODEL_NAME, prompt="x", max_tokens=8, extra_body={"guided_choice": ["up", "down"]}
+        )
+        .choices[0]
+        .text
+    )
+    assert choice in ("up", "down")
+
+
+def test_unsupported_schema_is_a_400(client) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}
+    with pytest.raises(openai.BadRequestError, match="not"):
+        _chat(client, response_format=fmt)
+    with pytest.raises(openai.BadRequestError, match="at most one"):
+        _chat(client, response_format={"type": "json_object"}, extra_body={"guided_regex": "a"})
