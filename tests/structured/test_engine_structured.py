@@ -84,3 +84,36 @@ def test_structured_params_validation() -> None:
     assert SamplingParams(structured='{"regex": "[0-9]+"}').structured.regex == "[0-9]+"
     with pytest.raises(ValueError, match="not JSON"):
         SamplingParams(structured="[0-9]+")
+
+
+def test_structured_samples_and_forks_keep_their_grammar(llm: LLM) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    structured = StructuredOutput(json_schema=SCHEMA)
+    # n > 1: the siblings fork from the first sample after the prompt, each with its matcher.
+    out = llm.generate(
+        ["def f(x):"], SamplingParams(n=3, seed=4, max_tokens=80, structured=structured)
+    )
+    for c in out[0].outputs:
+        jsonschema.validate(json.loads(c.text), SCHEMA)
+    # A fork mid-object inherits the tokens so far and its matcher replays them.
+    engine = llm.engine
+    params = SamplingParams(seed=5, max_tokens=80, structured=structured)
+    engine.add_request("parent", "def f(x):", params)
+    while not engine.scheduler.running or len(engine.scheduler.running[0].output_token_ids) < 3:
+        engine.step()
+    engine.fork("parent", "child", SamplingParams(seed=6, max_tokens=80, structured=structured))
+    outs = {}
+    while engine.has_unfinished():
+        for o in engine.step(finished_only=True):
+            outs[o.request_id] = o
+    for rid in ("parent", "child"):
+        jsonschema.validate(json.loads(outs[rid].outputs[0].text), SCHEMA)
+    # A fork whose grammar cannot continue the inherited tokens is refused.
+    engine.add_request("free", "def f(x):", SamplingParams(seed=1, max_tokens=20, ignore_eos=True))
+    while not engine.scheduler.running or len(engine.scheduler.running[0].output_token_ids) < 3:
+        engine.step()
+    choice = SamplingParams(structured={"choice": ["\u2603"]}, max_tokens=20)
+    with pytest.raises(ValueError, match="do not fit"):
+        engine.fork("free", "bad", choice)
+    while engine.has_unfinished():
+        engine.step()

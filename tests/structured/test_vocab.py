@@ -29,7 +29,7 @@ def test_byte_level_bpe_matches_the_tokenizers_library() -> None:
 
     tok = Tokenizer.from_file(str(TOK / "gpt2" / "tokenizer.json"))
     info = TokenizerInfo.from_hf_tokenizer(tok)
-    text = "Hello, wörld!\n  {\"a\": 1}"
+    text = 'Hello, wörld!\n  {"a": 1}'
     ids = tok.encode(text).ids
     assert b"".join(info.token_bytes[i] for i in ids) == text.encode()
 
