@@ -101,7 +101,12 @@ class GrammarCompiler:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = IntaglioBackend(self.vocab, self.timeout_s)
+            if name == "xgrammar":
+                from intaglio.structured.xgrammar_backend import XGrammarBackend
+
+                self._backends[name] = XGrammarBackend(self.vocab)
+            else:
+                self._backends[name] = IntaglioBackend(self.vocab, self.timeout_s)
         return self._backends[name]
 
     def compile(self, spec: StructuredOutput) -> CompiledGrammar:

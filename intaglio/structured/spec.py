@@ -13,7 +13,7 @@ _KINDS = ("json_schema", "regex", "grammar", "choice", "json_object")
 class StructuredOutput:
     """One of: a JSON Schema (dict or JSON text), a regex, a CFG text, a choice list, or any
     JSON object (`json_object=True`). `whitespace` is the regex allowed between JSON tokens.
-    `backend` names the grammar engine; only "intaglio" (ours) exists so far.
+    `backend` names the grammar engine: "intaglio" (ours) or "xgrammar" (when installed).
     """
 
     json_schema: str | None = None  # canonical JSON text, so the spec stays hashable
@@ -43,7 +43,7 @@ class StructuredOutput:
             raise ValueError(
                 f"invalid StructuredOutput: give exactly one of {list(_KINDS)}, got {given}"
             )
-        if self.backend != "intaglio":
+        if self.backend not in ("intaglio", "xgrammar"):
             raise ValueError(f"invalid StructuredOutput: unknown backend {self.backend!r}")
 
     @property
