@@ -64,6 +64,7 @@ class SamplingFields(_Strict):
     guided_regex: str | None = None
     guided_grammar: str | None = None
     guided_choice: list[str] | None = None
+    guided_decoding_backend: str | None = None  # "intaglio" (default) or "xgrammar"
 
 
 class CompletionRequest(SamplingFields):

@@ -99,6 +99,8 @@ def _structured(req: SamplingFields) -> StructuredOutput | None:
         return None
     if len(given) > 1:
         raise bad_request(f"give at most one structured-output constraint, got {sorted(given)}")
+    if req.guided_decoding_backend is not None:
+        given["backend"] = req.guided_decoding_backend
     try:
         return StructuredOutput(**given)
     except ValueError as e:

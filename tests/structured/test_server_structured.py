@@ -77,3 +77,11 @@ def test_unsupported_schema_is_a_400(client) -> None:
         _chat(client, response_format=fmt)
     with pytest.raises(openai.BadRequestError, match="at most one"):
         _chat(client, response_format={"type": "json_object"}, extra_body={"guided_regex": "a"})
+
+
+def test_guided_decoding_backend_is_chosen_per_request(client) -> None:
+    with pytest.raises(openai.BadRequestError, match="unknown backend"):
+        _chat(client, extra_body={"guided_regex": "a", "guided_decoding_backend": "nope"})
+    pytest.importorskip("xgrammar")
+    body = {"guided_regex": r"[0-9]{3}-[a-z]{2}", "guided_decoding_backend": "xgrammar"}
+    assert re.fullmatch(r"[0-9]{3}-[a-z]{2}", _chat(client, extra_body=body, seed=0))
