@@ -22,7 +22,7 @@ from intaglio.executor.base import (
     SequenceView,
     token_slice,
 )
-from intaglio.model.config import ModelConfig
+from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.loader import load_model
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
 
@@ -38,40 +38,6 @@ def _logprob_entry(
     return entry
 
 
-def plan_kv_blocks(cfg: ModelConfig, config: EngineConfig, elem_size: int) -> tuple[int, int, int]:
-    """(full-attention blocks, chunked-attention blocks, bytes of the whole plan).
-
-    Chunked local attention layers hold at most the current chunk plus one step's tokens per
-    request, so their pool gets max_num_seqs x that (plus the null block) and the full-attention
-    layers the rest of the budget; when that bound is no saving, both pools get equal counts.
-    A model whose every layer is chunked keeps one pool (its layers then read only their chunk
-    of it, but hold the whole context).
-    """
-    bs = config.block_size
-    num_chunked = sum(cfg.uses_chunked_attention(i) for i in range(cfg.num_layers))
-    num_full = cfg.num_layers - num_chunked
-    per_layer_block = 2 * bs * cfg.kv_size * elem_size
-    budget = int(config.kv_cache_memory_gib * 2**30)
-    if not num_chunked or not num_full:
-        num_full, num_chunked = cfg.num_layers, 0
-        blocks = config.num_kv_blocks or budget // (num_full * per_layer_block)
-        return blocks, 0, blocks * num_full * per_layer_block
-    chunk = cfg.attention_chunk_size
-    assert chunk is not None
-    per_seq = -(-(chunk + config.max_num_batched_tokens) // bs) + 1
-    local = config.max_num_seqs * per_seq + 1
-    if config.num_kv_blocks:
-        full = config.num_kv_blocks
-        local = min(local, full + 1)
-    else:
-        equal = budget // (cfg.num_layers * per_layer_block)
-        if local >= equal:
-            full, local = equal, equal
-        else:
-            full = (budget - local * num_chunked * per_layer_block) // (num_full * per_layer_block)
-    return full, local, (full * num_full + local * num_chunked) * per_layer_block
-
-
 class ModelExecutor:
     def __init__(self, model_path: str | Path, config: EngineConfig) -> None:
         self.device = torch.device(config.device)
@@ -82,7 +48,15 @@ class ModelExecutor:
         self.max_position_embeddings = cfg.max_position_embeddings
         kv_dtype = self.model.compute_dtype
         elem = torch.empty(0, dtype=kv_dtype).element_size()
-        self.num_kv_blocks, self.num_local_kv_blocks, nbytes = plan_kv_blocks(cfg, config, elem)
+        self.num_kv_blocks, self.num_local_kv_blocks, nbytes = split_kv_blocks(
+            cfg,
+            int(config.kv_cache_memory_gib * 2**30),
+            2 * config.block_size * cfg.kv_size * elem,
+            config.block_size,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.num_kv_blocks,
+        )
         # Set when the chunked-attention layers have a KV pool of their own.
         self.attention_chunk_size = cfg.attention_chunk_size if self.num_local_kv_blocks else None
         if self.num_kv_blocks < 1 or self.num_local_kv_blocks == 1:

@@ -35,6 +35,7 @@ class SimulatedExecutor:
         num_kv_blocks: int,
         block_size: int,
         synthetic_token: int = 0,
+        num_local_kv_blocks: int = 0,
     ) -> None:
         cfg = step_model.cfg
         self.device = torch.device("cpu")
@@ -42,10 +43,9 @@ class SimulatedExecutor:
         self.block_size = block_size
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
-        # One KV pool: the separate pool of chunked-attention layers (Llama 4, see
-        # engine/chunked_kv.py) is not simulated; those layers' KV is costed as if kept whole.
-        self.num_local_kv_blocks = 0
-        self.attention_chunk_size: int | None = None
+        # Chunked-attention layers' own pool (Llama 4, engine/chunked_kv.py), as planned.
+        self.num_local_kv_blocks = num_local_kv_blocks
+        self.attention_chunk_size = cfg.attention_chunk_size if num_local_kv_blocks else None
         self.step_model = step_model
         self.synthetic_token = synthetic_token
         self.clock_s = 0.0

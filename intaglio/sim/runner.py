@@ -83,7 +83,11 @@ def simulate(
     settings: SchedulerSettings = SchedulerSettings(),
 ) -> SimResult:
     block_manager = BlockManager(
-        executor.num_kv_blocks, executor.block_size, settings.prefix_caching
+        executor.num_kv_blocks,
+        executor.block_size,
+        settings.prefix_caching,
+        executor.num_local_kv_blocks,
+        executor.attention_chunk_size,
     )
     scheduler = make_scheduler(block_manager, settings)
     capacity = executor.num_kv_blocks * executor.block_size

@@ -105,7 +105,12 @@ def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     if not plan.fits and study.num_kv_blocks is None:
         raise ValueError(plan.message)
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
-    executor = SimulatedExecutor(model, study.num_kv_blocks or plan.num_kv_blocks, study.block_size)
+    executor = SimulatedExecutor(
+        model,
+        study.num_kv_blocks or plan.num_kv_blocks,
+        study.block_size,
+        num_local_kv_blocks=plan.num_local_kv_blocks,
+    )
     settings = SchedulerSettings(
         max_num_seqs=study.max_num_seqs,
         max_num_batched_tokens=study.max_num_batched_tokens,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from intaglio.model.config import ModelConfig
+from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.toolkit.capture import build_meta_model
 from intaglio.toolkit.hardware import Hardware
 from intaglio.toolkit.ops import DTYPE_BYTES, canonical_dtype
@@ -31,6 +32,8 @@ class MemoryPlan:
     block_size: int
     fits: bool
     message: str
+    # Chunked local attention layers' own pool (engine/chunked_kv.py); 0 without such layers.
+    num_local_kv_blocks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,12 +71,24 @@ def plan_memory(
     activations = max_num_batched_tokens * (2 * cfg.hidden_size + widest) * a_bytes
     activations += min(max_num_seqs, max_num_batched_tokens) * cfg.vocab_size / tp * 4
     kv_heads = max(1, cfg.num_kv_heads // tp)
-    per_token = 2 * cfg.num_layers * kv_heads * cfg.head_dim * kv_bytes
     capacity = hw.main_memory.capacity_bytes
     usable = capacity * utilization
     free = usable - weights - activations
-    tokens = max(int(free // per_token), 0)
-    blocks = tokens // block_size
+    # KV pools as the engine sizes them (model/kv_layout.py): chunked-attention layers keep
+    # only their windows.
+    blocks, local_blocks, _ = split_kv_blocks(
+        cfg,
+        int(free),
+        2 * block_size * kv_heads * cfg.head_dim * kv_bytes,
+        block_size,
+        max_num_seqs,
+        max_num_batched_tokens,
+    )
+    tokens = blocks * block_size
+    num_full = cfg.num_layers - (
+        sum(cfg.uses_chunked_attention(i) for i in range(cfg.num_layers)) if local_blocks else 0
+    )
+    per_token = 2 * num_full * kv_heads * cfg.head_dim * kv_bytes
     fits = blocks >= 1
     gib = 2**30
     if fits:
@@ -81,6 +96,8 @@ def plan_memory(
             f"weights {weights / gib:.1f} GiB + activations {activations / gib:.1f} GiB leave "
             f"{free / gib:.1f} GiB for {tokens} KV tokens ({blocks} blocks of {block_size})"
         )
+        if local_blocks:
+            message += f", after {local_blocks} blocks for the chunked-attention layers' windows"
     else:
         message = (
             f"does not fit: weights {weights / gib:.1f} GiB + activations "
@@ -88,5 +105,15 @@ def plan_memory(
             "raise tensor or expert parallelism, or lower the weight precision"
         )
     return MemoryPlan(
-        capacity, usable, weights, activations, per_token, tokens, blocks, block_size, fits, message
+        capacity,
+        usable,
+        weights,
+        activations,
+        per_token,
+        tokens,
+        blocks,
+        block_size,
+        fits,
+        message,
+        local_blocks,
     )

@@ -6,9 +6,8 @@ import math
 
 from checkpoints import LLAMA4_SCOUT_TEXT
 from intaglio import LLM, SamplingParams
-from intaglio.config import EngineConfig
-from intaglio.executor.model_executor import plan_kv_blocks
 from intaglio.model.config import ModelConfig
+from intaglio.model.kv_layout import split_kv_blocks
 
 CHUNK, BS, BUDGET = 8, 4, 16  # the tiny llama4 checkpoint attends in chunks of 8
 
@@ -49,8 +48,8 @@ def _scout(**overrides) -> ModelConfig:
 
 def test_plan_gives_chunked_layers_a_pool_sized_by_the_chunk():
     cfg = _scout()
-    config = EngineConfig(kv_cache_memory_gib=64.0, max_num_seqs=8, max_num_batched_tokens=8192)
-    full, local, nbytes = plan_kv_blocks(cfg, config, elem_size=2)
+    block_bytes = 2 * 16 * cfg.kv_size * 2  # bf16 K and V of a 16-token block, one layer
+    full, local, nbytes = split_kv_blocks(cfg, 64 * 2**30, block_bytes, 16, 8, 8192)
     per_seq = math.ceil((8192 + 8192) / 16) + 1
     assert local == 8 * per_seq + 1
     assert nbytes <= 64 * 2**30
@@ -61,4 +60,4 @@ def test_plan_gives_chunked_layers_a_pool_sized_by_the_chunk():
     assert 2.8 * uniform < full < 4 * uniform
     # Without chunked layers nothing changes.
     plain = _scout(attention_chunk_size=None)
-    assert plan_kv_blocks(plain, config, elem_size=2)[1] == 0
+    assert split_kv_blocks(plain, 64 * 2**30, block_bytes, 16, 8, 8192)[1] == 0

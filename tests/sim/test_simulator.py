@@ -145,3 +145,31 @@ def test_priority_policy_serves_urgent_requests_first(step_model):
 
     fcfs, prio = ttft_by_priority("fcfs"), ttft_by_priority("priority")
     assert prio[0] < fcfs[0] and prio[0] < prio[1]
+
+
+def test_llama4_chunked_layers_get_their_own_kv_pool():
+    """The memory plan and the simulated engine keep only a chunk of KV on chunked layers, as
+    the real engine does, so a Llama 4 budget holds far more context tokens."""
+    import dataclasses
+
+    from intaglio.toolkit.memory import plan_memory
+
+    cfg = load_model_config("llama-4-scout")
+    hw = load_hardware("h200")
+    plan = plan_memory(cfg, hw, tp=2, max_num_seqs=4, max_num_batched_tokens=2048)
+    whole = plan_memory(
+        dataclasses.replace(cfg, attention_chunk_size=None),
+        hw,
+        tp=2,
+        max_num_seqs=4,
+        max_num_batched_tokens=2048,
+    )
+    assert plan.num_local_kv_blocks > 0 and whole.num_local_kv_blocks == 0
+    assert plan.kv_capacity_tokens > 2 * whole.kv_capacity_tokens
+    model = StepCostModel(cfg, hw, [], plan.weight_bytes)
+    ex = SimulatedExecutor(
+        model, plan.num_kv_blocks, 16, num_local_kv_blocks=plan.num_local_kv_blocks
+    )
+    wl = synthetic_workload(12, "uniform:9000:20000", "fixed:32", rate=4.0, seed=1)
+    result = simulate(wl, ex, SchedulerSettings(4, 2048))
+    assert all(t.num_output_tokens == 32 for t in result.timings)
