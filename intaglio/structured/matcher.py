@@ -20,6 +20,7 @@ from collections import OrderedDict
 import numpy as np
 
 from intaglio.structured.automaton import Automaton
+from intaglio.structured.loops import loop_top_walk
 from intaglio.structured.trie import expand_ranges
 from intaglio.structured.vocab import TokenizerInfo
 
@@ -122,8 +123,16 @@ class GrammarRuntime:
         """
         key = (d, root)
         got = self._top.get(key)
-        if got is not None:
-            return got
+        if got is None:
+            # A big loop (a string body) is walked once per vocabulary and shared.
+            got = loop_top_walk(self.automaton, self.vocab, d, root)
+            if got is None:
+                got = self._trie_walk(d, root)
+            self._top[key] = got
+        return got
+
+    def _trie_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The direct walk from d over the whole token trie with this grammar's table."""
         a, trie = self.automaton, self.trie
         # At the root nothing can return, so only call edges make a token uncertain.
         nodes = np.zeros(1, dtype=np.int64)
@@ -171,8 +180,7 @@ class GrammarRuntime:
             if unc_lo
             else empty
         )
-        self._top[key] = got = (acc, unc)
-        return got
+        return acc, unc
 
     def _finish_tail(
         self,
