@@ -31,6 +31,8 @@ _MASK_CACHE_BYTES = 256 * 2**20
 # Below this many live trie nodes and tokens under them, a walk finishes in Python.
 _TAIL_NODES = 16
 _TAIL_TOKENS = 128
+# A trie level is stepped whole while at least this share of the level above is alive.
+_DENSE_SHARE = 0.25
 
 
 class GrammarRuntime:
@@ -135,13 +137,41 @@ class GrammarRuntime:
         """The direct walk from d over the whole token trie with this grammar's table."""
         a, trie = self.automaton, self.trie
         # At the root nothing can return, so only call edges make a token uncertain.
-        nodes = np.zeros(1, dtype=np.int64)
         states = np.array([d], dtype=np.int64)
         crossed = np.zeros(1, dtype=bool)
         accepted: list[np.ndarray] = []
         unc_lo: list[np.ndarray] = []
         unc_hi: list[np.ndarray] = []
-        for j in range(1, trie.depth + 1):
+        # Dense levels: while most nodes are alive, step every node of the level at once (the
+        # dead state loops to itself), which beats gathering the children of live nodes.
+        first = 1
+        live_all = np.zeros(trie.level_start[-1], dtype=bool)  # dense levels' live nodes
+        while first <= trie.depth:
+            live_prev = int(np.count_nonzero(states))
+            if not live_prev or (first > 1 and live_prev < _DENSE_SHARE * states.size):
+                break
+            j, parent = first, trie.parent[first]
+            parent_state = states[parent]
+            todo = parent_state[~a.row_done[parent_state]]
+            if todo.size:
+                a.fill_rows(todo)
+            exits = a.exitable & ~a.accepting if root else a.exitable
+            parent_cross = crossed[parent]
+            if j > 1:
+                parent_cross = parent_cross | exits[parent_state]
+            flat = (parent_state << 8) | trie.byte[j]
+            nxt = np.take(a.table.reshape(-1), flat).astype(np.int64)
+            handoff = np.flatnonzero((nxt == 0) & (parent_state != 0) & parent_cross)
+            if handoff.size:
+                unc_lo.append(trie.tok_lo[j][handoff])
+                unc_hi.append(trie.tok_hi[j][handoff])
+            live_all[trie.level_start[j] : trie.level_start[j + 1]] = nxt != 0
+            states, crossed = nxt, parent_cross
+            first += 1
+        accepted.append(np.flatnonzero(live_all[trie.end_node]))
+        nodes = np.flatnonzero(states)
+        states, crossed = states[nodes], crossed[nodes]
+        for j in range(first, trie.depth + 1):
             if nodes.size <= _TAIL_NODES:
                 tok_lo, tok_hi = trie.tok_lo[j - 1][nodes], trie.tok_hi[j - 1][nodes]
                 if int((tok_hi - tok_lo).sum()) <= _TAIL_TOKENS:
