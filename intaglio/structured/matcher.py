@@ -33,6 +33,7 @@ _TAIL_NODES = 16
 _TAIL_TOKENS = 128
 # A trie level is stepped whole while at least this share of the level above is alive.
 _DENSE_SHARE = 0.25
+_GROUP_MIN = 32
 
 
 class GrammarRuntime:
@@ -50,6 +51,8 @@ class GrammarRuntime:
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
         self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
         self.trie = vocab.trie
+        # Uncertain tokens in a group this small are walked one by one (tests lower it).
+        self.group_min = _GROUP_MIN
 
     # ------------------------------------------------------------ byte-level matching
     def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
@@ -245,6 +248,47 @@ class GrammarRuntime:
                     accepted.append(pos)
         return np.array(accepted, dtype=np.int64), np.array(uncertain, dtype=np.int64)
 
+    def _walk_uncertain(self, start: State, ids: np.ndarray, allowed: np.ndarray) -> None:
+        """Set allowed[t] for the tokens t in ids that the full parser state can read.
+
+        Tokens sharing a prefix share its walk: groups of tokens (runs of the sorted order)
+        are split by their next byte, one memoised `advance` per distinct prefix, so the many
+        tokens that die a byte or two in (" the", " of", ... where a value may start) cost a
+        few steps rather than one Python walk each. Small groups finish token by token.
+        """
+        if not ids.size:
+            return
+        trie, tokens = self.trie, self.vocab.token_bytes
+        toks = trie.order[np.sort(trie.rank[ids])]
+        lens = self.vocab.lengths[toks]
+        memo, advance = self._advance, self.advance
+        work = [(0, len(toks), start, 0)]
+        while work:
+            lo, hi, state, j = work.pop()
+            if hi - lo <= self.group_min:
+                for t in toks[lo:hi].tolist():
+                    cur = state
+                    for byte in tokens[t][j:]:  # type: ignore[index]
+                        nxt = memo.get((cur, byte))
+                        cur = advance(cur, byte) if nxt is None else nxt
+                        if not cur:
+                            break
+                    else:
+                        allowed[t] = True
+                continue
+            # Tokens that end at this prefix sort first in their group.
+            ended = int(np.count_nonzero(lens[lo:hi] == j))
+            allowed[toks[lo : lo + ended]] = True
+            lo += ended
+            if lo == hi:
+                continue
+            col = self.vocab.matrix[toks[lo:hi], j]
+            cuts = (np.flatnonzero(col[1:] != col[:-1]) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, hi - lo], strict=True):
+                nxt = advance(state, int(col[a]))
+                if nxt:
+                    work.append((lo + a, lo + b, nxt, j + 1))
+
     def mask(self, state: State) -> np.ndarray:
         """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
         got = self._masks.get(state)
@@ -252,21 +296,10 @@ class GrammarRuntime:
             return got
         consumers, can_end = self.info(state)
         allowed = np.zeros(self.vocab.vocab_size, dtype=bool)
-        tokens = self.vocab.token_bytes
         for st in consumers:
             accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
             allowed[accepted] = True
-            start: State = frozenset({st})
-            memo, advance = self._advance, self.advance
-            for u in uncertain[~allowed[uncertain]].tolist():
-                cur = start
-                for byte in tokens[u]:  # type: ignore[union-attr]
-                    nxt = memo.get((cur, byte))
-                    cur = advance(cur, byte) if nxt is None else nxt
-                    if not cur:
-                        break
-                else:
-                    allowed[u] = True
+            self._walk_uncertain(frozenset({st}), uncertain[~allowed[uncertain]], allowed)
         if can_end:
             allowed[list(self.vocab.eos_token_ids)] = True
         packed = np.packbits(allowed, bitorder="little")

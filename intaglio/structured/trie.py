@@ -25,6 +25,8 @@ class TokenTrie:
         ids = [i for i, b in enumerate(token_bytes) if b]
         ids.sort(key=lambda i: token_bytes[i])  # type: ignore[arg-type, return-value]
         self.order = np.array(ids, dtype=np.int64)  # sorted position -> token id
+        self.rank = np.zeros(len(token_bytes), dtype=np.int64)  # token id -> sorted position
+        self.rank[self.order] = np.arange(len(ids))
         lengths = np.array([len(token_bytes[i]) for i in ids], dtype=np.int64)  # type: ignore[arg-type]
         width = int(lengths.max(initial=0))
         flat = b"".join(token_bytes[i].ljust(width, b"\0") for i in ids)  # type: ignore[union-attr]

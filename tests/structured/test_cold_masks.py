@@ -1,4 +1,5 @@
-"""The shared loop walk (string bodies) equals the direct trie walk, and is shared."""
+"""Cold-mask paths: the shared loop walk (string bodies) equals the direct trie walk and is
+shared; uncertain tokens walked in prefix groups get the same verdict as a bytewise walk."""
 
 from __future__ import annotations
 
@@ -76,3 +77,29 @@ def test_loop_walk_equals_trie_walk_on_gpt2_vocab_and_is_shared() -> None:
     assert m.accept_bytes(b'{"zz": "')
     m.allowed_token_ids()
     assert len(cache) == before
+
+
+@pytest.mark.parametrize(
+    "schema, prefix",
+    [(s, b"") for s in SCHEMAS] + [(SCHEMAS[2], b'{"c": '), (SCHEMAS[2], b'{"c": {"c": {"s": "x"')],
+)
+def test_grouped_uncertain_walk_equals_bytewise_walk(schema: dict, prefix: bytes) -> None:
+    words = [b"a", b"ab", b"1", b"}", b"},", b"}}", b"]", b'"', b'"x', b"null", b'{"', b'{"c": {']
+    vocab = byte_vocab(EXTRA + [p + w for p in (b"", b" ", b"  ", b", ", b'": ') for w in words])
+    for seed in range(3):
+        m = compile_spec(vocab, json_schema=schema).matcher()
+        assert m.accept_bytes(prefix)
+        m.runtime.group_min = 0  # every uncertain token goes through the prefix groups
+        rng = np.random.default_rng(seed)
+        for _ in range(25):
+            got = set(m.allowed_token_ids().tolist())
+            want = {
+                t
+                for t, data in enumerate(vocab.token_bytes)
+                if data and m.runtime.advance_bytes(m.state, data)
+            }
+            assert got - set(vocab.eos_token_ids) == want
+            ids = np.array(sorted(want))
+            if not ids.size:
+                break
+            assert m.accept_token(int(rng.choice(ids)))
