@@ -18,7 +18,7 @@ The union is exactly what the direct trie walk from the entry state gives.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,7 @@ _REGION_DEPTH = 3  # UTF-8 sequences return within 3 bytes; longer escapes just 
 _REGION_STATES = 32
 _CACHE_ENTRIES = 32
 _EXIT = -1
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -109,11 +110,12 @@ def loop_shape(
 
 def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray) -> LoopWalk:
     """The trie walk from local state 1 through `table` (cached per vocabulary and shape)."""
-    cache: OrderedDict[bytes, LoopWalk] = trie.__dict__.setdefault("loop_walks", OrderedDict())
-    got = cache.get(key)
-    if got is not None:
-        cache.move_to_end(key)
-        return got
+    cache = trie.loop_walks
+    with _CACHE_LOCK:  # grammars on several threads share it
+        got = cache.get(key)
+        if got is not None:
+            cache.move_to_end(key)
+            return got
     nodes = np.zeros(1, dtype=np.int64)
     states = np.ones(1, dtype=np.int64)
     crossed = np.zeros(1, dtype=bool)
@@ -159,9 +161,10 @@ def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray)
         exit_src=np.repeat(np.concatenate(ex_src), counts),
         exit_crossed=np.repeat(np.concatenate(ex_cr), counts),
     )
-    cache[key] = got
-    if len(cache) > _CACHE_ENTRIES:
-        cache.popitem(last=False)
+    with _CACHE_LOCK:
+        cache[key] = got
+        if len(cache) > _CACHE_ENTRIES:
+            cache.popitem(last=False)
     return got
 
 

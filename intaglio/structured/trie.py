@@ -7,6 +7,9 @@ single range. All arrays are numpy, built once per vocabulary without a Python l
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import numpy as np
 
 
@@ -78,3 +81,5 @@ class TokenTrie:
             node_of = node_of.copy()
             node_of[sel] = node
         self.depth = width
+        # Walks through DFA loops, shared by every grammar over this vocabulary (loops.py).
+        self.loop_walks: OrderedDict[bytes, Any] = OrderedDict()

@@ -69,7 +69,7 @@ def test_loop_walk_equals_trie_walk_on_gpt2_vocab_and_is_shared() -> None:
         DATA / "tokenizers" / "gpt2" / "vocab.json", eos_token_ids=(50256,)
     )
     assert _check_states(vocab, SCHEMAS[0], 12, 0, prefix=b'{"a": "') > 0
-    cache = vocab.trie.__dict__["loop_walks"]
+    cache = vocab.trie.loop_walks
     before = len(cache)
     # Another schema with a free string reuses the walk: no new cache entry for it.
     other = {"type": "object", "properties": {"zz": {"type": "string"}}, "required": ["zz"]}
