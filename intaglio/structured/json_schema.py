@@ -38,7 +38,7 @@ from intaglio.structured.json_schema_keywords import (
     search,
 )
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
-from intaglio.structured.regex import regex_to_ir
+from intaglio.structured.regex import regex_to_ir, top_level_branches
 
 # Characters a JSON string may hold unescaped: anything but `"`, `\` and controls.
 _UNESCAPED = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0x10FFFF)]
@@ -331,6 +331,11 @@ class JsonSchemaCompiler:
 
     def pattern(self, pattern: str) -> Node:
         """JSON Schema patterns search (unanchored) unless anchored with ^ and $."""
+        branches = top_level_branches(pattern)
+        if len(branches) > 1 and any(b.startswith("^") or b.endswith("$") for b in branches):
+            # Anchors inside `a|^b$`: a search for the alternation finds a match exactly when
+            # one of the branches, searched on its own, does.
+            return alt(*(self.pattern(b) for b in branches))
         anchored_start = pattern.startswith("^")
         anchored_end = pattern.endswith("$") and not pattern.endswith("\\$")
         core = pattern[1 if anchored_start else 0 : len(pattern) - (1 if anchored_end else 0)]
