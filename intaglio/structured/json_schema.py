@@ -35,6 +35,7 @@ from intaglio.structured.json_schema_keywords import (
     count,
     disjoint,
     json_type,
+    name_matches,
     search,
 )
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
@@ -395,8 +396,10 @@ class JsonSchemaCompiler:
             extra_allowed = schema.get("additionalProperties") not in (None, False)
             if extra_allowed or any(search(p, n) for p in patterns for n in names_written):
                 raise GrammarError("JSON Schema keyword 'patternProperties' is not supported")
+        names_schema = schema.get("propertyNames", {})
+        if names_schema not in ({}, True):
+            self.check_property_names(schema, names_schema)
         for key in (
-            "propertyNames",
             "dependencies",
             "dependentRequired",
             "dependentSchemas",
@@ -450,6 +453,25 @@ class JsonSchemaCompiler:
                         node = alt(node, Ref(f"{base}{i + 1}_{wrote}"))
                 self.rules[f"{base}{i}_{wrote}"] = node
         return seq(literal("{"), ws, Ref(f"{base}0_0"), ws, literal("}"))
+
+    def check_property_names(self, schema: dict[str, Any], names_schema: Any) -> None:
+        """`propertyNames: {pattern}` holds by construction when no free key can be written
+        (additionalProperties absent or false) and every name we may write matches."""
+        if (
+            not isinstance(names_schema, dict)
+            or "pattern" not in names_schema
+            or not set(names_schema) <= {"pattern", "type"}
+            or names_schema.get("type", "string") != "string"
+            or schema.get("additionalProperties") not in (None, False)
+        ):
+            raise GrammarError("JSON Schema keyword 'propertyNames' is not supported")
+        pattern = names_schema["pattern"]
+        node = self.pattern(pattern)
+        for name in [*schema.get("properties", {}), *schema.get("required", [])]:
+            if not name_matches(pattern, node, name):
+                raise GrammarError(
+                    f"property {name!r} may not match propertyNames pattern {pattern!r}"
+                )
 
     def key_not_in(self, names: list[str]) -> Node:
         """String bodies other than the given keys: a trie that must leave every key's path."""
