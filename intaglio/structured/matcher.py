@@ -6,11 +6,13 @@ frames below are where each caller resumes. Before reading a byte a stack is *ex
 accepting top may return to its caller, and call edges push the callee's start.
 
 Masks, after xgrammar's split of context-independent and context-dependent tokens: for the top
-DFA state alone, one numpy walk over the [vocab, max_len] byte matrix classifies every token as
+DFA state alone, one numpy walk down the token trie (trie.py) classifies every token as
 accepted (its bytes stay inside the top rule), rejected (they leave it dead without ever
 passing a point where the rule could return or call) or uncertain (they cross such a point).
-Only the uncertain ones are walked through the full stack in Python. Finished masks are cached
-per parser state as packed bits, so a repeated state costs one dict lookup and a copy.
+Only the uncertain ones are walked through the full stack, in groups sharing a prefix.
+Finished masks are cached per parser state as packed bits, so a repeated state costs one dict
+lookup and a copy. A top state inside a big loop (a string body) takes its walk from the
+vocabulary-wide cache in loops.py instead.
 """
 
 from __future__ import annotations
