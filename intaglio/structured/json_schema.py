@@ -35,10 +35,11 @@ from intaglio.structured.json_schema_keywords import (
     count,
     disjoint,
     json_type,
+    name_matches,
     search,
 )
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
-from intaglio.structured.regex import regex_to_ir
+from intaglio.structured.regex import regex_to_ir, top_level_branches
 
 # Characters a JSON string may hold unescaped: anything but `"`, `\` and controls.
 _UNESCAPED = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0x10FFFF)]
@@ -331,6 +332,11 @@ class JsonSchemaCompiler:
 
     def pattern(self, pattern: str) -> Node:
         """JSON Schema patterns search (unanchored) unless anchored with ^ and $."""
+        branches = top_level_branches(pattern)
+        if len(branches) > 1 and any(b.startswith("^") or b.endswith("$") for b in branches):
+            # Anchors inside `a|^b$`: a search for the alternation finds a match exactly when
+            # one of the branches, searched on its own, does.
+            return alt(*(self.pattern(b) for b in branches))
         anchored_start = pattern.startswith("^")
         anchored_end = pattern.endswith("$") and not pattern.endswith("\\$")
         core = pattern[1 if anchored_start else 0 : len(pattern) - (1 if anchored_end else 0)]
@@ -390,8 +396,10 @@ class JsonSchemaCompiler:
             extra_allowed = schema.get("additionalProperties") not in (None, False)
             if extra_allowed or any(search(p, n) for p in patterns for n in names_written):
                 raise GrammarError("JSON Schema keyword 'patternProperties' is not supported")
+        names_schema = schema.get("propertyNames", {})
+        if names_schema not in ({}, True):
+            self.check_property_names(schema, names_schema)
         for key in (
-            "propertyNames",
             "dependencies",
             "dependentRequired",
             "dependentSchemas",
@@ -445,6 +453,25 @@ class JsonSchemaCompiler:
                         node = alt(node, Ref(f"{base}{i + 1}_{wrote}"))
                 self.rules[f"{base}{i}_{wrote}"] = node
         return seq(literal("{"), ws, Ref(f"{base}0_0"), ws, literal("}"))
+
+    def check_property_names(self, schema: dict[str, Any], names_schema: Any) -> None:
+        """`propertyNames: {pattern}` holds by construction when no free key can be written
+        (additionalProperties absent or false) and every name we may write matches."""
+        if (
+            not isinstance(names_schema, dict)
+            or "pattern" not in names_schema
+            or not set(names_schema) <= {"pattern", "type"}
+            or names_schema.get("type", "string") != "string"
+            or schema.get("additionalProperties") not in (None, False)
+        ):
+            raise GrammarError("JSON Schema keyword 'propertyNames' is not supported")
+        pattern = names_schema["pattern"]
+        node = self.pattern(pattern)
+        for name in [*schema.get("properties", {}), *schema.get("required", [])]:
+            if not name_matches(pattern, node, name):
+                raise GrammarError(
+                    f"property {name!r} may not match propertyNames pattern {pattern!r}"
+                )
 
     def key_not_in(self, names: list[str]) -> Node:
         """String bodies other than the given keys: a trie that must leave every key's path."""

@@ -7,7 +7,8 @@ import json
 import re
 from typing import Any
 
-from intaglio.structured.ir import GrammarError
+from intaglio.structured.automaton import Automaton
+from intaglio.structured.ir import Grammar, GrammarError, Node
 
 # Keywords that only annotate; they never change which instances validate.
 ANNOTATIONS = {
@@ -176,3 +177,23 @@ def _excludes(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def _disjoint_consts(a: Any, b: Any) -> bool:
     ca, cb = _constants(a), _constants(b)
     return ca is not None and cb is not None and not set(ca) & set(cb)
+
+
+def name_matches(pattern: str, node: Node, name: str) -> bool:
+    """Whether a property name surely satisfies a `pattern` (search semantics): Python's `re`
+    (ASCII classes, no newline to trip `$`) and our own automaton for `node`, the pattern's
+    IR, must both say yes, so a dialect difference can only refuse, never accept."""
+    if "\n" in name:
+        return False
+    try:
+        if re.search(pattern, name, flags=re.ASCII) is None:
+            return False
+    except re.error:
+        return False
+    a = Automaton(Grammar({"root": node}))
+    d = a.start
+    for b in name.encode():
+        d = a.step(d, b)
+        if not d:
+            return False
+    return bool(a.accepting[d])

@@ -6,11 +6,13 @@ frames below are where each caller resumes. Before reading a byte a stack is *ex
 accepting top may return to its caller, and call edges push the callee's start.
 
 Masks, after xgrammar's split of context-independent and context-dependent tokens: for the top
-DFA state alone, one numpy walk over the [vocab, max_len] byte matrix classifies every token as
+DFA state alone, one numpy walk down the token trie (trie.py) classifies every token as
 accepted (its bytes stay inside the top rule), rejected (they leave it dead without ever
 passing a point where the rule could return or call) or uncertain (they cross such a point).
-Only the uncertain ones are walked through the full stack in Python. Finished masks are cached
-per parser state as packed bits, so a repeated state costs one dict lookup and a copy.
+Only the uncertain ones are walked through the full stack, in groups sharing a prefix.
+Finished masks are cached per parser state as packed bits, so a repeated state costs one dict
+lookup and a copy. A top state inside a big loop (a string body) takes its walk from the
+vocabulary-wide cache in loops.py instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from intaglio.structured.automaton import Automaton
+from intaglio.structured.loops import loop_top_walk
 from intaglio.structured.trie import expand_ranges
 from intaglio.structured.vocab import TokenizerInfo
 
@@ -30,6 +33,9 @@ _MASK_CACHE_BYTES = 256 * 2**20
 # Below this many live trie nodes and tokens under them, a walk finishes in Python.
 _TAIL_NODES = 16
 _TAIL_TOKENS = 128
+# A trie level is stepped whole while at least this share of the level above is alive.
+_DENSE_SHARE = 0.25
+_GROUP_MIN = 32
 
 
 class GrammarRuntime:
@@ -47,6 +53,8 @@ class GrammarRuntime:
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
         self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
         self.trie = vocab.trie
+        # Uncertain tokens in a group this small are walked one by one (tests lower it).
+        self.group_min = _GROUP_MIN
 
     # ------------------------------------------------------------ byte-level matching
     def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
@@ -122,17 +130,53 @@ class GrammarRuntime:
         """
         key = (d, root)
         got = self._top.get(key)
-        if got is not None:
-            return got
+        if got is None:
+            # A big loop (a string body) is walked once per vocabulary and shared.
+            got = loop_top_walk(self.automaton, self.vocab, d, root)
+            if got is None:
+                got = self._trie_walk(d, root)
+            self._top[key] = got
+        return got
+
+    def _trie_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The direct walk from d over the whole token trie with this grammar's table."""
         a, trie = self.automaton, self.trie
         # At the root nothing can return, so only call edges make a token uncertain.
-        nodes = np.zeros(1, dtype=np.int64)
         states = np.array([d], dtype=np.int64)
         crossed = np.zeros(1, dtype=bool)
         accepted: list[np.ndarray] = []
         unc_lo: list[np.ndarray] = []
         unc_hi: list[np.ndarray] = []
-        for j in range(1, trie.depth + 1):
+        # Dense levels: while most nodes are alive, step every node of the level at once (the
+        # dead state loops to itself), which beats gathering the children of live nodes.
+        first = 1
+        live_all = np.zeros(trie.level_start[-1], dtype=bool)  # dense levels' live nodes
+        while first <= trie.depth:
+            live_prev = int(np.count_nonzero(states))
+            if not live_prev or (first > 1 and live_prev < _DENSE_SHARE * states.size):
+                break
+            j, parent = first, trie.parent[first]
+            parent_state = states[parent]
+            todo = parent_state[~a.row_done[parent_state]]
+            if todo.size:
+                a.fill_rows(todo)
+            exits = a.exitable & ~a.accepting if root else a.exitable
+            parent_cross = crossed[parent]
+            if j > 1:
+                parent_cross = parent_cross | exits[parent_state]
+            flat = (parent_state << 8) | trie.byte[j]
+            nxt = np.take(a.table.reshape(-1), flat).astype(np.int64)
+            handoff = np.flatnonzero((nxt == 0) & (parent_state != 0) & parent_cross)
+            if handoff.size:
+                unc_lo.append(trie.tok_lo[j][handoff])
+                unc_hi.append(trie.tok_hi[j][handoff])
+            live_all[trie.level_start[j] : trie.level_start[j + 1]] = nxt != 0
+            states, crossed = nxt, parent_cross
+            first += 1
+        accepted.append(np.flatnonzero(live_all[trie.end_node]))
+        nodes = np.flatnonzero(states)
+        states, crossed = states[nodes], crossed[nodes]
+        for j in range(first, trie.depth + 1):
             if nodes.size <= _TAIL_NODES:
                 tok_lo, tok_hi = trie.tok_lo[j - 1][nodes], trie.tok_hi[j - 1][nodes]
                 if int((tok_hi - tok_lo).sum()) <= _TAIL_TOKENS:
@@ -171,8 +215,7 @@ class GrammarRuntime:
             if unc_lo
             else empty
         )
-        self._top[key] = got = (acc, unc)
-        return got
+        return acc, unc
 
     def _finish_tail(
         self,
@@ -207,6 +250,47 @@ class GrammarRuntime:
                     accepted.append(pos)
         return np.array(accepted, dtype=np.int64), np.array(uncertain, dtype=np.int64)
 
+    def _walk_uncertain(self, start: State, ids: np.ndarray, allowed: np.ndarray) -> None:
+        """Set allowed[t] for the tokens t in ids that the full parser state can read.
+
+        Tokens sharing a prefix share its walk: groups of tokens (runs of the sorted order)
+        are split by their next byte, one memoised `advance` per distinct prefix, so the many
+        tokens that die a byte or two in (" the", " of", ... where a value may start) cost a
+        few steps rather than one Python walk each. Small groups finish token by token.
+        """
+        if not ids.size:
+            return
+        trie, tokens = self.trie, self.vocab.token_bytes
+        toks = trie.order[np.sort(trie.rank[ids])]
+        lens = self.vocab.lengths[toks]
+        memo, advance = self._advance, self.advance
+        work = [(0, len(toks), start, 0)]
+        while work:
+            lo, hi, state, j = work.pop()
+            if hi - lo <= self.group_min:
+                for t in toks[lo:hi].tolist():
+                    cur = state
+                    for byte in tokens[t][j:]:  # type: ignore[index]
+                        nxt = memo.get((cur, byte))
+                        cur = advance(cur, byte) if nxt is None else nxt
+                        if not cur:
+                            break
+                    else:
+                        allowed[t] = True
+                continue
+            # Tokens that end at this prefix sort first in their group.
+            ended = int(np.count_nonzero(lens[lo:hi] == j))
+            allowed[toks[lo : lo + ended]] = True
+            lo += ended
+            if lo == hi:
+                continue
+            col = self.vocab.matrix[toks[lo:hi], j]
+            cuts = (np.flatnonzero(col[1:] != col[:-1]) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, hi - lo], strict=True):
+                nxt = advance(state, int(col[a]))
+                if nxt:
+                    work.append((lo + a, lo + b, nxt, j + 1))
+
     def mask(self, state: State) -> np.ndarray:
         """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
         got = self._masks.get(state)
@@ -214,21 +298,10 @@ class GrammarRuntime:
             return got
         consumers, can_end = self.info(state)
         allowed = np.zeros(self.vocab.vocab_size, dtype=bool)
-        tokens = self.vocab.token_bytes
         for st in consumers:
             accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
             allowed[accepted] = True
-            start: State = frozenset({st})
-            memo, advance = self._advance, self.advance
-            for u in uncertain[~allowed[uncertain]].tolist():
-                cur = start
-                for byte in tokens[u]:  # type: ignore[union-attr]
-                    nxt = memo.get((cur, byte))
-                    cur = advance(cur, byte) if nxt is None else nxt
-                    if not cur:
-                        break
-                else:
-                    allowed[u] = True
+            self._walk_uncertain(frozenset({st}), uncertain[~allowed[uncertain]], allowed)
         if can_end:
             allowed[list(self.vocab.eos_token_ids)] = True
         packed = np.packbits(allowed, bitorder="little")

@@ -246,3 +246,54 @@ def regex_to_ir(pattern: str, exclude: list[tuple[int, int]] | None = None) -> N
     where `"`, `\\` and control characters must not appear unescaped).
     """
     return _Parser(pattern, exclude or []).parse()
+
+
+def top_level_branches(pattern: str) -> list[str]:
+    """The `|`-separated branches of pattern at nesting depth 0, looking through one group
+    that wraps the whole pattern (`(?:a|b)` or `(a|b)`); [pattern] when there is no `|`."""
+    body = pattern
+    if (body.startswith("(?:") or body.startswith("(") and not body.startswith("(?")) and (
+        _group_end(body) == len(body) - 1
+    ):
+        body = body[3:-1] if body.startswith("(?:") else body[1:-1]
+    out, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(body[start:i])
+            start = i + 1
+        i += 1
+    return [*out, body[start:]] if out else [pattern]
+
+
+def _group_end(pattern: str) -> int:
+    """Index of the `)` closing the group opened at index 0 (-1 if unbalanced)."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1

@@ -1,0 +1,69 @@
+"""Patterns with anchors inside a top-level alternation (against `re.search` on every short
+string over a small alphabet), and `propertyNames` patterns checked on the names we write."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import jsonschema
+import numpy as np
+import pytest
+
+from intaglio.structured import StructuredOutputError
+from intaglio.structured.regex import top_level_branches
+from tests.structured.helpers import byte_vocab, compile_spec, generate
+
+PATTERNS = [r"(?:$|^[a-z][a-z0-9]*)", r"^a$|b", r"(^ab|c$)", r"^a|b$|^$", r"(?:^[0-9]+$|x)"]
+
+
+def test_top_level_branches_respect_groups_classes_and_escapes() -> None:
+    assert top_level_branches(r"(?:$|^a)") == ["$", "^a"]
+    assert top_level_branches(r"(a)|(b)") == ["(a)", "(b)"]
+    assert top_level_branches(r"[|]a\|b(c|d)") == [r"[|]a\|b(c|d)"]
+    assert top_level_branches(r"(a|b)c") == [r"(a|b)c"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_anchored_branches_accept_exactly_what_re_search_accepts(pattern: str) -> None:
+    vocab = byte_vocab()
+    compiled = compile_spec(vocab, json_schema={"type": "string", "pattern": pattern})
+    for n in range(4):
+        for chars in itertools.product("ab1x", repeat=n):
+            text = "".join(chars)
+            m = compiled.matcher()
+            whole = m.accept_bytes(f'"{text}"'.encode()) and m.can_end
+            assert whole == bool(re.search(pattern, text)), (pattern, text)
+
+
+NAMES = {"pattern": "^[a-z_][a-z0-9_]*$"}
+
+
+def test_property_names_hold_when_every_written_name_matches() -> None:
+    schema = {
+        "type": "object",
+        "propertyNames": NAMES,
+        "properties": {"ab_1": {"type": "integer"}, "c": {"type": "string", "maxLength": 3}},
+        "required": ["ab_1"],
+        "additionalProperties": False,
+    }
+    compiled = compile_spec(byte_vocab(), json_schema=schema)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        text = generate(compiled.matcher(), rng, steps=int(rng.integers(0, 20)))
+        jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.parametrize(
+    "schema, message",
+    [
+        ({"propertyNames": NAMES, "properties": {"Bad": {}}}, "may not match propertyNames"),
+        ({"propertyNames": NAMES, "required": ["x-y"]}, "may not match propertyNames"),
+        ({"propertyNames": NAMES, "additionalProperties": True}, "'propertyNames'"),
+        ({"propertyNames": {"maxLength": 3}}, "'propertyNames'"),
+    ],
+)
+def test_property_names_we_cannot_guarantee_are_refused(schema: dict, message: str) -> None:
+    with pytest.raises(StructuredOutputError, match=message):
+        compile_spec(byte_vocab(), json_schema={"type": "object", **schema})
