@@ -10,6 +10,7 @@ lookaround, word boundaries and inline flags cannot be expressed by an automaton
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 from intaglio.structured.ir import (
     EMPTY,
@@ -256,29 +257,24 @@ def top_level_branches(pattern: str) -> list[str]:
         _group_end(body) == len(body) - 1
     ):
         body = body[3:-1] if body.startswith("(?:") else body[1:-1]
-    out, depth, start, i, in_class = [], 0, 0, 0, False
-    while i < len(body):
-        c = body[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
+    out, start = [], 0
+    for i, c, depth in _structure(body):
+        if c == "|" and depth == 0:
             out.append(body[start:i])
             start = i + 1
-        i += 1
     return [*out, body[start:]] if out else [pattern]
 
 
 def _group_end(pattern: str) -> int:
     """Index of the `)` closing the group opened at index 0 (-1 if unbalanced)."""
+    for i, c, depth in _structure(pattern):
+        if c == ")" and depth == 0:
+            return i
+    return -1
+
+
+def _structure(pattern: str) -> Iterator[tuple[int, str, int]]:
+    """(index, char, group depth after it) of each char outside escapes and classes."""
     depth, i, in_class = 0, 0, False
     while i < len(pattern):
         c = pattern[i]
@@ -289,11 +285,7 @@ def _group_end(pattern: str) -> int:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            depth += (c == "(") - (c == ")")
+            yield i, c, depth
         i += 1
-    return -1
