@@ -79,12 +79,16 @@ class BlockManager:
         path = cache.match(tokens, max_blocks, request.cache_salt)
         return path[: len(path) - len(path) % self._hit_granularity]
 
-    def blocks_to_admit(self, request: Request, token_budget: int) -> int:
-        """New blocks a request without KV needs for its cached prefix plus its first chunk."""
+    def _first_chunk(self, request: Request, token_budget: int) -> tuple[list[Node], int, int]:
+        """(cached prefix nodes, tokens of the first chunk, new blocks they need together)."""
         path = self.cached_prefix(request)
         num_cached = len(path) * self.block_size
         num_new = min(request.num_tokens - num_cached, token_budget)
-        return self.blocks_needed(num_cached + num_new) - len(path)
+        return path, num_new, self.blocks_needed(num_cached + num_new) - len(path)
+
+    def blocks_to_admit(self, request: Request, token_budget: int) -> int:
+        """New blocks a request without KV needs for its cached prefix plus its first chunk."""
+        return self._first_chunk(request, token_budget)[2]
 
     def admit(self, request: Request, token_budget: int) -> int | None:
         """Give a request without KV its cached prefix and blocks for its first chunk.
@@ -92,10 +96,8 @@ class BlockManager:
         Returns the chunk's token count, or None (and changes nothing) when blocks run short.
         """
         assert not request.block_ids and request.num_computed_tokens == 0
-        path = self.cached_prefix(request)
+        path, num_new, needed = self._first_chunk(request, token_budget)
         num_cached = len(path) * self.block_size
-        num_new = min(request.num_tokens - num_cached, token_budget)
-        needed = self.blocks_needed(num_cached + num_new) - len(path)
         # Cached blocks nobody references count as available until this request takes them.
         reclaimed = sum(1 for node in path if self.pool.ref_counts[node.block_id] == 0)
         if needed > self.pool.num_available - reclaimed:
