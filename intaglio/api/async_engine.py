@@ -249,7 +249,6 @@ class AsyncEngine:
                 if needs_step or self.engine.has_unfinished():
                     needs_step = False
                     self._step()
-                self._publish_stats()
                 # Let the event loop have the GIL between steps: with small models a step is
                 # mostly Python, and without this the HTTP side would wait for the 5 ms switch.
                 time.sleep(0)
@@ -325,6 +324,7 @@ class AsyncEngine:
         """After a failed step: abort everything, flush the aborts, fail the callers."""
         failed = list(self._live)
         self._abort_everything()
+        self._publish_stats()
         self._post(self._dispatch, [RequestOutput.failed(rid, message) for rid in failed])
 
     def _abort_everything(self) -> None:

@@ -49,7 +49,6 @@ class Scheduler:
         self._siblings: dict[str, list[Request]] = {}
         self._seq = itertools.count()
         self._scheduled_now: set[int] = set()  # id() of requests given tokens this step
-        self._under_pressure = False
         self.num_preemptions = 0
         self.num_computed_tokens = 0  # tokens run through the model so far (all steps)
         self.num_new_waiting = 0  # never-scheduled requests waiting (what max_num_waiting caps)
@@ -71,7 +70,11 @@ class Scheduler:
         if parent.status is not RequestStatus.RUNNING:
             self._enqueue(child)  # the parent holds no KV now; the child computes its own
             return
-        child.num_computed_tokens = min(parent.num_computed_tokens, child.num_tokens - 1)
+        self._run_forked(parent, child, min(parent.num_computed_tokens, child.num_tokens - 1))
+
+    def _run_forked(self, parent: Request, child: Request, num_computed: int) -> None:
+        """Start child running on parent's KV up to num_computed tokens (shared blocks)."""
+        child.num_computed_tokens = num_computed
         self.block_manager.fork(parent, child)
         child.status = RequestStatus.RUNNING
         self.running.append(child)
@@ -86,10 +89,10 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         self._scheduled_now.clear()
-        self._under_pressure = False  # some running request lacked blocks this step
         self.running.sort(key=self._rank)
         if self.policy == "priority":
             self._preempt_for_waiting(out)
+        num_displaced = len(out.preempted)  # by priority; later ones: running work lacked KV
         budget = self.max_num_batched_tokens
         decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
         has_prefill = len(decodes) < len(self.running) or bool(self.waiting)
@@ -99,7 +102,7 @@ class Scheduler:
         if run_prefills:
             prefills = [r for r in self.running if r.num_tokens - r.num_computed_tokens > 1]
             budget = self._schedule_running(prefills, budget, out)
-            if not self._under_pressure:
+            if len(out.preempted) == num_displaced:  # new work joins only without KV pressure
                 budget = self._admit_waiting(budget, out)
             if not out.scheduled and not run_decodes:  # no prefill could run: do not idle
                 self._schedule_running(decodes, budget, out)
@@ -121,7 +124,6 @@ class Scheduler:
     def _make_room(self, request: Request, num_new: int, out: SchedulerOutput) -> bool:
         """Allocate, preempting the lowest-ranked requests not yet scheduled this step."""
         while not self.block_manager.allocate(request, num_new):
-            self._under_pressure = True
             victim = next(r for r in reversed(self.running) if id(r) not in self._scheduled_now)
             self.running.remove(victim)
             self._preempt(victim)
@@ -132,8 +134,7 @@ class Scheduler:
 
     def _admit_waiting(self, budget: int, out: SchedulerOutput) -> int:
         for request in self._waiting_order():
-            seats = 1 + len(self._siblings.get(request.request_id, ()))
-            if budget <= 0 or len(self.running) + seats > self.max_num_seqs:
+            if budget <= 0 or len(self.running) + self._seats(request) > self.max_num_seqs:
                 break
             num_new = self.block_manager.admit(request, budget)
             if num_new is None:
@@ -147,6 +148,10 @@ class Scheduler:
             budget -= num_new
         return budget
 
+    def _seats(self, request: Request) -> int:
+        """Running slots a waiting request takes: itself and the siblings forked from it."""
+        return 1 + len(self._siblings.get(request.request_id, ()))
+
     def _waiting_order(self) -> list[Request]:
         if self.policy != "cache-aware" or len(self.waiting) > _CACHE_AWARE_MAX_WAITING:
             return list(self.waiting)
@@ -156,18 +161,18 @@ class Scheduler:
 
     def _preempt_for_waiting(self, out: SchedulerOutput) -> None:
         """Higher-priority waiting work displaces lower-priority running work."""
-        while self.waiting and self.running:
-            head, worst = self.waiting[0], self.running[-1]
-            if not self._rank(head) < self._rank(worst):
-                return
-            seats = 1 + len(self._siblings.get(head.request_id, ()))
-            blocks = self.block_manager.blocks_to_admit(head, self.max_num_batched_tokens)
+        if not self.waiting:
+            return
+        head = self.waiting[0]
+        seats = self._seats(head)
+        blocks = self.block_manager.blocks_to_admit(head, self.max_num_batched_tokens)
+        while self.running and self._rank(head) < self._rank(self.running[-1]):
             if (
                 len(self.running) + seats <= self.max_num_seqs
                 and blocks <= self.block_manager.num_free_blocks
             ):
                 return
-            self.running.pop()
+            worst = self.running.pop()
             self._preempt(worst)
             out.preempted.append(worst)
 
@@ -209,10 +214,7 @@ class Scheduler:
         """The prompt is in the cache: each sibling recomputes only the last prompt token, to
         sample its own first token from its own logits."""
         for sibling in siblings:
-            sibling.num_computed_tokens = first.num_prompt_tokens - 1
-            self.block_manager.fork(first, sibling)
-            sibling.status = RequestStatus.RUNNING
-            self.running.append(sibling)
+            self._run_forked(first, sibling, first.num_prompt_tokens - 1)
         self.num_new_waiting -= len(siblings)
 
     def finish(self, request: Request, reason: str, stop_reason: str | int | None = None) -> None:
