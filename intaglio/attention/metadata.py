@@ -29,7 +29,8 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # [num_tokens] int64: flat cache slot of each new token
     num_decode_tokens: int  # the first rows of the batch, one per decode sequence
     decode_block_tables: torch.Tensor | None  # [num_decodes, max_blocks] int64 (padded with 0)
-    decode_mask: torch.Tensor | None  # [num_decodes, 1, 1, padded_context] bool: True = attend
+    # [num_decodes, 2] int64: row i attends to the positions [lo, hi) of its block table row.
+    decode_key_range: torch.Tensor | None
     prefills: list[PrefillChunk]
     # Chunked local attention: a query at position p sees only positions [p - p % C, p].
     attention_chunk_size: int | None = None
@@ -44,7 +45,7 @@ def chunked_local_metadata(
     """The step as chunked local attention layers see it.
 
     Decode rows get block tables that start at the block holding their chunk's first token
-    (at most (C - 1) // block_size + 2 blocks) and a mask over exactly that chunk, so a decode
+    (at most (C - 1) // block_size + 2 blocks) and a key range of exactly that chunk, so a decode
     reads O(C) keys whatever the context length; the backend's decode path is unchanged.
     Block tables stay indexed by logical block (position // block_size), so a KV manager that
     frees the blocks before a sequence's current chunk (or keeps these layers' KV in a block
@@ -63,13 +64,11 @@ def chunked_local_metadata(
     offsets = torch.arange(width, device=tables.device)
     cols = (first_block[:, None] + offsets[None, :]).clamp(max=tables.shape[1] - 1)
     local_tables = tables.gather(1, cols)  # [nd, width]
-    key_pos = first_block[:, None] * block_size + torch.arange(
-        width * block_size, device=tables.device
-    )
-    mask = (key_pos >= chunk_start[:, None]) & (key_pos <= q_pos[:, None])
+    table_start = first_block * block_size  # the position of the local table's first slot
+    key_range = torch.stack((chunk_start - table_start, q_pos + 1 - table_start), dim=1)
     return replace(
         meta,
         decode_block_tables=local_tables,
-        decode_mask=mask[:, None, None, :],
+        decode_key_range=key_range,
         attention_chunk_size=chunk_size,
     )

@@ -1,6 +1,7 @@
 """Reference attention backend over a paged KV cache, in plain torch (CPU and GPU).
 
-Decodes are batched into one scaled-dot-product call over each sequence's gathered context;
+Decodes are batched into one scaled-dot-product call over each sequence's gathered context
+(on CPUs with AVX-512, our kernel reads the context in place instead: ops/cpu_kernels.py);
 prefill chunks (few per step) are done one sequence at a time. Under chunked local attention
 (`meta.attention_chunk_size`) a prefill's queries are split at chunk boundaries and each piece
 attends causally within its own chunk; decodes arrive with chunk-local tables and masks.
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from intaglio.attention.metadata import AttentionMetadata
+from intaglio.ops.cpu_kernels import DECODE_ATTENTION_HEAD_DIMS, cpu_kernels
 
 
 class TorchAttentionBackend:
@@ -78,14 +80,24 @@ class TorchAttentionBackend:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
-        assert meta.decode_block_tables is not None and meta.decode_mask is not None
-        keys = _gather_blocks(k_cache, meta.decode_block_tables)
-        values = _gather_blocks(v_cache, meta.decode_block_tables)
+        tables, key_range = meta.decode_block_tables, meta.decode_key_range
+        assert tables is not None and key_range is not None
+        kernels = cpu_kernels() if q.device.type == "cpu" else None
+        if (
+            kernels is not None
+            and q.dtype == k_cache.dtype == torch.float32
+            and q.shape[-1] in DECODE_ATTENTION_HEAD_DIMS
+        ):
+            return kernels.paged_decode_attention(q, k_cache, v_cache, tables, key_range, scale)
+        keys = _gather_blocks(k_cache, tables)
+        values = _gather_blocks(v_cache, tables)
+        key_pos = torch.arange(keys.shape[2], device=q.device)
+        mask = (key_pos >= key_range[:, :1]) & (key_pos < key_range[:, 1:])
         out = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # [n, heads, 1, d]
             keys,
             values,
-            attn_mask=meta.decode_mask,
+            attn_mask=mask[:, None, None, :],
             scale=scale,
             enable_gqa=True,
         )

@@ -165,7 +165,7 @@ class ModelExecutor:
         slot_mapping = block_of_token * bs + positions % bs
 
         nd = sum(1 for s in batch if s.num_new_tokens == 1)  # decodes come first
-        decode_tables = decode_mask = None
+        decode_tables = key_range = None
         if nd:
             lens = np.array([s.request.num_computed_tokens + 1 for s in batch[:nd]], dtype=np.int64)
             max_len = int(lens.max())
@@ -174,8 +174,8 @@ class ModelExecutor:
                 blocks = table[: tables.shape[1]]
                 tables[row, : len(blocks)] = blocks
             decode_tables = torch.from_numpy(tables).to(self.device)
-            padded = np.arange(tables.shape[1] * bs)[None, :] < lens[:, None]
-            decode_mask = torch.from_numpy(padded[:, None, None, :]).to(self.device)
+            ranges = np.stack((np.zeros_like(lens), lens), axis=1)
+            key_range = torch.from_numpy(ranges).to(self.device)
         prefills = [
             PrefillChunk(
                 query_start=starts[i],
@@ -190,7 +190,7 @@ class ModelExecutor:
             slot_mapping=torch.from_numpy(slot_mapping).to(self.device),
             num_decode_tokens=nd,
             decode_block_tables=decode_tables,
-            decode_mask=decode_mask,
+            decode_key_range=key_range,
             prefills=prefills,
         )
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from intaglio.ops.cpu_kernels import cpu_kernels
 from intaglio.ops.linear import Linear
 
 
@@ -20,7 +21,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel
+            kernels = cpu_kernels() if x.device.type == "cpu" else None
+            if kernels is not None:
+                return kernels.rms_norm(x, self.weight, self.eps)
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Normalise in fp32 and cast back before the weight, as the reference does.
         dtype = x.dtype
         x32 = x.float()
@@ -80,6 +84,10 @@ class RotaryEmbedding(nn.Module):
             freqs = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
             self._cos_sin = (freqs.cos().float().unsqueeze(1), freqs.sin().float().unsqueeze(1))
         cos, sin = self._cos_sin  # [num_tokens, 1, head_dim / 2]
+        kernels = cpu_kernels() if q.device.type == "cpu" else None
+        if kernels is not None and q.dtype == k.dtype == torch.float32:
+            kernels.rotary_embedding_(q, k, cos.squeeze(1), sin.squeeze(1), self.interleaved)
+            return q, k
         rotate = _rotate_interleaved if self.interleaved else _rotate
         return rotate(q, cos, sin), rotate(k, cos, sin)
 

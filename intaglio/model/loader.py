@@ -13,7 +13,7 @@ from safetensors import safe_open
 from intaglio.model.config import ModelConfig, ModelLoadError
 from intaglio.model.decoder import DecoderForCausalLM
 from intaglio.model.layers import RMSNorm, RotaryEmbedding
-from intaglio.ops.linear import use_transposed_half_weights
+from intaglio.ops.linear import HALF_DTYPES, cpu_has_half_matmul
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def load_model(
         if isinstance(module, RotaryEmbedding):
             module.build_tables(device)
     _load_weights(model, cfg, safetensors_files(folder))
-    if use_transposed_half_weights(model):
+    if device == "cpu" and cfg.dtype in HALF_DTYPES and not cpu_has_half_matmul():
         logger.info("CPU without half-precision units: %s weights, fp32 compute", cfg.dtype)
         model.compute_dtype = torch.float32
         for module in model.modules():

@@ -85,7 +85,7 @@ def test_decodes_and_prefills_match_brute_force(chunk, freed):
         slot_mapping=torch.cat(slot),
         num_decode_tokens=nd,
         decode_block_tables=dec_tables,
-        decode_mask=(torch.arange(width * BLOCK)[None, :] < lens[:, None])[:, None, None, :],
+        decode_key_range=torch.stack((torch.zeros_like(lens), lens), dim=1),
         prefills=prefills,
     )
     positions = torch.tensor(pos)

@@ -1,0 +1,51 @@
+"""Our AVX-512 decode kernels (csrc/cpu_kernels.cpp), compiled on first use for this CPU.
+
+torch's extension builder compiles them once per source version into its cache folder
+(`TORCH_EXTENSIONS_DIR`, by default under ~/.cache), about a minute on two cores. Without
+AVX-512 or a C++ compiler, or with INTAGLIO_CPU_KERNELS=0, `cpu_kernels()` returns None and the
+callers take their plain torch path, which computes the same thing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
+# paged_decode_attention keeps a head in registers: head_dim must be one of these.
+DECODE_ATTENTION_HEAD_DIMS = (16, 32, 64, 128, 256)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@functools.cache
+def cpu_kernels() -> ModuleType | None:
+    if os.environ.get("INTAGLIO_CPU_KERNELS", "1") == "0":
+        return None
+    if not {"avx512f", "avx512bw", "f16c"} <= _cpu_flags():
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(
+            name="intaglio_cpu_kernels",
+            sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c", "-mfma"],
+        )
+    except Exception as exc:  # no compiler, or a build error: fall back, loudly
+        logger.warning("CPU decode kernels unavailable (%s); using the torch path", exc)
+        return None
