@@ -22,6 +22,9 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # per-step token budget (prefill chunks + decodes)
     max_num_waiting: int = 4096  # queue bound: add_request fails beyond it
     num_threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+    # CPUs without bf16/fp16 units: fp32 copies of half weights, up to this size, let batched
+    # matmuls skip widening the weights every step (single rows still read the half weights).
+    fp32_weight_cache_gib: float = 1.0
     prefix_caching: bool = True  # reuse the KV of prompt prefixes already computed
     scheduling_policy: str = "fcfs"  # fcfs, priority or cache-aware (longest prefix first)
     priority_aging_s: float = 10.0  # waiting this long raises a request one priority level
@@ -36,6 +39,8 @@ class EngineConfig:
             fail(f"block_size must be positive, got {self.block_size}")
         if self.kv_cache_memory_gib <= 0:
             fail(f"kv_cache_memory_gib must be positive, got {self.kv_cache_memory_gib}")
+        if self.fp32_weight_cache_gib < 0:
+            fail(f"fp32_weight_cache_gib must be >= 0, got {self.fp32_weight_cache_gib}")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             fail(f"num_kv_blocks must be positive, got {self.num_kv_blocks}")
         if self.max_model_len is not None and self.max_model_len < 2:

@@ -3,8 +3,9 @@
 Many CPUs (and VMs that hide AMX / AVX512-BF16) run torch's bf16 and fp16 kernels in slow
 emulation, ten times below fp32. There the model computes in fp32 while its weights stay in half
 precision (half the bytes to stream): a few rows (decode) go through our GEMV kernel, which
-widens the weights in registers (ops/cpu_kernels.py); more rows go to the fp32 GEMM with the
-weight widened a slab of rows at a time, so the widened copy stays in cache.
+widens the weights in registers (ops/cpu_kernels.py); more rows go to the fp32 GEMM, over an
+fp32 copy of the weight kept for it (`cache_fp32_weights`, within a memory budget) or else over
+the weight widened a slab of rows at a time, so the widened copy stays in cache.
 """
 
 from __future__ import annotations
@@ -34,16 +35,38 @@ def cpu_has_half_matmul() -> bool:
 
 
 class Linear(nn.Linear):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.weight_fp32: torch.Tensor | None = None  # see cache_fp32_weights
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] -> [rows, out]
         w = self.weight
         if w.dtype in HALF_DTYPES and x.dtype == torch.float32 and w.device.type == "cpu":
             kernels = cpu_kernels()
             if kernels is not None and x.shape[0] <= GEMV_MAX_ROWS:
                 out = kernels.half_gemv(x, w)
+            elif self.weight_fp32 is not None:
+                out = x @ self.weight_fp32.t()
             else:
                 out = _widened_matmul(x, w)
             return out if self.bias is None else out + self.bias
         return F.linear(x, w, self.bias)
+
+
+def cache_fp32_weights(model: nn.Module, budget_bytes: int) -> int:
+    """Give half-precision Linear layers fp32 copies, in module order, while they fit the budget.
+
+    Only for models computing in fp32 over half weights (CPUs without half units). Returns the
+    bytes used.
+    """
+    used = 0
+    for module in model.modules():
+        if isinstance(module, Linear) and module.weight.dtype in HALF_DTYPES:
+            size = module.weight.numel() * 4
+            if used + size <= budget_bytes:
+                module.weight_fp32 = module.weight.detach().float()
+                used += size
+    return used
 
 
 def _widened_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -9,25 +9,35 @@ import torch.nn.functional as F
 from checkpoints import build_checkpoint
 from intaglio import LLM, SamplingParams
 from intaglio.ops.cpu_kernels import cpu_kernels
-from intaglio.ops.linear import Linear
+from intaglio.ops.linear import Linear, cache_fp32_weights
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("rows", [1, 5])
-@pytest.mark.parametrize("use_kernels", [True, False])
-def test_half_linear_computes_the_fp32_matmul(monkeypatch, dtype, rows, use_kernels):
-    """Half weights with fp32 inputs: our GEMV kernel (few rows) or widened slabs (the rest)."""
-    if use_kernels and cpu_kernels() is None:
+@pytest.mark.parametrize("path", ["kernels", "fp32_copy", "slabs"])
+def test_half_linear_computes_the_fp32_matmul(monkeypatch, dtype, rows, path):
+    """Half weights with fp32 inputs: our GEMV kernel (few rows), else the fp32 GEMM over a
+    cached fp32 copy or over slabs widened on the fly."""
+    if path == "kernels" and cpu_kernels() is None:
         pytest.skip("no AVX-512 CPU kernels here")
-    if not use_kernels:
+    if path != "kernels":
         monkeypatch.setattr("intaglio.ops.linear.cpu_kernels", lambda: None)
     monkeypatch.setattr("intaglio.ops.linear._SLAB_ELEMENTS", 48 * 16)  # several slabs
     layer = Linear(48, 80, bias=True).to(dtype)
+    if path == "fp32_copy":
+        assert cache_fp32_weights(layer, budget_bytes=48 * 80 * 4) == 48 * 80 * 4
     weight, bias = layer.weight.detach().float(), layer.bias.detach().float()
     x = torch.randn(rows, 48)
     with torch.inference_mode():  # the engine's setting; the slab path writes into `out`
         actual = layer(x)
     torch.testing.assert_close(actual, F.linear(x, weight, bias), rtol=1e-4, atol=1e-4)
+
+
+def test_fp32_weight_copies_stay_within_their_budget():
+    model = torch.nn.Sequential(Linear(16, 32), Linear(32, 16), Linear(16, 8)).to(torch.bfloat16)
+    used = cache_fp32_weights(model, budget_bytes=16 * 32 * 4 + 16 * 8 * 4)
+    assert used == 16 * 32 * 4 + 16 * 8 * 4  # the second layer does not fit; the third does
+    assert [m.weight_fp32 is not None for m in model] == [True, False, True]
 
 
 def test_bf16_model_tracks_the_reference(tmp_path):
