@@ -127,7 +127,8 @@ def _causal_attention(
     scale: float,
 ) -> torch.Tensor:
     q_len, ctx_len = q.shape[0], k.shape[0]
-    qt, kt, vt = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+    # [1, heads, len, d]: with a batch axis torch picks its fused CPU kernel over the math path.
+    qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
     if q_len == ctx_len:
         out = F.scaled_dot_product_attention(
             qt, kt, vt, is_causal=True, scale=scale, enable_gqa=True
@@ -139,4 +140,4 @@ def _causal_attention(
         out = F.scaled_dot_product_attention(
             qt, kt, vt, attn_mask=mask, scale=scale, enable_gqa=True
         )
-    return out.transpose(0, 1)
+    return out.squeeze(0).transpose(0, 1)

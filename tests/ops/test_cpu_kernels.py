@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ def test_kernels_build_where_the_cpu_supports_them():
         pytest.skip("kernels switched off")
     if not {"avx512f", "avx512bw", "f16c"} <= ck._cpu_flags():
         pytest.skip("CPU without AVX-512")
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler")
     assert KERNELS is not None
 
 
@@ -85,6 +88,16 @@ def test_rms_norm_matches_torch():
     w = torch.randn(70)
     torch.testing.assert_close(
         KERNELS.rms_norm(x, w, 1e-6), F.rms_norm(x, (70,), w, 1e-6), rtol=1e-5, atol=1e-5
+    )
+
+
+@needs_kernels
+@pytest.mark.parametrize("f", [16, 37])
+def test_silu_and_mul_matches_torch(f):
+    gate_up = torch.randn(5, 2 * f) * 8  # wide range: both sigmoid branches, saturation
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(
+        KERNELS.silu_and_mul(gate_up), F.silu(gate) * up, rtol=1e-5, atol=1e-5
     )
 
 

@@ -5,7 +5,7 @@
 //   widened to memory first (torch's emulated bf16 GEMV reaches about half the bandwidth).
 // paged_decode_attention: one query token per sequence against its keys and values read in
 //   place from the paged KV cache through its block table; no gathered copy of the context.
-// rms_norm, rotary_embedding_: the small per-layer steps in one call each instead of the
+// rms_norm, rotary_embedding_, silu_and_mul: the small per-layer steps in one call each instead of the
 //   half-dozen torch ops (and their dispatch overhead) apiece.
 //
 // Both split their work over torch's intra-op threads (at::parallel_for).
@@ -269,6 +269,38 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
   return out;
 }
 
+// gate_up [n, 2 * f] fp32 -> silu(gate) * up [n, f]: the gated MLP's activation in one pass.
+torch::Tensor silu_and_mul(const torch::Tensor& gate_up) {
+  TORCH_CHECK(gate_up.scalar_type() == at::kFloat && gate_up.dim() == 2 &&
+                  gate_up.size(1) % 2 == 0,
+              "silu_and_mul: float32 [n, 2 * f]");
+  const auto gu = gate_up.contiguous();
+  const int64_t n = gu.size(0), f = gu.size(1) / 2;
+  auto out = torch::empty({n, f}, gu.options());
+  const float* gp = gu.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const __m512 one = _mm512_set1_ps(1.0f);
+  at::parallel_for(0, n, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* gate = gp + r * 2 * f;
+      const float* up = gate + f;
+      float* o = op + r * f;
+      for (int64_t j = 0; j < f; j += 16) {
+        const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, f - j)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(m, gate + j);
+        // sigmoid(x) from e = exp(-|x|) <= 1: 1 / (1 + e) for x >= 0, e / (1 + e) below.
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+        const __m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+        const __m512 sig = _mm512_mask_mul_ps(inv, neg, inv, e);
+        const __m512 y = _mm512_mul_ps(_mm512_mul_ps(x, sig), _mm512_maskz_loadu_ps(m, up + j));
+        _mm512_mask_storeu_ps(o + j, m, y);
+      }
+    }
+  });
+  return out;
+}
+
 // RMSNorm of each row of x [n, h] fp32 times weight [h] fp32, as F.rms_norm computes it.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat,
@@ -335,5 +367,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("half_gemv", &half_gemv, "fp32 rows @ half-precision weights [out, in]^T");
   m.def("paged_decode_attention", &paged_decode_attention, "decode attention over a paged cache");
   m.def("rms_norm", &rms_norm, "RMSNorm of fp32 rows");
+  m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of fused gate_up rows");
   m.def("rotary_embedding_", &rotary_embedding_, "RoPE on q and k, in place");
 }
