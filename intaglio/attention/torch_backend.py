@@ -4,7 +4,11 @@ Decodes are batched into one scaled-dot-product call over each sequence's gather
 (on CPUs with AVX-512, our kernel reads the context in place instead: ops/cpu_kernels.py);
 prefill chunks (few per step) are done one sequence at a time. Under chunked local attention
 (`meta.attention_chunk_size`) a prefill's queries are split at chunk boundaries and each piece
-attends causally within its own chunk; decodes arrive with chunk-local tables and masks.
+attends causally within its own chunk; decodes arrive with chunk-local tables and key ranges.
+
+The cache may hold a narrower dtype than the computation (bf16 K/V under fp32 compute on CPUs
+without bf16 units): K/V are rounded to it on the way in and widened on the way out, and a
+prompt attending to its own fresh K/V sees them rounded the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ class TorchAttentionBackend:
         v_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> None:
-        k_cache.view(-1, *k.shape[1:]).index_copy_(0, meta.slot_mapping, k)
-        v_cache.view(-1, *v.shape[1:]).index_copy_(0, meta.slot_mapping, v)
+        k_cache.view(-1, *k.shape[1:]).index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
+        v_cache.view(-1, *v.shape[1:]).index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
 
     def forward(
         self,
@@ -52,11 +56,12 @@ class TorchAttentionBackend:
             # The earliest key any query here sees: 0, or its chunk's start.
             start = 0 if window is None else first - first % window
             if first == 0:
-                # Whole prompt in this step: attend to the fresh K/V, no cache read needed.
-                ctx_k, ctx_v = k[rows], v[rows]
+                # Whole prompt in this step: attend to the fresh K/V (as the cache holds them),
+                # no cache read needed.
+                ctx_k, ctx_v = _as_cached(k[rows], k_cache), _as_cached(v[rows], v_cache)
             else:
-                ctx_k = _gather(k_cache, chunk.block_table, start, chunk.context_len)
-                ctx_v = _gather(v_cache, chunk.block_table, start, chunk.context_len)
+                ctx_k = _gather(k_cache, chunk.block_table, start, chunk.context_len).to(q.dtype)
+                ctx_v = _gather(v_cache, chunk.block_table, start, chunk.context_len).to(q.dtype)
             if window is None:
                 out[rows] = _causal_attention(q[rows], ctx_k, ctx_v, scale)
                 continue
@@ -85,12 +90,12 @@ class TorchAttentionBackend:
         kernels = cpu_kernels() if q.device.type == "cpu" else None
         if (
             kernels is not None
-            and q.dtype == k_cache.dtype == torch.float32
+            and q.dtype == torch.float32
             and q.shape[-1] in DECODE_ATTENTION_HEAD_DIMS
         ):
             return kernels.paged_decode_attention(q, k_cache, v_cache, tables, key_range, scale)
-        keys = _gather_blocks(k_cache, tables)
-        values = _gather_blocks(v_cache, tables)
+        keys = _gather_blocks(k_cache, tables).to(q.dtype)
+        values = _gather_blocks(v_cache, tables).to(q.dtype)
         key_pos = torch.arange(keys.shape[2], device=q.device)
         mask = (key_pos >= key_range[:, :1]) & (key_pos < key_range[:, 1:])
         out = F.scaled_dot_product_attention(
@@ -102,6 +107,11 @@ class TorchAttentionBackend:
             enable_gqa=True,
         )
         return out.squeeze(2)
+
+
+def _as_cached(x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+    """x rounded to the cache's dtype (a bf16 cache under fp32 compute), in x's dtype."""
+    return x if x.dtype == cache.dtype else x.to(cache.dtype).to(x.dtype)
 
 
 def _gather_blocks(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,9 @@ class ModelExecutor:
         self.block_size = config.block_size
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
-        kv_dtype = self.model.compute_dtype
+        # The checkpoint's dtype, also when a half-precision model computes in fp32 on a CPU
+        # without half units: half the bytes for decode attention to read, as HF would store.
+        kv_dtype = cfg.dtype
         elem = torch.empty(0, dtype=kv_dtype).element_size()
         self.num_kv_blocks, self.num_local_kv_blocks, nbytes = split_kv_blocks(
             cfg,

@@ -39,13 +39,13 @@ def test_half_gemv_matches_fp32_matmul(dtype, rows, shape):
     torch.testing.assert_close(KERNELS.half_gemv(x, w), x @ w.float().t(), rtol=1e-5, atol=1e-5)
 
 
-def _paged_cache(lens: list[int], kv_heads: int, d: int, block: int, seed: int):
+def _paged_cache(lens: list[int], kv_heads: int, d: int, block: int, seed: int, dtype):
     """Random K/V for sequences of the given lengths, their blocks scattered over the cache."""
     g = torch.Generator().manual_seed(seed)
     per_seq = [-(-n // block) for n in lens]
     num_blocks = sum(per_seq) + 3
-    k_cache = torch.randn(num_blocks, block, kv_heads, d, generator=g)
-    v_cache = torch.randn(num_blocks, block, kv_heads, d, generator=g)
+    k_cache = torch.randn(num_blocks, block, kv_heads, d, generator=g).to(dtype)
+    v_cache = torch.randn(num_blocks, block, kv_heads, d, generator=g).to(dtype)
     order = torch.randperm(num_blocks - 1, generator=g) + 1  # block 0 stays unused padding
     width = max(per_seq)
     tables = torch.zeros(len(lens), width, dtype=torch.int64)
@@ -59,10 +59,11 @@ def _paged_cache(lens: list[int], kv_heads: int, d: int, block: int, seed: int):
 @needs_kernels
 @pytest.mark.parametrize("d", [16, 32, 64, 128, 256])
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (12, 4), (8, 1), (10, 2)])
-def test_paged_decode_attention_matches_torch_backend(monkeypatch, d, heads, kv_heads):
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_paged_decode_attention_matches_torch_backend(monkeypatch, d, heads, kv_heads, cache_dtype):
     block = 16
     lens = [1, 15, 16, 17, 100, 33]
-    k_cache, v_cache, tables = _paged_cache(lens, kv_heads, d, block, seed=d + heads)
+    k_cache, v_cache, tables = _paged_cache(lens, kv_heads, d, block, d + heads, cache_dtype)
     lens_t = torch.tensor(lens)
     # Some rows see a window [lo, hi) of their table, as chunked local attention does.
     lo = torch.tensor([0, 0, 3, 16, 40, 1])
