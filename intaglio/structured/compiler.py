@@ -71,11 +71,28 @@ class IntaglioGrammar:
         return GrammarMatcher(self.runtime)
 
 
+# Grammars whose string masks make the walks every JSON schema with strings shares: a free
+# string (a DFA loop, loops.py) and a bounded one (a chain, chains.py).
+_WARM_SCHEMAS = ({"type": "string"}, {"type": "string", "maxLength": 64})
+
+
 class IntaglioBackend:
     def __init__(self, vocab: TokenizerInfo, timeout_s: float | None = 10.0) -> None:
         self.vocab = vocab
         self.timeout_s = timeout_s
         self._lock = threading.Lock()  # the lazy DFA is shared; compile one at a time
+        self._warm()
+
+    def _warm(self) -> None:
+        """Walk the vocabulary through a JSON string body once, up front, so that no
+        request's first mask inside a string pays for it (the walks are cached on the
+        vocabulary's token trie and shared by every grammar)."""
+        t0 = time.perf_counter()
+        for schema in _WARM_SCHEMAS:
+            grammar = build_grammar(StructuredOutput(json_schema=schema))
+            runtime = GrammarRuntime(Automaton(grammar), self.vocab)
+            runtime.mask(runtime.advance(runtime.initial, ord('"')))
+        logger.debug("vocabulary walks warmed in %.1f ms", 1e3 * (time.perf_counter() - t0))
 
     def compile(self, spec: StructuredOutput) -> IntaglioGrammar:
         deadline = Deadline(self.timeout_s)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from intaglio.structured.automaton import Automaton
+from intaglio.structured.chains import ChainIndex, ChainPosition
 from intaglio.structured.loops import loop_top_walk
 from intaglio.structured.trie import expand_ranges
 from intaglio.structured.vocab import TokenizerInfo
@@ -51,8 +52,12 @@ class GrammarRuntime:
         self._advance: dict[tuple[State, int], State] = {}
         self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
+        # Per stack below a chain position and chain walk: which uncertain exits the full
+        # parser state reads, aligned with the walk's ChainPosition.exits.unc_tok.
+        self._chain_verdicts: dict[tuple[Stack, tuple[int, int, bool]], np.ndarray] = {}
         self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
         self.trie = vocab.trie
+        self.chains = ChainIndex(automaton, vocab)
         # Uncertain tokens in a group this small are walked one by one (tests lower it).
         self.group_min = _GROUP_MIN
 
@@ -291,6 +296,30 @@ class GrammarRuntime:
                 if nxt:
                     work.append((lo + a, lo + b, nxt, j + 1))
 
+    def _chain_verdict(self, below: Stack, chain: ChainPosition) -> np.ndarray:
+        """Whether the full parser state reads each uncertain exit of a chain walk. From
+        the exit byte on, a token's walk is the same at every position (the exit byte
+        read from d_exit), so this is done once per stack below and walk."""
+        key = (below, chain.key)
+        got = self._chain_verdicts.get(key)
+        if got is not None:
+            return got
+        start: State = frozenset({below + (chain.d_exit,)})
+        tokens, memo, advance = self.vocab.token_bytes, self._advance, self.advance
+        exits = chain.exits
+        got = np.zeros(exits.unc_tok.size, dtype=bool)
+        for k, (t, p) in enumerate(zip(exits.unc_tok.tolist(), exits.unc_pos.tolist())):
+            cur = start
+            for byte in tokens[t][p:]:  # type: ignore[index]
+                nxt = memo.get((cur, byte))
+                cur = advance(cur, byte) if nxt is None else nxt
+                if not cur:
+                    break
+            else:
+                got[k] = True
+        self._chain_verdicts[key] = got
+        return got
+
     def mask(self, state: State) -> np.ndarray:
         """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
         got = self._masks.get(state)
@@ -299,6 +328,15 @@ class GrammarRuntime:
         consumers, can_end = self.info(state)
         allowed = np.zeros(self.vocab.vocab_size, dtype=bool)
         for st in consumers:
+            # A position in a bounded repeat (a string with maxLength) reads its tokens off
+            # walks shared by all positions.
+            chain = self.chains.position(st[-1], len(st) == 1)
+            if chain is not None:
+                for piece in chain.accepted:
+                    allowed[piece] = True
+                verdict = self._chain_verdict(st[:-1], chain)[chain.unc_lo : chain.unc_hi]
+                allowed[chain.exits.unc_tok[chain.unc_lo : chain.unc_hi][verdict]] = True
+                continue
             accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
             allowed[accepted] = True
             self._walk_uncertain(frozenset({st}), uncertain[~allowed[uncertain]], allowed)
