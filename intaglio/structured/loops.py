@@ -176,11 +176,12 @@ def finish_walk(
     state: np.ndarray,
     crossed: np.ndarray,
     root: bool,
+    first: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(accepted, uncertain) token ids for tokens resumed at byte `pos` in DFA `state`.
 
     One numpy step per byte position over the tokens still alive; `crossed` follows the trie
-    walk's rule (reading a byte after the first from a state where the rule could exit).
+    walk's rule (reading a byte after the `first` from a state where the rule could exit).
     """
     lengths, matrix = vocab.lengths, vocab.matrix
     acc: list[np.ndarray] = []
@@ -194,7 +195,7 @@ def finish_walk(
             break
         a.fill_rows(state)
         ex = a.exitable & ~a.accepting if root else a.exitable
-        crossed = crossed | (ex[state] & (pos >= 1))
+        crossed = crossed | (ex[state] & (pos > first))
         nxt = a.table[state, matrix[tok, pos]].astype(np.int64)
         dead = nxt == 0
         unc.append(tok[dead & crossed])

@@ -23,7 +23,7 @@ import numpy as np
 
 from intaglio.structured.automaton import Automaton
 from intaglio.structured.chains import ChainIndex, ChainPosition
-from intaglio.structured.loops import loop_top_walk
+from intaglio.structured.loops import finish_walk, loop_top_walk
 from intaglio.structured.trie import expand_ranges
 from intaglio.structured.vocab import TokenizerInfo
 
@@ -37,6 +37,8 @@ _TAIL_TOKENS = 128
 # A trie level is stepped whole while at least this share of the level above is alive.
 _DENSE_SHARE = 0.25
 _GROUP_MIN = 32
+# A group of uncertain tokens this big with one stack left to read them finishes vectorised.
+_VECTOR_GROUP = 256
 
 
 class GrammarRuntime:
@@ -60,6 +62,7 @@ class GrammarRuntime:
         self.chains = ChainIndex(automaton, vocab)
         # Uncertain tokens in a group this small are walked one by one (tests lower it).
         self.group_min = _GROUP_MIN
+        self.vector_group = _VECTOR_GROUP
 
     # ------------------------------------------------------------ byte-level matching
     def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
@@ -127,7 +130,8 @@ class GrammarRuntime:
 
     # ------------------------------------------------------------ token masks
     def _top_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(accepted ids, uncertain ids) for tokens read from DFA state d alone.
+        """(accepted ids, uncertain trie positions, sorted) for tokens read from DFA state d
+        alone.
 
         Level by level down the token trie, visiting only the children of live nodes. A
         child that dies hands its whole subtree to the slow path if the walk passed a point
@@ -140,11 +144,14 @@ class GrammarRuntime:
             got = loop_top_walk(self.automaton, self.vocab, d, root)
             if got is None:
                 got = self._trie_walk(d, root)
+            else:
+                got = (got[0], np.sort(self.trie.rank[got[1]]))
             self._top[key] = got
         return got
 
     def _trie_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The direct walk from d over the whole token trie with this grammar's table."""
+        """The direct walk from d over the whole token trie with this grammar's table:
+        (accepted ids, uncertain trie positions, sorted)."""
         a, trie = self.automaton, self.trie
         # At the root nothing can return, so only call edges make a token uncertain.
         states = np.array([d], dtype=np.int64)
@@ -215,12 +222,11 @@ class GrammarRuntime:
             accepted.append(expand_ranges(trie.end_lo[j][nodes], trie.end_hi[j][nodes]))
         empty = np.zeros(0, dtype=np.int64)
         acc = trie.order[np.concatenate(accepted)] if accepted else empty
-        unc = (
-            trie.order[expand_ranges(np.concatenate(unc_lo), np.concatenate(unc_hi))]
-            if unc_lo
-            else empty
-        )
-        return acc, unc
+        if not unc_lo:
+            return acc, empty
+        lo, hi = np.concatenate(unc_lo), np.concatenate(unc_hi)
+        order = np.argsort(lo, kind="stable")  # disjoint subtrees: sorted ranges, sorted run
+        return acc, expand_ranges(lo[order], hi[order])
 
     def _finish_tail(
         self,
@@ -255,33 +261,28 @@ class GrammarRuntime:
                     accepted.append(pos)
         return np.array(accepted, dtype=np.int64), np.array(uncertain, dtype=np.int64)
 
-    def _walk_uncertain(self, start: State, ids: np.ndarray, allowed: np.ndarray) -> None:
-        """Set allowed[t] for the tokens t in ids that the full parser state can read.
+    def _walk_uncertain(self, start: State, pos: np.ndarray, allowed: np.ndarray) -> None:
+        """Set allowed[t] for the tokens t at trie positions `pos` (sorted) that the full
+        parser state can read.
 
         Tokens sharing a prefix share its walk: groups of tokens (runs of the sorted order)
         are split by their next byte, one memoised `advance` per distinct prefix, so the many
         tokens that die a byte or two in (" the", " of", ... where a value may start) cost a
-        few steps rather than one Python walk each. Small groups finish token by token.
+        few steps rather than one Python walk each. Small groups finish token by token; a big
+        group whose prefix leaves one stack able to read on (` "` into a string) finishes as
+        a top walk, vectorised, from that stack's top.
         """
-        if not ids.size:
+        if not pos.size:
             return
-        trie, tokens = self.trie, self.vocab.token_bytes
-        toks = trie.order[np.sort(trie.rank[ids])]
-        lens = self.vocab.lengths[toks]
-        memo, advance = self._advance, self.advance
+        trie = self.trie
+        toks = trie.order[pos]
+        lens = trie.lengths[pos]
+        advance = self.advance
         work = [(0, len(toks), start, 0)]
         while work:
             lo, hi, state, j = work.pop()
             if hi - lo <= self.group_min:
-                for t in toks[lo:hi].tolist():
-                    cur = state
-                    for byte in tokens[t][j:]:  # type: ignore[index]
-                        nxt = memo.get((cur, byte))
-                        cur = advance(cur, byte) if nxt is None else nxt
-                        if not cur:
-                            break
-                    else:
-                        allowed[t] = True
+                self._walk_tokens(state, toks[lo:hi], j, allowed)
                 continue
             # Tokens that end at this prefix sort first in their group.
             ended = int(np.count_nonzero(lens[lo:hi] == j))
@@ -289,12 +290,50 @@ class GrammarRuntime:
             lo += ended
             if lo == hi:
                 continue
-            col = self.vocab.matrix[toks[lo:hi], j]
+            if j and hi - lo >= self.vector_group:
+                consumers = self.info(state)[0]
+                if len(consumers) == 1:
+                    self._finish_group(state, consumers[0], toks[lo:hi], j, allowed)
+                    continue
+            col = trie.columns[j][pos[lo:hi]]
             cuts = (np.flatnonzero(col[1:] != col[:-1]) + 1).tolist()
             for a, b in zip([0, *cuts], [*cuts, hi - lo], strict=True):
                 nxt = advance(state, int(col[a]))
                 if nxt:
                     work.append((lo + a, lo + b, nxt, j + 1))
+
+    def _walk_tokens(self, state: State, toks: np.ndarray, j: int, allowed: np.ndarray) -> None:
+        """Token by token from byte j in parser state `state` (memoised byte steps)."""
+        tokens, memo, advance = self.vocab.token_bytes, self._advance, self.advance
+        for t in toks.tolist():
+            cur = state
+            for byte in tokens[t][j:]:  # type: ignore[index]
+                nxt = memo.get((cur, byte))
+                cur = advance(cur, byte) if nxt is None else nxt
+                if not cur:
+                    break
+            else:
+                allowed[t] = True
+
+    def _finish_group(
+        self, state: State, stack: Stack, toks: np.ndarray, j: int, allowed: np.ndarray
+    ) -> None:
+        """Tokens read from byte j where `stack` is the only one that can read: its top rule
+        decides alone (as in a top walk) unless a token passes a point where that rule could
+        return or call, and only those go on through the full stack."""
+        n = toks.size
+        acc, unc = finish_walk(
+            self.automaton,
+            self.vocab,
+            toks,
+            np.full(n, j, dtype=np.int64),
+            np.full(n, stack[-1], dtype=np.int64),
+            np.zeros(n, dtype=bool),
+            len(stack) == 1,
+            first=j,
+        )
+        allowed[acc] = True
+        self._walk_tokens(state, unc, j, allowed)
 
     def _chain_verdict(self, below: Stack, chain: ChainPosition) -> np.ndarray:
         """Whether the full parser state reads each uncertain exit of a chain walk. From
@@ -339,7 +378,8 @@ class GrammarRuntime:
                 continue
             accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
             allowed[accepted] = True
-            self._walk_uncertain(frozenset({st}), uncertain[~allowed[uncertain]], allowed)
+            unsure = uncertain[~allowed[self.trie.order[uncertain]]]
+            self._walk_uncertain(frozenset({st}), unsure, allowed)
         if can_end:
             allowed[list(self.vocab.eos_token_ids)] = True
         packed = np.packbits(allowed, bitorder="little")

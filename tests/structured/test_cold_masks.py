@@ -43,8 +43,8 @@ def _check_states(
             if got is None:
                 continue
             used += 1
-            want = rt._trie_walk(st[-1], root)
-            for g, w in zip(got, want, strict=True):
+            acc, unc = rt._trie_walk(st[-1], root)
+            for g, w in zip(got, (acc, vocab.trie.order[unc]), strict=True):
                 assert set(g.tolist()) == set(w.tolist())
         ids = m.allowed_token_ids()
         ids = ids[~np.isin(ids, vocab.eos_token_ids)]
