@@ -76,21 +76,15 @@ def loop_shape(
                     nxt_frontier.append(t)
         frontier = nxt_frontier
     a.fill_rows(np.array(region, dtype=np.int64))
-    # States of the region that reach d again (backward closure inside the region).
-    back = {d}
-    changed = True
-    while changed:
-        changed = False
-        for s in region:
-            if s not in back and np.isin(a.table[s], list(back)).any():
-                back.add(s)
-                changed = True
+    inside = _reaching(a, region, {d})  # d's SCC: the states of the region that reach d again
+    if inside == {d} and not (a.table[d] == d).any():
+        inside = _entry(a, d, region)
     # Canonical labels: breadth first from d, children by byte.
     local = {d: 1}
     order = [d]
     for s in order:
         for t in a.table[s].tolist():
-            if t in back and t not in local:
+            if t in inside and t not in local:
                 local[t] = len(order) + 1
                 order.append(t)
     lut = np.full(len(a.table), _EXIT, dtype=np.int32)
@@ -106,6 +100,43 @@ def loop_shape(
     exits[1:] = ex[order]
     key = table.tobytes() + exits.tobytes()
     return key, order, table, exits
+
+
+def _reaching(a: Automaton, region: list[int], seeds: set[int]) -> set[int]:
+    """The states of the region that reach a seed (backward closure inside the region)."""
+    out = set(seeds)
+    changed = True
+    while changed:
+        changed = False
+        for s in region:
+            if s not in out and np.isin(a.table[s], list(out)).any():
+                out.add(s)
+                changed = True
+    return out
+
+
+def _entry(a: Automaton, d: int, region: list[int]) -> set[int]:
+    """For a state d on no cycle that leads into one (the first character of a string with
+    minLength 1): d, the SCC that most of d's bytes enter, and the states in between (the
+    rest of d's multi-byte characters), whose every byte enters that set."""
+    row = a.table[d]
+    t = int(np.bincount(row[row > 0]).argmax())
+    ahead = {t}
+    frontier = [t]
+    while frontier:  # the region's states reachable from t
+        nxt = [u for s in frontier for u in np.unique(a.table[s]).tolist() if u]
+        frontier = [u for u in nxt if u in region and u not in ahead]
+        ahead.update(frontier)
+    out = (_reaching(a, region, {t}) & ahead) | {d}
+    changed = True
+    while changed:
+        changed = False
+        for s in region:
+            live = a.table[s][a.table[s] > 0]
+            if s not in out and live.size and np.isin(live, list(out)).all():
+                out.add(s)
+                changed = True
+    return out
 
 
 def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray) -> LoopWalk:

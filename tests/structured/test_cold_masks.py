@@ -1,5 +1,6 @@
 """Cold-mask paths: the shared loop walk (string bodies) equals the direct trie walk and is
-shared; uncertain tokens walked in prefix groups get the same verdict as a bytewise walk."""
+shared; uncertain tokens walked in prefix groups (vectorised or not) get the same verdict as
+a bytewise walk."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ SCHEMAS = [
     # Recursive: the string body sits in a called rule, where exits make tokens uncertain.
     {"type": "object", "properties": {"s": {"type": "string"}, "c": {"$ref": "#"}}},
     {"type": "string", "pattern": "^[^0-9]*x$"},
+    # The first character of a non-empty string (and of a free key) is on no cycle: an entry
+    # state walked together with the loop it leads into.
+    {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 3},
+    {"type": "object", "additionalProperties": {"type": "integer"}},
 ]
 
 
@@ -79,17 +84,32 @@ def test_loop_walk_equals_trie_walk_on_gpt2_vocab_and_is_shared() -> None:
     assert len(cache) == before
 
 
+def test_entry_state_takes_the_loop_path() -> None:
+    vocab = byte_vocab(EXTRA)
+    for schema, prefix in [(SCHEMAS[4], b'["'), (SCHEMAS[5], b'{"')]:
+        m = compile_spec(vocab, json_schema=schema).matcher()
+        assert m.accept_bytes(prefix)
+        (st,) = m.runtime.info(m.state)[0]
+        a = m.runtime.automaton
+        assert not (a.table[st[-1]] == st[-1]).any()  # not on a cycle itself
+        assert loop_top_walk(a, vocab, st[-1], len(st) == 1) is not None
+
+
+@pytest.mark.parametrize("vector_group", [10**9, 1])
 @pytest.mark.parametrize(
     "schema, prefix",
     [(s, b"") for s in SCHEMAS] + [(SCHEMAS[2], b'{"c": '), (SCHEMAS[2], b'{"c": {"c": {"s": "x"')],
 )
-def test_grouped_uncertain_walk_equals_bytewise_walk(schema: dict, prefix: bytes) -> None:
+def test_grouped_uncertain_walk_equals_bytewise_walk(
+    schema: dict, prefix: bytes, vector_group: int
+) -> None:
     words = [b"a", b"ab", b"1", b"}", b"},", b"}}", b"]", b'"', b'"x', b"null", b'{"', b'{"c": {']
     vocab = byte_vocab(EXTRA + [p + w for p in (b"", b" ", b"  ", b", ", b'": ') for w in words])
     for seed in range(3):
         m = compile_spec(vocab, json_schema=schema).matcher()
         assert m.accept_bytes(prefix)
         m.runtime.group_min = 0  # every uncertain token goes through the prefix groups
+        m.runtime.vector_group = vector_group  # 1: every group with one stack left, vectorised
         rng = np.random.default_rng(seed)
         for _ in range(25):
             got = set(m.allowed_token_ids().tolist())
