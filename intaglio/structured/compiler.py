@@ -72,8 +72,13 @@ class IntaglioGrammar:
 
 
 # Grammars whose string masks make the walks every JSON schema with strings shares: a free
-# string (a DFA loop, loops.py) and a bounded one (a chain, chains.py).
-_WARM_SCHEMAS = ({"type": "string"}, {"type": "string", "maxLength": 64})
+# string (a DFA loop, loops.py), its first character when it may not be empty (and so of an
+# object's free keys), and a bounded string (a chain, chains.py).
+_WARM_SCHEMAS = (
+    {"type": "string"},
+    {"type": "string", "minLength": 1},
+    {"type": "string", "maxLength": 64},
+)
 
 
 class IntaglioBackend:

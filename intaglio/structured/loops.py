@@ -127,7 +127,10 @@ def _entry(a: Automaton, d: int, region: list[int]) -> set[int]:
         nxt = [u for s in frontier for u in np.unique(a.table[s]).tolist() if u]
         frontier = [u for u in nxt if u in region and u not in ahead]
         ahead.update(frontier)
-    out = (_reaching(a, region, {t}) & ahead) | {d}
+    loop = _reaching(a, region, {t}) & ahead
+    if loop == {t} and not (a.table[t] == t).any():
+        return {d}  # t is on no cycle either (a chain of positions): nothing to share
+    out = loop | {d}
     changed = True
     while changed:
         changed = False
