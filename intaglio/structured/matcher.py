@@ -162,7 +162,6 @@ class GrammarRuntime:
         # Dense levels: while most nodes are alive, step every node of the level at once (the
         # dead state loops to itself), which beats gathering the children of live nodes.
         first = 1
-        live_all = np.zeros(trie.level_start[-1], dtype=bool)  # dense levels' live nodes
         while first <= trie.depth:
             live_prev = int(np.count_nonzero(states))
             if not live_prev or (first > 1 and live_prev < _DENSE_SHARE * states.size):
@@ -182,10 +181,10 @@ class GrammarRuntime:
             if handoff.size:
                 unc_lo.append(trie.tok_lo[j][handoff])
                 unc_hi.append(trie.tok_hi[j][handoff])
-            live_all[trie.level_start[j] : trie.level_start[j + 1]] = nxt != 0
+            live = np.flatnonzero(nxt)
+            accepted.append(expand_ranges(trie.end_lo[j][live], trie.end_hi[j][live]))
             states, crossed = nxt, parent_cross
             first += 1
-        accepted.append(np.flatnonzero(live_all[trie.end_node]))
         nodes = np.flatnonzero(states)
         states, crossed = states[nodes], crossed[nodes]
         for j in range(first, trie.depth + 1):
