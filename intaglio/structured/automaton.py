@@ -510,39 +510,40 @@ class Automaton:
         return got
 
     def fill_rows(self, states: np.ndarray) -> None:
-        """Make sure table rows exist for every DFA state in `states`.
-
-        Bytes are grouped by the set of NFA targets they reach by refining a partition of
-        the 256 bytes with each target's byte mask (masks are 256-bit ints), so a row costs
-        a few big-int operations per target rather than a step per byte and edge.
-        """
+        """Make sure table rows exist for every DFA state in `states`."""
         for d in np.unique(states[~self.row_done[states]]).tolist():
-            self.deadline.check()
-            by_target: dict[int, int] = {}
-            for n in self.sets[d]:
-                for mask, t in self.edges[n]:
-                    by_target[t] = by_target.get(t, 0) | mask
-            blocks: list[tuple[int, list[int]]] = [(_ALL_BYTES, [])]
-            for t, mask in by_target.items():
-                split: list[tuple[int, list[int]]] = []
-                for block, ts in blocks:
-                    inside = block & mask
-                    if inside:
-                        split.append((inside, [*ts, t]))
-                        if inside != block:
-                            split.append((block & ~mask, ts))
-                    else:
-                        split.append((block, ts))
-                blocks = split
-            row = np.zeros(256, dtype=np.int32)
+            self._fill_row(d)
+
+    def _fill_row(self, d: int) -> None:
+        """Determinise one row. Bytes are grouped by the set of NFA targets they reach by
+        refining a partition of the 256 bytes with each target's byte mask (256-bit ints),
+        so a row costs a few big-int operations per target rather than a step per byte."""
+        self.deadline.check()
+        by_target: dict[int, int] = {}
+        for n in self.sets[d]:
+            for mask, t in self.edges[n]:
+                by_target[t] = by_target.get(t, 0) | mask
+        blocks: list[tuple[int, list[int]]] = [(_ALL_BYTES, [])]
+        for t, mask in by_target.items():
+            split: list[tuple[int, list[int]]] = []
             for block, ts in blocks:
-                if ts:
-                    row[self._bytes_of(block)] = self.closure(ts)
-            self.table[d] = row
-            self.row_done[d] = True
-            self.has_bytes[d] = bool(by_target)
+                inside = block & mask
+                if inside:
+                    split.append((inside, [*ts, t]))
+                    if inside != block:
+                        split.append((block & ~mask, ts))
+                else:
+                    split.append((block, ts))
+            blocks = split
+        row = np.zeros(256, dtype=np.int32)
+        for block, ts in blocks:
+            if ts:
+                row[self._bytes_of(block)] = self.closure(ts)
+        self.table[d] = row
+        self.row_done[d] = True
+        self.has_bytes[d] = bool(by_target)
 
     def step(self, d: int, byte: int) -> int:
         if not self.row_done[d]:
-            self.fill_rows(np.array([d]))
+            self._fill_row(d)
         return int(self.table[d, byte])

@@ -71,13 +71,14 @@ class IntaglioGrammar:
         return GrammarMatcher(self.runtime)
 
 
-# Grammars whose string masks make the walks every JSON schema with strings shares: a free
-# string (a DFA loop, loops.py), its first character when it may not be empty (and so of an
-# object's free keys), and a bounded string (a chain, chains.py).
-_WARM_SCHEMAS = (
-    {"type": "string"},
-    {"type": "string", "minLength": 1},
-    {"type": "string", "maxLength": 64},
+# Grammars and a prefix into one of their strings: the walks every JSON schema with strings
+# shares. A free string (a DFA loop, loops.py), the first character of one that may not be
+# empty, an object's free key, and a bounded string (a chain, chains.py).
+_WARM = (
+    ({"type": "string"}, b'"'),
+    ({"type": "string", "minLength": 1}, b'"'),
+    ({"type": "object", "additionalProperties": True}, b'{"'),
+    ({"type": "string", "maxLength": 64}, b'"'),
 )
 
 
@@ -93,10 +94,10 @@ class IntaglioBackend:
         request's first mask inside a string pays for it (the walks are cached on the
         vocabulary's token trie and shared by every grammar)."""
         t0 = time.perf_counter()
-        for schema in _WARM_SCHEMAS:
+        for schema, prefix in _WARM:
             grammar = build_grammar(StructuredOutput(json_schema=schema))
             runtime = GrammarRuntime(Automaton(grammar), self.vocab)
-            runtime.mask(runtime.advance(runtime.initial, ord('"')))
+            runtime.mask(runtime.advance_bytes(runtime.initial, prefix))
         logger.debug("vocabulary walks warmed in %.1f ms", 1e3 * (time.perf_counter() - t0))
 
     def compile(self, spec: StructuredOutput) -> IntaglioGrammar:

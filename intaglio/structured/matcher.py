@@ -54,6 +54,7 @@ class GrammarRuntime:
         self._advance: dict[tuple[State, int], State] = {}
         self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
+        self._py_rows: dict[int, tuple[list[int], bool, bool]] = {}
         # Per stack below a chain position and chain walk: which uncertain exits the full
         # parser state reads, aligned with the walk's ChainPosition.exits.unc_tok.
         self._chain_verdicts: dict[tuple[Stack, tuple[int, int, bool]], np.ndarray] = {}
@@ -227,6 +228,19 @@ class GrammarRuntime:
         order = np.argsort(lo, kind="stable")  # disjoint subtrees: sorted ranges, sorted run
         return acc, expand_ranges(lo[order], hi[order])
 
+    def _py_row(self, d: int) -> tuple[list[int], bool, bool]:
+        """DFA state d's row as a list, and whether d may exit (return or call) or accept."""
+        got = self._py_rows.get(d)
+        if got is None:
+            a = self.automaton
+            a.step(d, 0)  # fills the row
+            got = self._py_rows[d] = (
+                a.table[d].tolist(),
+                bool(a.exitable[d]),
+                bool(a.accepting[d]),
+            )
+        return got
+
     def _finish_tail(
         self,
         depth: int,
@@ -236,22 +250,26 @@ class GrammarRuntime:
         tok_hi: np.ndarray,
         root: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Walk the remaining bytes of the tokens under a few live nodes (sorted positions)."""
-        a, trie, tokens = self.automaton, self.trie, self.vocab.token_bytes
+        """Walk the remaining bytes of the tokens under a few live nodes (sorted positions),
+        in plain Python: DFA rows as lists, so a byte costs a list index, not numpy calls."""
+        trie, tokens, row_of = self.trie, self.vocab.token_bytes, self._py_row
         accepted: list[int] = []
         uncertain: list[int] = []
+        order = trie.order[tok_lo.min() : tok_hi.max()].tolist() if tok_lo.size else []
+        first = int(tok_lo.min()) if tok_lo.size else 0
         for st, cr, lo, hi in zip(
             states.tolist(), crossed.tolist(), tok_lo.tolist(), tok_hi.tolist(), strict=True
         ):
             for pos in range(lo, hi):
-                data = tokens[int(trie.order[pos])]
+                data = tokens[order[pos - first]]
                 if len(data) == depth:  # type: ignore[arg-type]
                     continue  # ended at this node: counted already
                 s, c = st, cr
                 for k in range(depth, len(data)):  # type: ignore[arg-type]
-                    if k >= 1 and a.exitable[s] and not (root and a.accepting[s]):
+                    row, exits, accepts = row_of(s)
+                    if k >= 1 and exits and not (root and accepts):
                         c = True
-                    s = a.step(s, data[k])  # type: ignore[index]
+                    s = row[data[k]]  # type: ignore[index]
                     if not s:
                         if c:
                             uncertain.append(pos)
