@@ -63,27 +63,32 @@ def loop_shape(
     region = [d]
     seen = {d}
     frontier = [d]
+    succ: dict[int, list[int]] = {}  # live successors, in order of their first byte
     for _ in range(_REGION_DEPTH):
         if not frontier:
             break
         nxt_frontier = []
         a.fill_rows(np.array(frontier, dtype=np.int64))
         for s in frontier:
-            for t in np.unique(a.table[s]).tolist():
-                if t and t not in seen and len(region) < _REGION_STATES:
+            succ[s] = _successors(a, s)
+            for t in succ[s]:
+                if t not in seen and len(region) < _REGION_STATES:
                     seen.add(t)
                     region.append(t)
                     nxt_frontier.append(t)
         frontier = nxt_frontier
     a.fill_rows(np.array(region, dtype=np.int64))
-    inside = _reaching(a, region, {d})  # d's SCC: the states of the region that reach d again
-    if inside == {d} and not (a.table[d] == d).any():
-        inside = _entry(a, d, region)
+    for s in region:
+        if s not in succ:
+            succ[s] = _successors(a, s)
+    inside = _reaching(succ, region, {d})  # d's SCC: the states of the region that reach d
+    if inside == {d} and d not in succ[d]:
+        inside = _entry(a, succ, d, region)
     # Canonical labels: breadth first from d, children by byte.
     local = {d: 1}
     order = [d]
     for s in order:
-        for t in a.table[s].tolist():
+        for t in succ[s]:
             if t in inside and t not in local:
                 local[t] = len(order) + 1
                 order.append(t)
@@ -102,20 +107,26 @@ def loop_shape(
     return key, order, table, exits
 
 
-def _reaching(a: Automaton, region: list[int], seeds: set[int]) -> set[int]:
+def _successors(a: Automaton, s: int) -> list[int]:
+    """The live states one byte after s, ordered by the first byte leading to each."""
+    targets, first = np.unique(a.table[s], return_index=True)
+    return [int(t) for t in targets[np.argsort(first)] if t]
+
+
+def _reaching(succ: dict[int, list[int]], region: list[int], seeds: set[int]) -> set[int]:
     """The states of the region that reach a seed (backward closure inside the region)."""
     out = set(seeds)
     changed = True
     while changed:
         changed = False
         for s in region:
-            if s not in out and np.isin(a.table[s], list(out)).any():
+            if s not in out and not out.isdisjoint(succ[s]):
                 out.add(s)
                 changed = True
     return out
 
 
-def _entry(a: Automaton, d: int, region: list[int]) -> set[int]:
+def _entry(a: Automaton, succ: dict[int, list[int]], d: int, region: list[int]) -> set[int]:
     """For a state d on no cycle that leads into one (the first character of a string with
     minLength 1): d, the SCC that most of d's bytes enter, and the states in between (the
     rest of d's multi-byte characters), whose every byte enters that set."""
@@ -124,19 +135,17 @@ def _entry(a: Automaton, d: int, region: list[int]) -> set[int]:
     ahead = {t}
     frontier = [t]
     while frontier:  # the region's states reachable from t
-        nxt = [u for s in frontier for u in np.unique(a.table[s]).tolist() if u]
-        frontier = [u for u in nxt if u in region and u not in ahead]
+        frontier = [u for s in frontier for u in succ.get(s, ()) if u in succ and u not in ahead]
         ahead.update(frontier)
-    loop = _reaching(a, region, {t}) & ahead
-    if loop == {t} and not (a.table[t] == t).any():
+    loop = _reaching(succ, region, {t}) & ahead
+    if loop == {t} and t not in succ[t]:
         return {d}  # t is on no cycle either (a chain of positions): nothing to share
     out = loop | {d}
     changed = True
     while changed:
         changed = False
         for s in region:
-            live = a.table[s][a.table[s] > 0]
-            if s not in out and live.size and np.isin(live, list(out)).all():
+            if s not in out and succ[s] and out.issuperset(succ[s]):
                 out.add(s)
                 changed = True
     return out
