@@ -32,6 +32,7 @@ MIN_LOOP_BYTES = 64
 _REGION_DEPTH = 3  # UTF-8 sequences return within 3 bytes; longer escapes just exit
 _REGION_STATES = 32
 _CACHE_ENTRIES = 32
+_SUBTREE_ENTRIES = 512  # subtree walks are small: where a string opens mid-token (` "`)
 _EXIT = -1
 _CACHE_LOCK = threading.Lock()
 
@@ -151,15 +152,27 @@ def _entry(a: Automaton, succ: dict[int, list[int]], d: int, region: list[int]) 
     return out
 
 
-def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray) -> LoopWalk:
-    """The trie walk from local state 1 through `table` (cached per vocabulary and shape)."""
-    cache = trie.loop_walks
+def walk_loop(
+    trie: TokenTrie,
+    key: bytes,
+    table: np.ndarray,
+    exits: np.ndarray,
+    node: int = 0,
+    depth: int = 0,
+) -> LoopWalk:
+    """The trie walk from local state 1 through `table`, over the whole trie or the subtree of
+    one node (index `node` at level `depth`) entered in that state (cached per vocabulary,
+    shape and node)."""
+    cache, size = trie.loop_walks, _CACHE_ENTRIES
+    if depth:
+        cache, size = trie.subtree_walks, _SUBTREE_ENTRIES
+        key += np.array([node, depth], dtype=np.int64).tobytes()
     with _CACHE_LOCK:  # grammars on several threads share it
         got = cache.get(key)
         if got is not None:
             cache.move_to_end(key)
             return got
-    nodes = np.zeros(1, dtype=np.int64)
+    nodes = np.full(1, node, dtype=np.int64)
     states = np.ones(1, dtype=np.int64)
     crossed = np.zeros(1, dtype=bool)
     acc: list[np.ndarray] = []
@@ -170,7 +183,7 @@ def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray)
     ex_pos: list[np.ndarray] = []
     ex_src: list[np.ndarray] = []
     ex_cr: list[np.ndarray] = []
-    for j in range(1, trie.depth + 1):
+    for j in range(depth + 1, trie.depth + 1):
         lo, hi = trie.child_lo[j - 1][nodes], trie.child_hi[j - 1][nodes]
         counts = hi - lo
         child = expand_ranges(lo, hi)
@@ -206,7 +219,7 @@ def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray)
     )
     with _CACHE_LOCK:
         cache[key] = got
-        if len(cache) > _CACHE_ENTRIES:
+        if len(cache) > size:
             cache.popitem(last=False)
     return got
 
@@ -252,15 +265,22 @@ def finish_walk(
 
 
 def loop_top_walk(
-    a: Automaton, vocab: TokenizerInfo, d: int, root: bool
+    a: Automaton,
+    vocab: TokenizerInfo,
+    d: int,
+    root: bool,
+    node: int = 0,
+    depth: int = 0,
+    shape: tuple[bytes, list[int], np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(accepted, uncertain) token ids from DFA state d via its shared SCC walk, or None when
-    d's loop is too small to be worth it."""
-    shape = loop_shape(a, d, root)
+    d's loop is too small to be worth it. With a node: the tokens under that trie node (at
+    level `depth`), their first `depth` bytes already read into d with no exit passed."""
+    shape = shape or loop_shape(a, d, root)
     if shape is None:
         return None
     key, order, table, exits = shape
-    w = walk_loop(vocab.trie, key, table, exits)
+    w = walk_loop(vocab.trie, key, table, exits, node, depth)
     glob = np.array([0, *order], dtype=np.int64)
     acc, unc = finish_walk(a, vocab, w.exit_tok, w.exit_pos, glob[w.exit_src], w.exit_crossed, root)
     return np.concatenate([w.accepted, acc]), np.concatenate([w.uncertain, unc])

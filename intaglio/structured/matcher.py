@@ -23,7 +23,7 @@ import numpy as np
 
 from intaglio.structured.automaton import Automaton
 from intaglio.structured.chains import ChainIndex, ChainPosition
-from intaglio.structured.loops import finish_walk, loop_top_walk
+from intaglio.structured.loops import finish_walk, loop_shape, loop_top_walk
 from intaglio.structured.trie import expand_ranges
 from intaglio.structured.vocab import TokenizerInfo
 
@@ -39,6 +39,8 @@ _DENSE_SHARE = 0.25
 _GROUP_MIN = 32
 # A group of uncertain tokens this big with one stack left to read them finishes vectorised.
 _VECTOR_GROUP = 256
+# A live trie node with this many tokens under it, in a loop state, takes a shared walk.
+_LOOP_SUBTREE = 256
 
 
 class GrammarRuntime:
@@ -55,6 +57,7 @@ class GrammarRuntime:
         self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
         self._py_rows: dict[int, tuple[list[int], bool, bool]] = {}
+        self._shapes: dict[tuple[int, bool], tuple | None] = {}  # loop shape of a DFA state
         # Per stack below a chain position and chain walk: which uncertain exits the full
         # parser state reads, aligned with the walk's ChainPosition.exits.unc_tok.
         self._chain_verdicts: dict[tuple[Stack, tuple[int, int, bool]], np.ndarray] = {}
@@ -64,6 +67,7 @@ class GrammarRuntime:
         # Uncertain tokens in a group this small are walked one by one (tests lower it).
         self.group_min = _GROUP_MIN
         self.vector_group = _VECTOR_GROUP
+        self.loop_subtree = _LOOP_SUBTREE
 
     # ------------------------------------------------------------ byte-level matching
     def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
@@ -189,6 +193,10 @@ class GrammarRuntime:
         nodes = np.flatnonzero(states)
         states, crossed = states[nodes], crossed[nodes]
         for j in range(first, trie.depth + 1):
+            if j > 1:
+                nodes, states, crossed = self._loop_subtrees(
+                    j - 1, nodes, states, crossed, root, accepted, (unc_lo, unc_hi)
+                )
             if nodes.size <= _TAIL_NODES:
                 tok_lo, tok_hi = trie.tok_lo[j - 1][nodes], trie.tok_hi[j - 1][nodes]
                 if int((tok_hi - tok_lo).sum()) <= _TAIL_TOKENS:
@@ -227,6 +235,42 @@ class GrammarRuntime:
         lo, hi = np.concatenate(unc_lo), np.concatenate(unc_hi)
         order = np.argsort(lo, kind="stable")  # disjoint subtrees: sorted ranges, sorted run
         return acc, expand_ranges(lo[order], hi[order])
+
+    def _loop_subtrees(
+        self,
+        depth: int,
+        nodes: np.ndarray,
+        states: np.ndarray,
+        crossed: np.ndarray,
+        root: bool,
+        accepted: list[np.ndarray],
+        uncertain: tuple[list[np.ndarray], list[np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hand big subtrees whose walk enters a loop (` "` opening a string) to the shared
+        subtree walks of loops.py; returns the nodes left to this walk. Found tokens are
+        appended as trie positions (uncertain ones as one-token ranges)."""
+        trie = self.trie
+        big = trie.tok_hi[depth][nodes] - trie.tok_lo[depth][nodes] >= self.loop_subtree
+        todo = np.flatnonzero(big & ~crossed)
+        if not todo.size:
+            return nodes, states, crossed
+        keep = np.ones(nodes.size, dtype=bool)
+        for i in todo.tolist():
+            d = int(states[i])
+            key = (d, root)
+            if key not in self._shapes:
+                self._shapes[key] = loop_shape(self.automaton, d, root)
+            shape = self._shapes[key]
+            if shape is None:
+                continue
+            got = loop_top_walk(self.automaton, self.vocab, d, root, int(nodes[i]), depth, shape)
+            assert got is not None
+            accepted.append(trie.rank[got[0]])
+            unc = trie.rank[got[1]]
+            uncertain[0].append(unc)
+            uncertain[1].append(unc + 1)
+            keep[i] = False
+        return nodes[keep], states[keep], crossed[keep]
 
     def _py_row(self, d: int) -> tuple[list[int], bool, bool]:
         """DFA state d's row as a list, and whether d may exit (return or call) or accept."""

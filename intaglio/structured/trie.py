@@ -87,3 +87,4 @@ class TokenTrie:
         self.lengths = lengths
         # Walks through DFA loops, shared by every grammar over this vocabulary (loops.py).
         self.loop_walks: OrderedDict[bytes, Any] = OrderedDict()
+        self.subtree_walks: OrderedDict[bytes, Any] = OrderedDict()

@@ -123,3 +123,36 @@ def test_grouped_uncertain_walk_equals_bytewise_walk(
             if not ids.size:
                 break
             assert m.accept_token(int(rng.choice(ids)))
+
+
+@pytest.mark.skipif(not (DATA / "tokenizers" / "gpt2").is_dir(), reason="no tokenizer data")
+def test_subtree_loop_walks_equal_plain_trie_walk() -> None:
+    """Where a string opens mid-token (` "ab`), subtrees handed to the shared loop walks give
+    the same walk as stepping them level by level."""
+    vocab = TokenizerInfo.from_vocab_json(
+        DATA / "tokenizers" / "gpt2" / "vocab.json", eos_token_ids=(50256,)
+    )
+    diverted = 0
+    cases = [(SCHEMAS[0], b'{"a":'), (SCHEMAS[1], b"["), (SCHEMAS[4], b'["x",'), (SCHEMAS[5], b"{")]
+    for seed, (schema, prefix) in enumerate(cases):
+        m = compile_spec(vocab, json_schema=schema).matcher()
+        assert m.accept_bytes(prefix)
+        rt = m.runtime
+        rng = np.random.default_rng(seed)
+        for _ in range(4):
+            for st in rt.info(m.state)[0]:
+                root = len(st) == 1
+                rt.loop_subtree = 10**9
+                want = rt._trie_walk(st[-1], root)
+                rt.loop_subtree = 8
+                before = len(vocab.trie.subtree_walks)
+                got = rt._trie_walk(st[-1], root)
+                diverted += len(vocab.trie.subtree_walks) > before
+                for g, w in zip(got, want, strict=True):
+                    assert sorted(g.tolist()) == sorted(w.tolist())
+            ids = m.allowed_token_ids()
+            ids = ids[~np.isin(ids, vocab.eos_token_ids)]
+            if not ids.size:
+                break
+            assert m.accept_token(int(rng.choice(ids)))
+    assert diverted > 0
