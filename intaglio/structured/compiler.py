@@ -73,12 +73,17 @@ class IntaglioGrammar:
 
 # Grammars and a prefix into one of their strings: the walks every JSON schema with strings
 # shares. A free string (a DFA loop, loops.py), the first character of one that may not be
-# empty, an object's free key, and a bounded string (a chain, chains.py).
+# empty, an object's free key, and a bounded string (a chain, chains.py); and just before a
+# string value or key opens, where tokens like ` "ab` enter those loops mid-token.
+_STRINGS = {"a": {"type": "string"}, "b": {"type": "string", "minLength": 1}}
 _WARM = (
     ({"type": "string"}, b'"'),
     ({"type": "string", "minLength": 1}, b'"'),
     ({"type": "object", "additionalProperties": True}, b'{"'),
     ({"type": "string", "maxLength": 64}, b'"'),
+    ({"type": "object", "properties": _STRINGS, "required": ["a", "b"]}, b'{"a":'),
+    ({"type": "object", "properties": _STRINGS, "required": ["b", "a"]}, b'{"b":'),
+    ({"type": "object", "additionalProperties": True}, b"{"),
 )
 
 

@@ -299,13 +299,11 @@ class GrammarRuntime:
         trie, tokens, row_of = self.trie, self.vocab.token_bytes, self._py_row
         accepted: list[int] = []
         uncertain: list[int] = []
-        order = trie.order[tok_lo.min() : tok_hi.max()].tolist() if tok_lo.size else []
-        first = int(tok_lo.min()) if tok_lo.size else 0
         for st, cr, lo, hi in zip(
             states.tolist(), crossed.tolist(), tok_lo.tolist(), tok_hi.tolist(), strict=True
         ):
-            for pos in range(lo, hi):
-                data = tokens[order[pos - first]]
+            for pos, t in enumerate(trie.order[lo:hi].tolist(), lo):
+                data = tokens[t]
                 if len(data) == depth:  # type: ignore[arg-type]
                     continue  # ended at this node: counted already
                 s, c = st, cr
