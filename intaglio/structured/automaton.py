@@ -322,40 +322,57 @@ class Automaton:
 
     def _trim(self) -> None:
         """Drop NFA edges into states that can never reach their rule's end, so that every
-        live DFA state can still be completed (masks must never allow a dead end)."""
+        live DFA state can still be completed (masks must never allow a dead end).
+
+        One backward search from the rules' ends: a call edge counts once its return state
+        is live and its callee productive (its start live); calls seen before their callee
+        turned productive wait for it."""
         n = len(self.eps)
-        preds: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (source, callee or -1)
-        for s in range(n):
-            for t in self.eps[s]:
-                preds[t].append((s, -1))
-            for _, t in self.edges[s]:
-                preds[t].append((s, -1))
-            for rule, t in self.calls[s]:
-                preds[t].append((s, rule))
+        preds: list[list[int]] = [[] for _ in range(n)]
+        call_preds: dict[int, list[tuple[int, int]]] = {}  # return state -> (source, callee)
+        for s, (eps, edges, calls) in enumerate(zip(self.eps, self.edges, self.calls)):
+            for t in eps:
+                preds[t].append(s)
+            for _, t in edges:
+                preds[t].append(s)
+            for rule, t in calls:
+                call_preds.setdefault(t, []).append((s, rule))
+        starts: dict[int, list[int]] = {}
+        for r, start in enumerate(self.rule_start):
+            starts.setdefault(start, []).append(r)
+        live = bytearray(n)
         productive: set[int] = set()
-        while True:
-            live = set(self.accept_nfa)
-            work = list(live)
-            while work:
-                t = work.pop()
-                for s, rule in preds[t]:
-                    if s not in live and (rule < 0 or rule in productive):
-                        live.add(s)
-                        work.append(s)
-            now = {r for r, start in enumerate(self.rule_start) if start in live}
-            if now == productive:
-                break
-            productive = now
-        for s in range(n):
-            if self.eps[s]:
-                self.eps[s] = tuple(t for t in self.eps[s] if t in live)
-            if self.edges[s]:
-                self.edges[s] = tuple((m, t) for m, t in self.edges[s] if t in live)
-            if self.calls[s]:
-                self.calls[s] = tuple(
-                    (r, t) for r, t in self.calls[s] if t in live and r in productive
-                )
-        if self.rule_start[self.rule_id[self.start_rule]] not in live:
+        waiting: dict[int, list[int]] = {}
+        work = list(self.accept_nfa)
+        for t in work:
+            live[t] = 1
+        while work:
+            t = work.pop()
+            found = list(preds[t])
+            for r in starts.get(t, ()):
+                productive.add(r)
+                found.extend(waiting.pop(r, ()))
+            for src, rule in call_preds.get(t, ()):
+                if rule in productive:
+                    found.append(src)
+                else:
+                    waiting.setdefault(rule, []).append(src)
+            for src in found:
+                if not live[src]:
+                    live[src] = 1
+                    work.append(src)
+        # Only states with a move into a dead state, or a call to an unproductive rule,
+        # change.
+        touched = {src for t in range(n) if not live[t] for src in preds[t]}
+        touched.update(src for t, ps in call_preds.items() if not live[t] for src, _ in ps)
+        touched.update(src for ps in waiting.values() for src in ps)
+        for s in touched:
+            self.eps[s] = tuple(t for t in self.eps[s] if live[t])
+            self.edges[s] = tuple((m, t) for m, t in self.edges[s] if live[t])
+            self.calls[s] = tuple(
+                (r, t) for r, t in self.calls[s] if live[t] and r in productive
+            )
+        if not live[self.rule_start[self.rule_id[self.start_rule]]]:
             raise GrammarError("the grammar matches no string at all")
 
     def _product(self, node: Intersect, nxt: int) -> int:
