@@ -369,9 +369,7 @@ class Automaton:
         for s in touched:
             self.eps[s] = tuple(t for t in self.eps[s] if live[t])
             self.edges[s] = tuple((m, t) for m, t in self.edges[s] if live[t])
-            self.calls[s] = tuple(
-                (r, t) for r, t in self.calls[s] if live[t] and r in productive
-            )
+            self.calls[s] = tuple((r, t) for r, t in self.calls[s] if live[t] and r in productive)
         if not live[self.rule_start[self.rule_id[self.start_rule]]]:
             raise GrammarError("the grammar matches no string at all")
 
