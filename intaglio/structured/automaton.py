@@ -292,26 +292,23 @@ class Automaton:
         stride = size + 1
         if base + node.max * stride > MAX_NFA_STATES:
             raise GrammarError(f"grammar too large (more than {MAX_NFA_STATES} automaton states)")
-        template = (self.eps[base:], self.edges[base:])
+        # The copy's states only lead to each other and to `end`, the boundary just below
+        # it; copy k is the template shifted by k strides, its `end` included.
+        eps = self.eps[base:] + [_NONE]
+        masks = [tuple(m for m, _ in e) for e in self.edges[base:]] + [_NONE]
+        targets = [tuple(t for _, t in e) for e in self.edges[base:]] + [_NONE]
         self.eps.append(_NONE)
         self.edges.append(_NONE)
         self.calls.append(_NONE)
+        nothing = [_NONE] * stride
         for k in range(1, node.max):
             self.deadline.check()
-            shift = k * stride
-            done = base + shift - 1  # this copy's last byte leads to the boundary below it
-
-            def move(t: int, shift: int = shift, done: int = done) -> int:
-                return t + shift if t >= base else done if t == end else t
-
-            self.eps.extend(tuple(move(t) for t in e) if e else _NONE for e in template[0])
+            add = (k * stride).__add__
+            self.eps.extend([tuple(map(add, e)) if e else _NONE for e in eps])
             self.edges.extend(
-                tuple((m, move(t)) for m, t in e) if e else _NONE for e in template[1]
+                [tuple(zip(m, map(add, t))) if m else _NONE for m, t in zip(masks, targets)]
             )
-            self.calls.extend(_NONE for _ in range(size))
-            self.eps.append(_NONE)
-            self.calls.append(_NONE)
-            self.edges.append(_NONE)
+            self.calls.extend(nothing)
         span = ChainSpan(base, size, start - base, node.min, node.max, nxt)
         for j in range(node.max):
             b = span.copy_base(j) + size
