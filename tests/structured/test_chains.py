@@ -142,7 +142,7 @@ def test_length_edges(lo: int, hi: int) -> None:
 
 
 def _trie_walk_ids(rt, d: int, root: bool) -> tuple[set[int], set[int]]:
-    acc, unc = rt._trie_walk(d, root)
+    acc, unc = rt.walker.walk(d, root)
     return set(acc.tolist()), set(rt.trie.order[unc].tolist())
 
 

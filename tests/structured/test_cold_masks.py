@@ -48,7 +48,7 @@ def _check_states(
             if got is None:
                 continue
             used += 1
-            acc, unc = rt._trie_walk(st[-1], root)
+            acc, unc = rt.walker.walk(st[-1], root)
             for g, w in zip(got, (acc, vocab.trie.order[unc]), strict=True):
                 assert set(g.tolist()) == set(w.tolist())
         ids = m.allowed_token_ids()
@@ -142,11 +142,11 @@ def test_subtree_loop_walks_equal_plain_trie_walk() -> None:
         for _ in range(4):
             for st in rt.info(m.state)[0]:
                 root = len(st) == 1
-                rt.loop_subtree = 10**9
-                want = rt._trie_walk(st[-1], root)
-                rt.loop_subtree = 8
+                rt.walker.loop_subtree = 10**9
+                want = rt.walker.walk(st[-1], root)
+                rt.walker.loop_subtree = 8
                 before = len(vocab.trie.subtree_walks)
-                got = rt._trie_walk(st[-1], root)
+                got = rt.walker.walk(st[-1], root)
                 diverted += len(vocab.trie.subtree_walks) > before
                 for g, w in zip(got, want, strict=True):
                     assert sorted(g.tolist()) == sorted(w.tolist())
