@@ -500,6 +500,8 @@ class Automaton:
                 setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow, bool)]))
         self.accepting[d] = bool(core & self.accept_nfa)
         self.exitable[d] = self.accepting[d] or any(self.calls[n] for n in core)
+        # After trimming every edge leads somewhere live, so any edge means a live byte.
+        self.has_bytes[d] = any(self.edges[n] for n in core)
         return d
 
     def calls_of(self, d: int) -> tuple[tuple[int, int], ...]:
@@ -553,7 +555,6 @@ class Automaton:
                 row[self._bytes_of(block)] = self.closure(ts)
         self.table[d] = row
         self.row_done[d] = True
-        self.has_bytes[d] = bool(by_target)
 
     def step(self, d: int, byte: int) -> int:
         if not self.row_done[d]:

@@ -75,7 +75,6 @@ class GrammarRuntime:
         while work:
             st = work.pop()
             top = st[-1]
-            a.step(top, 0)  # fills the row, so has_bytes is known
             if a.has_bytes[top]:
                 consumers.append(st)
             nexts: list[Stack] = []
