@@ -33,9 +33,13 @@ from intaglio.structured.ir import (
 
 MAX_NFA_STATES = 2_000_000
 _INLINE_LIMIT = 4_000  # NFA-size estimate above which a rule used twice is called, not copied
+# A bounded repeat of a regular item with at least this many copies is built as a chain
+# (identical copies laid out at a fixed stride), whose masks chains.py shares across positions.
+CHAIN_MIN_COPIES = 8
 
 
 _NONE: tuple = ()
+_ALL_BYTES = (1 << 256) - 1
 
 
 class Deadline:
@@ -46,6 +50,28 @@ class Deadline:
     def check(self) -> None:
         if self.end is not None and time.monotonic() > self.end:
             raise TimeoutError(f"grammar compilation exceeded {self.seconds} s")
+
+
+@dataclass(frozen=True)
+class ChainSpan:
+    """`item{min,max}` built as max identical copies at a fixed stride of size + 1 states.
+
+    Copy k of the layout (k = 0 is copy j = max - 1, the template every other copy is cloned
+    from) holds the item's states at base + k * (size + 1), followed by its boundary state:
+    the point where j items have been read (it may also leave to `exit` when j >= min). The
+    item's last byte leads to the boundary just below the copy, base - 1 for the template,
+    which moves on to `exit` after the max-th item.
+    """
+
+    base: int
+    size: int
+    start: int  # the item's start state, local to a copy
+    min: int
+    max: int
+    exit: int
+
+    def copy_base(self, j: int) -> int:
+        return self.base + (self.max - 1 - j) * (self.size + 1)
 
 
 @dataclass
@@ -141,16 +167,22 @@ class Automaton:
     def __init__(self, grammar: Grammar, deadline: Deadline | None = None) -> None:
         grammar.check()
         self.deadline = deadline or Deadline(None)
-        self.grammar = grammar
+        self.start_rule = grammar.start
+        self._grammar = grammar  # only while building: the IR is not kept alive afterwards
         self.callable = sorted(_callable_rules(grammar))
         self.rule_id = {name: i for i, name in enumerate(self.callable)}
-        self.eps: list[list[int]] = []
-        self.edges: list[list[tuple[int, int]]] = []  # (byte mask, target)
-        self.calls: list[list[tuple[int, int]]] = []  # (callee rule id, return target)
+        # Tuples, not lists: tuples of ints drop out of the garbage collector's tracking, so
+        # a large automaton does not lengthen every later full collection (mask-time pauses).
+        self.eps: list[tuple[int, ...]] = []
+        self.edges: list[tuple[tuple[int, int], ...]] = []  # (byte mask, target)
+        self.calls: list[tuple[tuple[int, int], ...]] = []  # (callee rule id, return target)
         self.accept_nfa: set[int] = set()
         self._inline_memo: dict[tuple[str, int], int] = {}
         self._byte_states: dict[tuple[int, int], int] = {}
         self._inlining: set[str] = set()
+        self._no_chain = 0  # > 0 while building inside a chain copy or a product
+        self._regular: dict[int, bool] = {}
+        self.chains: list[ChainSpan] = []
         self.rule_start: list[int] = []
         for name in self.callable:
             accept = self._new()
@@ -158,9 +190,11 @@ class Automaton:
             self.rule_start.append(self._build(grammar.rules[name], accept))
         self._inline_memo.clear()
         self._byte_states.clear()
+        self._regular.clear()
+        del self._grammar
         self._trim()
         self._check_left_recursion()
-        self._mask_bytes: dict[int, list[int]] = {}
+        self._mask_bytes: dict[int, np.ndarray] = {}
         # Lazy DFA; state 0 is dead (an empty set) and loops to itself.
         self.sets: list[frozenset[int]] = []
         self.index: dict[frozenset[int], int] = {}
@@ -193,7 +227,7 @@ class Automaton:
             if s < 0:
                 s = self._byte_states[key] = self._new()
                 if node.mask:
-                    self.edges[s] = [key]
+                    self.edges[s] = (key,)
             return s
         if isinstance(node, Seq):
             for item in reversed(node.items):
@@ -201,19 +235,21 @@ class Automaton:
             return nxt
         if isinstance(node, Alt):
             s = self._new()
-            self.eps[s] = [self._build(item, nxt) for item in node.items]
+            self.eps[s] = tuple(self._build(item, nxt) for item in node.items)
             return s
         if isinstance(node, Repeat):
             self.deadline.check()
+            if node.max is not None and node.max >= CHAIN_MIN_COPIES and self._chainable(node):
+                return self._build_chain(node, nxt)
             cur = nxt
             if node.max is None:
                 loop = self._new()
-                self.eps[loop] = [nxt, self._build(node.item, loop)]
+                self.eps[loop] = (nxt, self._build(node.item, loop))
                 cur = loop
             else:
                 for _ in range(node.max - node.min):
                     s = self._new()
-                    self.eps[s] = [nxt, self._build(node.item, cur)]
+                    self.eps[s] = (nxt, self._build(node.item, cur))
                     cur = s
             for _ in range(node.min):
                 cur = self._build(node.item, cur)
@@ -222,53 +258,126 @@ class Automaton:
             return self._product(node, nxt)
         if node.name in self.rule_id:
             s = self._new()
-            self.calls[s] = [(self.rule_id[node.name], nxt)]
+            self.calls[s] = ((self.rule_id[node.name], nxt),)
             return s
         key = (node.name, nxt)
         if key not in self._inline_memo:
-            self._inline_memo[key] = self._build(self.grammar.rules[node.name], nxt)
+            self._inline_memo[key] = self._build(self._grammar.rules[node.name], nxt)
         return self._inline_memo[key]
+
+    def _chainable(self, node: Repeat) -> bool:
+        if self._no_chain:
+            return False
+        got = self._regular.get(id(node.item))
+        if got is None:
+            got = self._regular[id(node.item)] = not refs_in(node.item)
+        return got
+
+    def _build_chain(self, node: Repeat, nxt: int) -> int:
+        """Build one copy of the item, then clone it max - 1 times by offset, so every
+        position is provably the same automaton (see ChainSpan for the layout)."""
+        end = self._new()
+        self.eps[end] = (nxt,)
+        base = len(self.eps)
+        saved, self._byte_states = self._byte_states, {}  # the copy shares no state outside
+        self._no_chain += 1
+        try:
+            start = self._build(node.item, end)
+        finally:
+            self._no_chain -= 1
+            self._byte_states = saved
+        size = len(self.eps) - base
+        if start == end:  # the item matches only the empty string, so the repeat does too
+            return nxt
+        stride = size + 1
+        if base + node.max * stride > MAX_NFA_STATES:
+            raise GrammarError(f"grammar too large (more than {MAX_NFA_STATES} automaton states)")
+        # The copy's states only lead to each other and to `end`, the boundary just below
+        # it; copy k is the template shifted by k strides, its `end` included.
+        eps = self.eps[base:] + [_NONE]
+        masks = [tuple(m for m, _ in e) for e in self.edges[base:]] + [_NONE]
+        targets = [tuple(t for _, t in e) for e in self.edges[base:]] + [_NONE]
+        self.eps.append(_NONE)
+        self.edges.append(_NONE)
+        self.calls.append(_NONE)
+        nothing = [_NONE] * stride
+        for k in range(1, node.max):
+            self.deadline.check()
+            add = (k * stride).__add__
+            self.eps.extend([tuple(map(add, e)) if e else _NONE for e in eps])
+            self.edges.extend(
+                [tuple(zip(m, map(add, t))) if m else _NONE for m, t in zip(masks, targets)]
+            )
+            self.calls.extend(nothing)
+        span = ChainSpan(base, size, start - base, node.min, node.max, nxt)
+        for j in range(node.max):
+            b = span.copy_base(j) + size
+            first = b - size + span.start
+            self.eps[b] = (first, nxt) if j >= node.min else (first,)
+        self.chains.append(span)
+        return span.copy_base(0) + size
 
     def _trim(self) -> None:
         """Drop NFA edges into states that can never reach their rule's end, so that every
-        live DFA state can still be completed (masks must never allow a dead end)."""
+        live DFA state can still be completed (masks must never allow a dead end).
+
+        One backward search from the rules' ends: a call edge counts once its return state
+        is live and its callee productive (its start live); calls seen before their callee
+        turned productive wait for it."""
         n = len(self.eps)
-        preds: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (source, callee or -1)
-        for s in range(n):
-            for t in self.eps[s]:
-                preds[t].append((s, -1))
-            for _, t in self.edges[s]:
-                preds[t].append((s, -1))
-            for rule, t in self.calls[s]:
-                preds[t].append((s, rule))
+        preds: list[list[int]] = [[] for _ in range(n)]
+        call_preds: dict[int, list[tuple[int, int]]] = {}  # return state -> (source, callee)
+        for s, (eps, edges, calls) in enumerate(zip(self.eps, self.edges, self.calls)):
+            for t in eps:
+                preds[t].append(s)
+            for _, t in edges:
+                preds[t].append(s)
+            for rule, t in calls:
+                call_preds.setdefault(t, []).append((s, rule))
+        starts: dict[int, list[int]] = {}
+        for r, start in enumerate(self.rule_start):
+            starts.setdefault(start, []).append(r)
+        live = bytearray(n)
         productive: set[int] = set()
-        while True:
-            live = set(self.accept_nfa)
-            work = list(live)
-            while work:
-                t = work.pop()
-                for s, rule in preds[t]:
-                    if s not in live and (rule < 0 or rule in productive):
-                        live.add(s)
-                        work.append(s)
-            now = {r for r, start in enumerate(self.rule_start) if start in live}
-            if now == productive:
-                break
-            productive = now
-        for s in range(n):
-            if self.eps[s]:
-                self.eps[s] = [t for t in self.eps[s] if t in live]
-            if self.edges[s]:
-                self.edges[s] = [(m, t) for m, t in self.edges[s] if t in live]
-            if self.calls[s]:
-                self.calls[s] = [(r, t) for r, t in self.calls[s] if t in live and r in productive]
-        if self.rule_start[self.rule_id[self.grammar.start]] not in live:
+        waiting: dict[int, list[int]] = {}
+        work = list(self.accept_nfa)
+        for t in work:
+            live[t] = 1
+        while work:
+            t = work.pop()
+            found = list(preds[t])
+            for r in starts.get(t, ()):
+                productive.add(r)
+                found.extend(waiting.pop(r, ()))
+            for src, rule in call_preds.get(t, ()):
+                if rule in productive:
+                    found.append(src)
+                else:
+                    waiting.setdefault(rule, []).append(src)
+            for src in found:
+                if not live[src]:
+                    live[src] = 1
+                    work.append(src)
+        # Only states with a move into a dead state, or a call to an unproductive rule,
+        # change.
+        touched = {src for t in range(n) if not live[t] for src in preds[t]}
+        touched.update(src for t, ps in call_preds.items() if not live[t] for src, _ in ps)
+        touched.update(src for ps in waiting.values() for src in ps)
+        for s in touched:
+            self.eps[s] = tuple(t for t in self.eps[s] if live[t])
+            self.edges[s] = tuple((m, t) for m, t in self.edges[s] if live[t])
+            self.calls[s] = tuple((r, t) for r, t in self.calls[s] if live[t] and r in productive)
+        if not live[self.rule_start[self.rule_id[self.start_rule]]]:
             raise GrammarError("the grammar matches no string at all")
 
     def _product(self, node: Intersect, nxt: int) -> int:
         """Product automaton of two regular fragments, built eagerly over closed state sets."""
         ends = (self._new(), self._new())
-        starts = (self._build(node.left, ends[0]), self._build(node.right, ends[1]))
+        self._no_chain += 1  # the operands' states never reach a DFA state: no chain spans
+        try:
+            starts = (self._build(node.left, ends[0]), self._build(node.right, ends[1]))
+        finally:
+            self._no_chain -= 1
 
         def close(states: set[int]) -> frozenset[int]:
             seen, work = set(states), list(states)
@@ -297,7 +406,7 @@ class Automaton:
             pair = work.pop()
             s = index[pair]
             if ends[0] in pair[0] and ends[1] in pair[1]:
-                self.eps[s] = [*self.eps[s], nxt]
+                self.eps[s] = (*self.eps[s], nxt)
             ma, mb = moves(pair[0]), moves(pair[1])
             grouped: dict[tuple[frozenset[int], frozenset[int]], int] = {}
             for b in ma.keys() & mb.keys():
@@ -307,7 +416,7 @@ class Automaton:
                 if target not in index:
                     index[target] = self._new()
                     work.append(target)
-                self.edges[s] = [*self.edges[s], (mask, index[target])]
+                self.edges[s] = (*self.edges[s], (mask, index[target]))
         return index[first]
 
     @staticmethod
@@ -391,6 +500,8 @@ class Automaton:
                 setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow, bool)]))
         self.accepting[d] = bool(core & self.accept_nfa)
         self.exitable[d] = self.accepting[d] or any(self.calls[n] for n in core)
+        # After trimming every edge leads somewhere live, so any edge means a live byte.
+        self.has_bytes[d] = any(self.edges[n] for n in core)
         return d
 
     def calls_of(self, d: int) -> tuple[tuple[int, int], ...]:
@@ -405,33 +516,47 @@ class Automaton:
             got = self._calls_of[d] = tuple(sorted(pairs))
         return got
 
-    def _bytes_of(self, mask: int) -> list[int]:
+    def _bytes_of(self, mask: int) -> np.ndarray:
         got = self._mask_bytes.get(mask)
         if got is None:
-            got = self._mask_bytes[mask] = [b for b in range(256) if mask >> b & 1]
+            bits = np.frombuffer(mask.to_bytes(32, "little"), dtype=np.uint8)
+            got = self._mask_bytes[mask] = np.flatnonzero(np.unpackbits(bits, bitorder="little"))
         return got
 
     def fill_rows(self, states: np.ndarray) -> None:
         """Make sure table rows exist for every DFA state in `states`."""
         for d in np.unique(states[~self.row_done[states]]).tolist():
-            self.deadline.check()
-            targets: dict[int, set[int]] = {}
-            for n in self.sets[d]:
-                for mask, t in self.edges[n]:
-                    for b in self._bytes_of(mask):
-                        targets.setdefault(b, set()).add(t)
-            row = np.zeros(256, dtype=np.int32)
-            by_set: dict[frozenset[int], int] = {}
-            for b, ts in targets.items():
-                key = frozenset(ts)
-                if key not in by_set:
-                    by_set[key] = self.closure(ts)
-                row[b] = by_set[key]
-            self.table[d] = row
-            self.row_done[d] = True
-            self.has_bytes[d] = bool(targets)
+            self._fill_row(d)
+
+    def _fill_row(self, d: int) -> None:
+        """Determinise one row. Bytes are grouped by the set of NFA targets they reach by
+        refining a partition of the 256 bytes with each target's byte mask (256-bit ints),
+        so a row costs a few big-int operations per target rather than a step per byte."""
+        self.deadline.check()
+        by_target: dict[int, int] = {}
+        for n in self.sets[d]:
+            for mask, t in self.edges[n]:
+                by_target[t] = by_target.get(t, 0) | mask
+        blocks: list[tuple[int, list[int]]] = [(_ALL_BYTES, [])]
+        for t, mask in by_target.items():
+            split: list[tuple[int, list[int]]] = []
+            for block, ts in blocks:
+                inside = block & mask
+                if inside:
+                    split.append((inside, [*ts, t]))
+                    if inside != block:
+                        split.append((block & ~mask, ts))
+                else:
+                    split.append((block, ts))
+            blocks = split
+        row = np.zeros(256, dtype=np.int32)
+        for block, ts in blocks:
+            if ts:
+                row[self._bytes_of(block)] = self.closure(ts)
+        self.table[d] = row
+        self.row_done[d] = True
 
     def step(self, d: int, byte: int) -> int:
         if not self.row_done[d]:
-            self.fill_rows(np.array([d]))
+            self._fill_row(d)
         return int(self.table[d, byte])

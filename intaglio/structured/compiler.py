@@ -71,11 +71,39 @@ class IntaglioGrammar:
         return GrammarMatcher(self.runtime)
 
 
+# Grammars and a prefix into one of their strings: the walks every JSON schema with strings
+# shares. A free string (a DFA loop, loops.py), the first character of one that may not be
+# empty, an object's free key, and a bounded string (a chain, chains.py); and just before a
+# string value or key opens, where tokens like ` "ab` enter those loops mid-token.
+_STRINGS = {"a": {"type": "string"}, "b": {"type": "string", "minLength": 1}}
+_WARM = (
+    ({"type": "string"}, b'"'),
+    ({"type": "string", "minLength": 1}, b'"'),
+    ({"type": "object", "additionalProperties": True}, b'{"'),
+    ({"type": "string", "maxLength": 64}, b'"'),
+    ({"type": "object", "properties": _STRINGS, "required": ["a", "b"]}, b'{"a":'),
+    ({"type": "object", "properties": _STRINGS, "required": ["b", "a"]}, b'{"b":'),
+    ({"type": "object", "additionalProperties": True}, b"{"),
+)
+
+
 class IntaglioBackend:
     def __init__(self, vocab: TokenizerInfo, timeout_s: float | None = 10.0) -> None:
         self.vocab = vocab
         self.timeout_s = timeout_s
         self._lock = threading.Lock()  # the lazy DFA is shared; compile one at a time
+        self._warm()
+
+    def _warm(self) -> None:
+        """Walk the vocabulary through a JSON string body once, up front, so that no
+        request's first mask inside a string pays for it (the walks are cached on the
+        vocabulary's token trie and shared by every grammar)."""
+        t0 = time.perf_counter()
+        for schema, prefix in _WARM:
+            grammar = build_grammar(StructuredOutput(json_schema=schema))
+            runtime = GrammarRuntime(Automaton(grammar), self.vocab)
+            runtime.mask(runtime.advance_bytes(runtime.initial, prefix))
+        logger.debug("vocabulary walks warmed in %.1f ms", 1e3 * (time.perf_counter() - t0))
 
     def compile(self, spec: StructuredOutput) -> IntaglioGrammar:
         deadline = Deadline(self.timeout_s)

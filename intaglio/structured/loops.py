@@ -32,6 +32,7 @@ MIN_LOOP_BYTES = 64
 _REGION_DEPTH = 3  # UTF-8 sequences return within 3 bytes; longer escapes just exit
 _REGION_STATES = 32
 _CACHE_ENTRIES = 32
+_SUBTREE_ENTRIES = 512  # subtree walks are small: where a string opens mid-token (` "`)
 _EXIT = -1
 _CACHE_LOCK = threading.Lock()
 
@@ -63,34 +64,33 @@ def loop_shape(
     region = [d]
     seen = {d}
     frontier = [d]
+    succ: dict[int, list[int]] = {}  # live successors, in order of their first byte
     for _ in range(_REGION_DEPTH):
         if not frontier:
             break
         nxt_frontier = []
         a.fill_rows(np.array(frontier, dtype=np.int64))
         for s in frontier:
-            for t in np.unique(a.table[s]).tolist():
-                if t and t not in seen and len(region) < _REGION_STATES:
+            succ[s] = _successors(a, s)
+            for t in succ[s]:
+                if t not in seen and len(region) < _REGION_STATES:
                     seen.add(t)
                     region.append(t)
                     nxt_frontier.append(t)
         frontier = nxt_frontier
     a.fill_rows(np.array(region, dtype=np.int64))
-    # States of the region that reach d again (backward closure inside the region).
-    back = {d}
-    changed = True
-    while changed:
-        changed = False
-        for s in region:
-            if s not in back and np.isin(a.table[s], list(back)).any():
-                back.add(s)
-                changed = True
+    for s in region:
+        if s not in succ:
+            succ[s] = _successors(a, s)
+    inside = _reaching(succ, region, {d})  # d's SCC: the states of the region that reach d
+    if inside == {d} and d not in succ[d]:
+        inside = _entry(a, succ, d, region)
     # Canonical labels: breadth first from d, children by byte.
     local = {d: 1}
     order = [d]
     for s in order:
-        for t in a.table[s].tolist():
-            if t in back and t not in local:
+        for t in succ[s]:
+            if t in inside and t not in local:
                 local[t] = len(order) + 1
                 order.append(t)
     lut = np.full(len(a.table), _EXIT, dtype=np.int32)
@@ -108,15 +108,71 @@ def loop_shape(
     return key, order, table, exits
 
 
-def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray) -> LoopWalk:
-    """The trie walk from local state 1 through `table` (cached per vocabulary and shape)."""
-    cache = trie.loop_walks
+def _successors(a: Automaton, s: int) -> list[int]:
+    """The live states one byte after s, ordered by the first byte leading to each."""
+    targets, first = np.unique(a.table[s], return_index=True)
+    return [int(t) for t in targets[np.argsort(first)] if t]
+
+
+def _reaching(succ: dict[int, list[int]], region: list[int], seeds: set[int]) -> set[int]:
+    """The states of the region that reach a seed (backward closure inside the region)."""
+    out = set(seeds)
+    changed = True
+    while changed:
+        changed = False
+        for s in region:
+            if s not in out and not out.isdisjoint(succ[s]):
+                out.add(s)
+                changed = True
+    return out
+
+
+def _entry(a: Automaton, succ: dict[int, list[int]], d: int, region: list[int]) -> set[int]:
+    """For a state d on no cycle that leads into one (the first character of a string with
+    minLength 1): d, the SCC that most of d's bytes enter, and the states in between (the
+    rest of d's multi-byte characters), whose every byte enters that set."""
+    row = a.table[d]
+    t = int(np.bincount(row[row > 0]).argmax())
+    ahead = {t}
+    frontier = [t]
+    while frontier:  # the region's states reachable from t
+        frontier = [u for s in frontier for u in succ.get(s, ()) if u in succ and u not in ahead]
+        ahead.update(frontier)
+    loop = _reaching(succ, region, {t}) & ahead
+    if loop == {t} and t not in succ[t]:
+        return {d}  # t is on no cycle either (a chain of positions): nothing to share
+    out = loop | {d}
+    changed = True
+    while changed:
+        changed = False
+        for s in region:
+            if s not in out and succ[s] and out.issuperset(succ[s]):
+                out.add(s)
+                changed = True
+    return out
+
+
+def walk_loop(
+    trie: TokenTrie,
+    key: bytes,
+    table: np.ndarray,
+    exits: np.ndarray,
+    node: int = 0,
+    depth: int = 0,
+) -> LoopWalk:
+    """The trie walk from local state 1 through `table`, over the whole trie or the subtree of
+    one node (index `node` at level `depth`) entered in that state (cached per vocabulary,
+    shape and node)."""
+    cache, size = trie.loop_walks, _CACHE_ENTRIES
+    if depth:
+        cache, size = trie.subtree_walks, _SUBTREE_ENTRIES
+        key += np.array([node, depth], dtype=np.int64).tobytes()
     with _CACHE_LOCK:  # grammars on several threads share it
         got = cache.get(key)
         if got is not None:
             cache.move_to_end(key)
             return got
-    nodes = np.zeros(1, dtype=np.int64)
+    nodes = np.full(1, node, dtype=np.int64)
     states = np.ones(1, dtype=np.int64)
     crossed = np.zeros(1, dtype=bool)
     acc: list[np.ndarray] = []
@@ -127,7 +183,7 @@ def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray)
     ex_pos: list[np.ndarray] = []
     ex_src: list[np.ndarray] = []
     ex_cr: list[np.ndarray] = []
-    for j in range(1, trie.depth + 1):
+    for j in range(depth + 1, trie.depth + 1):
         lo, hi = trie.child_lo[j - 1][nodes], trie.child_hi[j - 1][nodes]
         counts = hi - lo
         child = expand_ranges(lo, hi)
@@ -163,7 +219,7 @@ def walk_loop(trie: TokenTrie, key: bytes, table: np.ndarray, exits: np.ndarray)
     )
     with _CACHE_LOCK:
         cache[key] = got
-        if len(cache) > _CACHE_ENTRIES:
+        if len(cache) > size:
             cache.popitem(last=False)
     return got
 
@@ -176,11 +232,12 @@ def finish_walk(
     state: np.ndarray,
     crossed: np.ndarray,
     root: bool,
+    first: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(accepted, uncertain) token ids for tokens resumed at byte `pos` in DFA `state`.
 
     One numpy step per byte position over the tokens still alive; `crossed` follows the trie
-    walk's rule (reading a byte after the first from a state where the rule could exit).
+    walk's rule (reading a byte after the `first` from a state where the rule could exit).
     """
     lengths, matrix = vocab.lengths, vocab.matrix
     acc: list[np.ndarray] = []
@@ -194,7 +251,7 @@ def finish_walk(
             break
         a.fill_rows(state)
         ex = a.exitable & ~a.accepting if root else a.exitable
-        crossed = crossed | (ex[state] & (pos >= 1))
+        crossed = crossed | (ex[state] & (pos > first))
         nxt = a.table[state, matrix[tok, pos]].astype(np.int64)
         dead = nxt == 0
         unc.append(tok[dead & crossed])
@@ -208,15 +265,22 @@ def finish_walk(
 
 
 def loop_top_walk(
-    a: Automaton, vocab: TokenizerInfo, d: int, root: bool
+    a: Automaton,
+    vocab: TokenizerInfo,
+    d: int,
+    root: bool,
+    node: int = 0,
+    depth: int = 0,
+    shape: tuple[bytes, list[int], np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(accepted, uncertain) token ids from DFA state d via its shared SCC walk, or None when
-    d's loop is too small to be worth it."""
-    shape = loop_shape(a, d, root)
+    d's loop is too small to be worth it. With a node: the tokens under that trie node (at
+    level `depth`), their first `depth` bytes already read into d with no exit passed."""
+    shape = shape or loop_shape(a, d, root)
     if shape is None:
         return None
     key, order, table, exits = shape
-    w = walk_loop(vocab.trie, key, table, exits)
+    w = walk_loop(vocab.trie, key, table, exits, node, depth)
     glob = np.array([0, *order], dtype=np.int64)
     acc, unc = finish_walk(a, vocab, w.exit_tok, w.exit_pos, glob[w.exit_src], w.exit_crossed, root)
     return np.concatenate([w.accepted, acc]), np.concatenate([w.uncertain, unc])

@@ -6,13 +6,14 @@ frames below are where each caller resumes. Before reading a byte a stack is *ex
 accepting top may return to its caller, and call edges push the callee's start.
 
 Masks, after xgrammar's split of context-independent and context-dependent tokens: for the top
-DFA state alone, one numpy walk down the token trie (trie.py) classifies every token as
+DFA state alone, one numpy walk down the token trie (trie_walk.py) classifies every token as
 accepted (its bytes stay inside the top rule), rejected (they leave it dead without ever
 passing a point where the rule could return or call) or uncertain (they cross such a point).
 Only the uncertain ones are walked through the full stack, in groups sharing a prefix.
 Finished masks are cached per parser state as packed bits, so a repeated state costs one dict
 lookup and a copy. A top state inside a big loop (a string body) takes its walk from the
-vocabulary-wide cache in loops.py instead.
+vocabulary-wide cache in loops.py instead, and a position in a bounded repeat (a string with
+maxLength) reads it off the walk its chain shares with all its positions (chains.py).
 """
 
 from __future__ import annotations
@@ -22,20 +23,18 @@ from collections import OrderedDict
 import numpy as np
 
 from intaglio.structured.automaton import Automaton
-from intaglio.structured.loops import loop_top_walk
-from intaglio.structured.trie import expand_ranges
+from intaglio.structured.chains import ChainIndex, ChainPosition
+from intaglio.structured.loops import finish_walk, loop_top_walk
+from intaglio.structured.trie_walk import TrieWalker
 from intaglio.structured.vocab import TokenizerInfo
 
 Stack = tuple[int, ...]
 State = frozenset[Stack]
 
 _MASK_CACHE_BYTES = 256 * 2**20
-# Below this many live trie nodes and tokens under them, a walk finishes in Python.
-_TAIL_NODES = 16
-_TAIL_TOKENS = 128
-# A trie level is stepped whole while at least this share of the level above is alive.
-_DENSE_SHARE = 0.25
 _GROUP_MIN = 32
+# A group of uncertain tokens this big with one stack left to read them finishes vectorised.
+_VECTOR_GROUP = 256
 
 
 class GrammarRuntime:
@@ -51,10 +50,16 @@ class GrammarRuntime:
         self._advance: dict[tuple[State, int], State] = {}
         self._top: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self._masks: OrderedDict[State, np.ndarray] = OrderedDict()
+        # Per stack below a chain position and chain walk: which uncertain exits the full
+        # parser state reads, aligned with the walk's ChainPosition.exits.unc_tok.
+        self._chain_verdicts: dict[tuple[Stack, tuple[int, int, bool]], np.ndarray] = {}
         self._max_masks = max(64, _MASK_CACHE_BYTES // max(self.nbytes, 1))
         self.trie = vocab.trie
+        self.chains = ChainIndex(automaton, vocab)
+        self.walker = TrieWalker(automaton, vocab)
         # Uncertain tokens in a group this small are walked one by one (tests lower it).
         self.group_min = _GROUP_MIN
+        self.vector_group = _VECTOR_GROUP
 
     # ------------------------------------------------------------ byte-level matching
     def expand(self, stack: Stack) -> tuple[tuple[Stack, ...], bool]:
@@ -70,7 +75,6 @@ class GrammarRuntime:
         while work:
             st = work.pop()
             top = st[-1]
-            a.step(top, 0)  # fills the row, so has_bytes is known
             if a.has_bytes[top]:
                 consumers.append(st)
             nexts: list[Stack] = []
@@ -122,7 +126,8 @@ class GrammarRuntime:
 
     # ------------------------------------------------------------ token masks
     def _top_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(accepted ids, uncertain ids) for tokens read from DFA state d alone.
+        """(accepted ids, uncertain trie positions, sorted) for tokens read from DFA state d
+        alone.
 
         Level by level down the token trie, visiting only the children of live nodes. A
         child that dies hands its whole subtree to the slow path if the walk passed a point
@@ -134,149 +139,34 @@ class GrammarRuntime:
             # A big loop (a string body) is walked once per vocabulary and shared.
             got = loop_top_walk(self.automaton, self.vocab, d, root)
             if got is None:
-                got = self._trie_walk(d, root)
+                got = self.walker.walk(d, root)
+            else:
+                got = (got[0], np.sort(self.trie.rank[got[1]]))
             self._top[key] = got
         return got
 
-    def _trie_walk(self, d: int, root: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The direct walk from d over the whole token trie with this grammar's table."""
-        a, trie = self.automaton, self.trie
-        # At the root nothing can return, so only call edges make a token uncertain.
-        states = np.array([d], dtype=np.int64)
-        crossed = np.zeros(1, dtype=bool)
-        accepted: list[np.ndarray] = []
-        unc_lo: list[np.ndarray] = []
-        unc_hi: list[np.ndarray] = []
-        # Dense levels: while most nodes are alive, step every node of the level at once (the
-        # dead state loops to itself), which beats gathering the children of live nodes.
-        first = 1
-        live_all = np.zeros(trie.level_start[-1], dtype=bool)  # dense levels' live nodes
-        while first <= trie.depth:
-            live_prev = int(np.count_nonzero(states))
-            if not live_prev or (first > 1 and live_prev < _DENSE_SHARE * states.size):
-                break
-            j, parent = first, trie.parent[first]
-            parent_state = states[parent]
-            todo = parent_state[~a.row_done[parent_state]]
-            if todo.size:
-                a.fill_rows(todo)
-            exits = a.exitable & ~a.accepting if root else a.exitable
-            parent_cross = crossed[parent]
-            if j > 1:
-                parent_cross = parent_cross | exits[parent_state]
-            flat = (parent_state << 8) | trie.byte[j]
-            nxt = np.take(a.table.reshape(-1), flat).astype(np.int64)
-            handoff = np.flatnonzero((nxt == 0) & (parent_state != 0) & parent_cross)
-            if handoff.size:
-                unc_lo.append(trie.tok_lo[j][handoff])
-                unc_hi.append(trie.tok_hi[j][handoff])
-            live_all[trie.level_start[j] : trie.level_start[j + 1]] = nxt != 0
-            states, crossed = nxt, parent_cross
-            first += 1
-        accepted.append(np.flatnonzero(live_all[trie.end_node]))
-        nodes = np.flatnonzero(states)
-        states, crossed = states[nodes], crossed[nodes]
-        for j in range(first, trie.depth + 1):
-            if nodes.size <= _TAIL_NODES:
-                tok_lo, tok_hi = trie.tok_lo[j - 1][nodes], trie.tok_hi[j - 1][nodes]
-                if int((tok_hi - tok_lo).sum()) <= _TAIL_TOKENS:
-                    # A few long tokens left: finishing them in Python beats a numpy pass
-                    # per remaining level.
-                    acc_tail, unc_tail = self._finish_tail(
-                        j - 1, states, crossed, tok_lo, tok_hi, root
-                    )
-                    accepted.append(acc_tail)
-                    unc_lo.append(unc_tail)
-                    unc_hi.append(unc_tail + 1)
-                    break
-            lo, hi = trie.child_lo[j - 1][nodes], trie.child_hi[j - 1][nodes]
-            counts = hi - lo
-            child = expand_ranges(lo, hi)
-            if not child.size:
-                break
-            a.fill_rows(states)
-            exits = a.exitable & ~a.accepting if root else a.exitable
-            parent_cross = crossed | exits[states] if j > 1 else crossed
-            parent_state = np.repeat(states, counts)
-            parent_cross = np.repeat(parent_cross, counts)
-            nxt = a.table[parent_state, trie.byte[j][child]]
-            dead = nxt == 0
-            handoff = child[dead & parent_cross]
-            if handoff.size:
-                unc_lo.append(trie.tok_lo[j][handoff])
-                unc_hi.append(trie.tok_hi[j][handoff])
-            live = ~dead
-            nodes, states, crossed = child[live], nxt[live], parent_cross[live]
-            accepted.append(expand_ranges(trie.end_lo[j][nodes], trie.end_hi[j][nodes]))
-        empty = np.zeros(0, dtype=np.int64)
-        acc = trie.order[np.concatenate(accepted)] if accepted else empty
-        unc = (
-            trie.order[expand_ranges(np.concatenate(unc_lo), np.concatenate(unc_hi))]
-            if unc_lo
-            else empty
-        )
-        return acc, unc
-
-    def _finish_tail(
-        self,
-        depth: int,
-        states: np.ndarray,
-        crossed: np.ndarray,
-        tok_lo: np.ndarray,
-        tok_hi: np.ndarray,
-        root: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Walk the remaining bytes of the tokens under a few live nodes (sorted positions)."""
-        a, trie, tokens = self.automaton, self.trie, self.vocab.token_bytes
-        accepted: list[int] = []
-        uncertain: list[int] = []
-        for st, cr, lo, hi in zip(
-            states.tolist(), crossed.tolist(), tok_lo.tolist(), tok_hi.tolist(), strict=True
-        ):
-            for pos in range(lo, hi):
-                data = tokens[int(trie.order[pos])]
-                if len(data) == depth:  # type: ignore[arg-type]
-                    continue  # ended at this node: counted already
-                s, c = st, cr
-                for k in range(depth, len(data)):  # type: ignore[arg-type]
-                    if k >= 1 and a.exitable[s] and not (root and a.accepting[s]):
-                        c = True
-                    s = a.step(s, data[k])  # type: ignore[index]
-                    if not s:
-                        if c:
-                            uncertain.append(pos)
-                        break
-                else:
-                    accepted.append(pos)
-        return np.array(accepted, dtype=np.int64), np.array(uncertain, dtype=np.int64)
-
-    def _walk_uncertain(self, start: State, ids: np.ndarray, allowed: np.ndarray) -> None:
-        """Set allowed[t] for the tokens t in ids that the full parser state can read.
+    def _walk_uncertain(self, start: State, pos: np.ndarray, allowed: np.ndarray) -> None:
+        """Set allowed[t] for the tokens t at trie positions `pos` (sorted) that the full
+        parser state can read.
 
         Tokens sharing a prefix share its walk: groups of tokens (runs of the sorted order)
         are split by their next byte, one memoised `advance` per distinct prefix, so the many
         tokens that die a byte or two in (" the", " of", ... where a value may start) cost a
-        few steps rather than one Python walk each. Small groups finish token by token.
+        few steps rather than one Python walk each. Small groups finish token by token; a big
+        group whose prefix leaves one stack able to read on (` "` into a string) finishes as
+        a top walk, vectorised, from that stack's top.
         """
-        if not ids.size:
+        if not pos.size:
             return
-        trie, tokens = self.trie, self.vocab.token_bytes
-        toks = trie.order[np.sort(trie.rank[ids])]
-        lens = self.vocab.lengths[toks]
-        memo, advance = self._advance, self.advance
+        trie = self.trie
+        toks = trie.order[pos]
+        lens = trie.lengths[pos]
+        advance = self.advance
         work = [(0, len(toks), start, 0)]
         while work:
             lo, hi, state, j = work.pop()
             if hi - lo <= self.group_min:
-                for t in toks[lo:hi].tolist():
-                    cur = state
-                    for byte in tokens[t][j:]:  # type: ignore[index]
-                        nxt = memo.get((cur, byte))
-                        cur = advance(cur, byte) if nxt is None else nxt
-                        if not cur:
-                            break
-                    else:
-                        allowed[t] = True
+                self._walk_tokens(state, toks[lo:hi], j, allowed)
                 continue
             # Tokens that end at this prefix sort first in their group.
             ended = int(np.count_nonzero(lens[lo:hi] == j))
@@ -284,12 +174,74 @@ class GrammarRuntime:
             lo += ended
             if lo == hi:
                 continue
-            col = self.vocab.matrix[toks[lo:hi], j]
+            if j and hi - lo >= self.vector_group:
+                consumers = self.info(state)[0]
+                if len(consumers) == 1:
+                    self._finish_group(state, consumers[0], toks[lo:hi], j, allowed)
+                    continue
+            col = trie.columns[j][pos[lo:hi]]
             cuts = (np.flatnonzero(col[1:] != col[:-1]) + 1).tolist()
             for a, b in zip([0, *cuts], [*cuts, hi - lo], strict=True):
                 nxt = advance(state, int(col[a]))
                 if nxt:
                     work.append((lo + a, lo + b, nxt, j + 1))
+
+    def _walk_tokens(self, state: State, toks: np.ndarray, j: int, allowed: np.ndarray) -> None:
+        """Token by token from byte j in parser state `state` (memoised byte steps)."""
+        tokens, memo, advance = self.vocab.token_bytes, self._advance, self.advance
+        for t in toks.tolist():
+            cur = state
+            for byte in tokens[t][j:]:  # type: ignore[index]
+                nxt = memo.get((cur, byte))
+                cur = advance(cur, byte) if nxt is None else nxt
+                if not cur:
+                    break
+            else:
+                allowed[t] = True
+
+    def _finish_group(
+        self, state: State, stack: Stack, toks: np.ndarray, j: int, allowed: np.ndarray
+    ) -> None:
+        """Tokens read from byte j where `stack` is the only one that can read: its top rule
+        decides alone (as in a top walk) unless a token passes a point where that rule could
+        return or call, and only those go on through the full stack."""
+        n = toks.size
+        acc, unc = finish_walk(
+            self.automaton,
+            self.vocab,
+            toks,
+            np.full(n, j, dtype=np.int64),
+            np.full(n, stack[-1], dtype=np.int64),
+            np.zeros(n, dtype=bool),
+            len(stack) == 1,
+            first=j,
+        )
+        allowed[acc] = True
+        self._walk_tokens(state, unc, j, allowed)
+
+    def _chain_verdict(self, below: Stack, chain: ChainPosition) -> np.ndarray:
+        """Whether the full parser state reads each uncertain exit of a chain walk. From
+        the exit byte on, a token's walk is the same at every position (the exit byte
+        read from d_exit), so this is done once per stack below and walk."""
+        key = (below, chain.key)
+        got = self._chain_verdicts.get(key)
+        if got is not None:
+            return got
+        start: State = frozenset({below + (chain.d_exit,)})
+        tokens, memo, advance = self.vocab.token_bytes, self._advance, self.advance
+        exits = chain.exits
+        got = np.zeros(exits.unc_tok.size, dtype=bool)
+        for k, (t, p) in enumerate(zip(exits.unc_tok.tolist(), exits.unc_pos.tolist())):
+            cur = start
+            for byte in tokens[t][p:]:  # type: ignore[index]
+                nxt = memo.get((cur, byte))
+                cur = advance(cur, byte) if nxt is None else nxt
+                if not cur:
+                    break
+            else:
+                got[k] = True
+        self._chain_verdicts[key] = got
+        return got
 
     def mask(self, state: State) -> np.ndarray:
         """Packed bitmask (little bit order) of the tokens allowed in state, [ceil(V/8)] uint8."""
@@ -299,9 +251,19 @@ class GrammarRuntime:
         consumers, can_end = self.info(state)
         allowed = np.zeros(self.vocab.vocab_size, dtype=bool)
         for st in consumers:
+            # A position in a bounded repeat (a string with maxLength) reads its tokens off
+            # walks shared by all positions.
+            chain = self.chains.position(st[-1], len(st) == 1)
+            if chain is not None:
+                for piece in chain.accepted:
+                    allowed[piece] = True
+                verdict = self._chain_verdict(st[:-1], chain)[chain.unc_lo : chain.unc_hi]
+                allowed[chain.exits.unc_tok[chain.unc_lo : chain.unc_hi][verdict]] = True
+                continue
             accepted, uncertain = self._top_walk(st[-1], len(st) == 1)
             allowed[accepted] = True
-            self._walk_uncertain(frozenset({st}), uncertain[~allowed[uncertain]], allowed)
+            unsure = uncertain[~allowed[self.trie.order[uncertain]]]
+            self._walk_uncertain(frozenset({st}), unsure, allowed)
         if can_end:
             allowed[list(self.vocab.eos_token_ids)] = True
         packed = np.packbits(allowed, bitorder="little")

@@ -81,5 +81,10 @@ class TokenTrie:
             node_of = node_of.copy()
             node_of[sel] = node
         self.depth = width
+        # Byte j of every token in sorted order (0 past its end), one row per j: the tokens
+        # of a trie subtree are a contiguous run, so a walk reads a column sequentially.
+        self.columns = np.ascontiguousarray(matrix.T)
+        self.lengths = lengths
         # Walks through DFA loops, shared by every grammar over this vocabulary (loops.py).
         self.loop_walks: OrderedDict[bytes, Any] = OrderedDict()
+        self.subtree_walks: OrderedDict[bytes, Any] = OrderedDict()
