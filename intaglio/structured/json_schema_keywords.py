@@ -197,3 +197,22 @@ def name_matches(pattern: str, node: Node, name: str) -> bool:
         if not d:
             return False
     return bool(a.accepting[d])
+
+
+def name_decided(pattern: str, node: Node, name: str) -> bool | None:
+    """Whether a name satisfies a `pattern` (search semantics) when Python's `re` and our
+    automaton agree; None when they differ or either cannot tell."""
+    if name_matches(pattern, node, name):
+        return True
+    try:
+        python_says = re.search(pattern, name, flags=re.ASCII) is not None
+    except re.error:
+        return None
+    a = Automaton(Grammar({"root": node}))
+    d = a.start
+    for b in name.encode():
+        d = a.step(d, b)
+        if not d:
+            break
+    ours = bool(d) and bool(a.accepting[d])
+    return None if python_says or ours or "\n" in name else False
