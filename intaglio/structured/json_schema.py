@@ -36,7 +36,13 @@ from intaglio.structured.json_schema_keywords import (
     count,
     name_matches,
 )
-from intaglio.structured.json_schema_merge import NOT_IN, SchemaMerger, enum_values, never
+from intaglio.structured.json_schema_merge import (
+    NOT_IN,
+    SchemaMerger,
+    enum_values,
+    never,
+    same_value,
+)
 from intaglio.structured.json_schema_objects import fold_patterns
 from intaglio.structured.json_schema_values import value_ok
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
@@ -299,7 +305,7 @@ class JsonSchemaCompiler:
             if key in schema and (key == "contains" or schema[key] is not True):
                 raise GrammarError(f"JSON Schema keyword {key!r} is not supported")
         if schema.get("uniqueItems"):
-            raise GrammarError("JSON Schema keyword 'uniqueItems' is not supported")
+            return self.unique_array(schema)
         items = schema.get("items", True)
         prefix = schema.get("prefixItems", [])
         if isinstance(items, list):  # draft 4-7 tuple form
@@ -335,6 +341,49 @@ class JsonSchemaCompiler:
             cont = step if i < lo else opt(step)
         return seq(literal("["), ws, cont, ws, literal("]"))
 
+    def unique_array(self, schema: dict[str, Any]) -> Node:
+        """uniqueItems. Items from a finite list of values: each value at most once, in the
+        list's order (every set of them, in one order). Other items: at most one item, which
+        only generates less."""
+        items = schema.get("items", True)
+        if isinstance(items, list) or schema.get("prefixItems"):
+            raise GrammarError(
+                "JSON Schema keyword 'uniqueItems' with tuple items is not supported"
+            )
+        lo, hi = count(schema, "minItems", 0), count(schema, "maxItems", None)
+        values = self.finite_values(items)
+        if values is None:
+            if lo > 1:
+                raise GrammarError(
+                    "JSON Schema keyword 'uniqueItems' with minItems above 1 is supported only "
+                    "for items from a finite list (enum, const, boolean)"
+                )
+            return self.array({**schema, "uniqueItems": False, "maxItems": min(hi or 1, 1)})
+        entries = [self.json_literal(v) for v in values]
+        counts = {"minProperties": lo, "maxProperties": hi}
+        names = [str(i) for i in range(len(values))]
+        return self.members(counts, names, entries, set(), None, brackets="[]")
+
+    def finite_values(self, schema: Any) -> list[Any] | None:
+        """The distinct values a schema admits, if it lists them (enum, const, boolean, null)."""
+        for _ in range(32):
+            if not (isinstance(schema, dict) and set(schema) - ANNOTATIONS == {"$ref"}):
+                break
+            schema = self.resolve(schema["$ref"])
+        if not isinstance(schema, dict):
+            return None
+        values = enum_values(schema)
+        if values is None:
+            values = {"boolean": [True, False], "null": [None]}.get(schema.get("type"))
+        if values is None:
+            return None
+        rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
+        out: list[Any] = []
+        for v in values:
+            if value_ok(rest, v, self) and not any(same_value(v, w) for w in out):
+                out.append(v)
+        return out
+
     def object(self, schema: dict[str, Any]) -> Node:
         names_schema = schema.get("propertyNames", {})
         schema, free_pattern = fold_patterns(schema, self)
@@ -360,8 +409,12 @@ class JsonSchemaCompiler:
         key_names = list(dict.fromkeys(listed + names))
         extra_entry = None
         if free_pattern is not None:
-            body = Intersect(self.pattern(free_pattern[0]), self.key_not_in(key_names))
-            extra_entry = seq(literal('"'), body, literal('"'), colon, self.node(free_pattern[1]))
+            try:
+                keys = Intersect(self.pattern(free_pattern[0]), self.key_not_in(key_names))
+                value = self.node(free_pattern[1])
+                extra_entry = seq(literal('"'), keys, literal('"'), colon, value)
+            except GrammarError:
+                pass  # no free keys then, which only generates less
         elif extra is not False and extra is not None:
             key = seq(literal('"'), self.key_not_in(key_names), literal('"'))
             extra_entry = seq(key, colon, self.node(extra))
@@ -374,6 +427,7 @@ class JsonSchemaCompiler:
         entries: list[Node],
         required: set[str],
         extra_entry: Node | None,
+        brackets: str = "{}",
     ) -> Node:
         """Properties in order, each optional one maybe; then free entries. state(i, c): from
         property i on, with c written so far (saturating at `top`, which is enough to tell
@@ -410,7 +464,7 @@ class JsonSchemaCompiler:
                     if names[i] not in required:
                         node = alt(node, Ref(f"{base}{i + 1}_{c}"))
                 self.rules[f"{base}{i}_{c}"] = node
-        return seq(literal("{"), ws, Ref(f"{base}0_0"), ws, literal("}"))
+        return seq(literal(brackets[0]), ws, Ref(f"{base}0_0"), ws, literal(brackets[1]))
 
     @staticmethod
     def free_members(extra: Node | None, comma: Node, c: int, lo: int, hi: int | None) -> Node:

@@ -120,11 +120,17 @@ def exclusive(branches: list[Any], raw: list[Any], merger: SchemaMerger) -> list
     (the check is on the branches as written, which is what oneOf evaluates)."""
     out = []
     for i, b in enumerate(branches):
+        if never(b):
+            continue
         nots = [
             raw[j]
             for j in range(len(branches))
-            if j != i and not disjoint(_deref(b, merger), _deref(branches[j], merger))
+            if j != i
+            and not never(branches[j])
+            and not disjoint(_deref(b, merger), _deref(branches[j], merger))
         ]
+        if any(not merger.flatten(n) for n in nots):
+            continue  # another branch accepts everything: no value matches only this one
         if any(not negate(n, b, merger) for n in nots):
             raise GrammarError(
                 "'oneOf' whose branches may overlap and cannot be told apart is not "
