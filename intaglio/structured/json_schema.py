@@ -15,12 +15,15 @@ from urllib.parse import unquote
 
 from intaglio.structured.ir import (
     NOTHING,
+    Alt,
+    Bytes,
     Grammar,
     GrammarError,
     Intersect,
     Node,
     Ref,
     Repeat,
+    Seq,
     alt,
     char_class,
     literal,
@@ -38,6 +41,7 @@ from intaglio.structured.json_schema_keywords import (
 )
 from intaglio.structured.json_schema_merge import (
     NOT_IN,
+    NOT_PATTERN,
     SchemaMerger,
     enum_values,
     never,
@@ -47,6 +51,7 @@ from intaglio.structured.json_schema_objects import fold_patterns
 from intaglio.structured.json_schema_values import value_ok
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
 from intaglio.structured.regex import regex_to_ir, top_level_branches
+from intaglio.structured.regex_complement import complement
 
 # Characters a JSON string may hold unescaped: anything but `"`, `\` and controls.
 _UNESCAPED = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0x10FFFF)]
@@ -54,6 +59,8 @@ _STRING_EXCLUDE = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
 # Escapes, with \u limited to non-surrogates so each escape is one character after decoding.
 _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))'
 
+# Printable ASCII but `"` and `\`: characters every regex dialect reads alike.
+_PLAIN_ASCII = sum(1 << b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
 _MAX_DERIVED_DEPTH = 100  # nesting of merged schemas (a merge that never repeats)
 _MAX_COUNTED_PROPERTIES = 64  # min/maxProperties beyond what required implies: counter states
@@ -67,6 +74,7 @@ class JsonSchemaCompiler:
         self._ref_names: dict[str, str] = {}
         self._failed: dict[str, GrammarError] = {}
         self._derived: dict[str, str] = {}
+        self._open: set[str] = set()  # rules being built (their placeholder is not final)
         self._depth = 0
         self._objects = 0
         self.merger = SchemaMerger(self.resolve)
@@ -125,6 +133,7 @@ class JsonSchemaCompiler:
             name = self._derived[key] = f"merged{len(self._derived)}"
             self.rules[name] = NOTHING  # placeholder for recursive uses
             self._depth += 1
+            self._open.add(name)
             try:
                 self.rules[name] = self.node(schema)
             except GrammarError:
@@ -134,6 +143,7 @@ class JsonSchemaCompiler:
                 raise
             finally:
                 self._depth -= 1
+                self._open.discard(name)
         return Ref(name)
 
     def union(self, union: Union) -> Node:
@@ -146,7 +156,29 @@ class JsonSchemaCompiler:
                 first_error = first_error or e
         if not nodes and first_error is not None:
             raise GrammarError(f"JSON Schema keyword {union.keyword!r}: {first_error}")
+        if union.narrowed and all(self.empty(n) for n in nodes):
+            raise GrammarError(
+                "'oneOf' whose branches overlap in ways we cannot exclude is not supported "
+                "(use anyOf if any match will do)"
+            )
         return alt(*nodes) if nodes else NOTHING
+
+    def empty(self, node: Node, depth: int = 0) -> bool:
+        """Surely matches nothing, judged a few rules deep (deeper, or a rule still being
+        built, counts as non-empty)."""
+        if depth > 8:
+            return False
+        if isinstance(node, Bytes):
+            return node.mask == 0
+        if isinstance(node, Seq):
+            return any(self.empty(n, depth + 1) for n in node.items)
+        if isinstance(node, Alt):
+            return all(self.empty(n, depth + 1) for n in node.items)
+        if isinstance(node, Repeat):
+            return node.min > 0 and self.empty(node.item, depth + 1)
+        if isinstance(node, Ref):
+            return node.name not in self._open and self.empty(self.rules[node.name], depth + 1)
+        return False
 
     def _fits(self, schema: dict[str, Any], t: str) -> bool:
         """Without `type`, a type is possible; keep the ones the keywords talk about."""
@@ -162,8 +194,8 @@ class JsonSchemaCompiler:
         if t in ("integer", "number"):
             return self.number(schema, t == "integer")
         if t == "string":
-            if schema.get(NOT_IN):
-                return self.string_not_in(schema)
+            if schema.get(NOT_IN) or schema.get(NOT_PATTERN):
+                return self.string_excluding(schema)
             return self.string(schema)
         if t == "array":
             return self.array(schema)
@@ -179,12 +211,15 @@ class JsonSchemaCompiler:
         if name is None:
             name = self._ref_names[ref] = f"ref{len(self._ref_names)}"
             self.rules[name] = NOTHING  # placeholder: recursive references find the name
+            self._open.add(name)
             try:
                 self.rules[name] = self.node(self.resolve(ref))
             except GrammarError as e:
                 # The placeholder stays (other rules may name it); later uses raise again.
                 self._failed[ref] = e
                 raise
+            finally:
+                self._open.discard(name)
         return Ref(name)
 
     def resolve(self, ref: str) -> Any:
@@ -290,14 +325,22 @@ class JsonSchemaCompiler:
             *([] if anchored_start else [any_chars]), node, *([] if anchored_end else [any_chars])
         )
 
-    def string_not_in(self, schema: dict[str, Any]) -> Node:
-        """A string other than the given ones (which `not` excluded): the string's own
-        automaton intersected with quoted bodies that leave every excluded string's path."""
-        node = self.string({k: v for k, v in schema.items() if k != NOT_IN})
+    def string_excluding(self, schema: dict[str, Any]) -> Node:
+        """A string other than some values and not matching some patterns (what `not`
+        excluded): the string's own automaton intersected with bodies that avoid them."""
+        node = self.string({k: v for k, v in schema.items() if k not in (NOT_IN, NOT_PATTERN)})
         if isinstance(node, Ref):
             node = self.rules[node.name]
-        others = seq(literal('"'), self.key_not_in(list(schema[NOT_IN])), literal('"'))
-        return Intersect(node, others)
+        if schema.get(NOT_IN):
+            others = self.key_not_in(list(schema[NOT_IN]))
+            node = Intersect(node, seq(literal('"'), others, literal('"')))
+        for pattern in schema.get(NOT_PATTERN, []):
+            # Over printable ASCII, where Python, ECMAScript and our reading of classes agree.
+            body = complement(self.pattern(pattern), _PLAIN_ASCII)
+            if body is None:
+                raise GrammarError(f"'not' of pattern {pattern!r}: its complement is too large")
+            node = Intersect(node, seq(literal('"'), body, literal('"')))
+        return node
 
     # ------------------------------------------------------------ containers
     def array(self, schema: dict[str, Any]) -> Node:

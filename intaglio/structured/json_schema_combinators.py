@@ -24,6 +24,7 @@ from intaglio.structured.json_schema_merge import (
     AND,
     CONDITIONAL,
     NOT_IN,
+    NOT_PATTERN,
     SchemaMerger,
     enum_values,
     never,
@@ -46,6 +47,7 @@ class Union:
         self.keyword = keyword
         self.branches = branches
         self.optional = list(optional)
+        self.narrowed = False  # oneOf branches were cut down to exclude each other
 
 
 def expand(schema: dict[str, Any], merger: SchemaMerger) -> Union | None:
@@ -64,17 +66,18 @@ def expand(schema: dict[str, Any], merger: SchemaMerger) -> Union | None:
             raise GrammarError(
                 "JSON Schema keyword 'not' is not supported for this subschema "
                 f"({_brief(schema['not'])}); supported: type, const/enum, required, "
-                "properties, additionalProperties: false, length/size/number bounds, "
-                "anyOf/oneOf/allOf of these"
+                "properties, additionalProperties: false, pattern, length/size/number "
+                "bounds, anyOf/oneOf/allOf of these"
             )
         return Union("not", [], [merger.merge([base, d]) for d in ways])
     for key in ("anyOf", "oneOf"):
         if key in schema:
             base = {k: v for k, v in schema.items() if k != key}
             branches = [merger.merge([base, b]) for b in schema[key]]
+            union = Union(key, branches)
             if key == "oneOf":
-                branches = exclusive(branches, schema[key], merger)
-            return Union(key, branches)
+                union.branches, union.narrowed = exclusive(branches, schema[key], merger)
+            return union
     if AND in schema:
         first, *rest = schema[AND]
         base = {k: v for k, v in schema.items() if k != AND}
@@ -115,10 +118,12 @@ def dependencies(schema: dict[str, Any], key: str, merger: SchemaMerger) -> list
     return [merger.merge([base, *combo]) for combo in itertools.product(*options)]
 
 
-def exclusive(branches: list[Any], raw: list[Any], merger: SchemaMerger) -> list[Any]:
+def exclusive(branches: list[Any], raw: list[Any], merger: SchemaMerger) -> tuple[list[Any], bool]:
     """oneOf: keep each branch's values that fail every other branch it may share values with
-    (the check is on the branches as written, which is what oneOf evaluates)."""
+    (the check is on the branches as written, which is what oneOf evaluates); and whether any
+    branch was cut down so."""
     out = []
+    narrowed = False
     for i, b in enumerate(branches):
         if never(b):
             continue
@@ -137,7 +142,8 @@ def exclusive(branches: list[Any], raw: list[Any], merger: SchemaMerger) -> list
                 "supported (use anyOf if any match will do)"
             )
         out.append(merger.merge([b, *({"not": n} for n in nots)]) if nots else b)
-    return out
+        narrowed |= bool(nots)
+    return out, narrowed
 
 
 def _deref(schema: Any, merger: SchemaMerger) -> Any:
@@ -185,6 +191,8 @@ def _negate_part(
         out += [{"type": "object", "properties": {r: False}} for r in s["required"]]
     out += _not_closed(s, base)
     out += _not_bounds(s)
+    if isinstance(s.get("pattern"), str):
+        out.append({"type": "string", NOT_PATTERN: [s["pattern"]]})
     yield from out
     depth += 1
     for key in ("anyOf", "oneOf"):  # (not A) and (not B) is enough to fail either

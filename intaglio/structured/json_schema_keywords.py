@@ -204,8 +204,8 @@ def name_decided(pattern: str, node: Node, name: str) -> bool | None:
     automaton agree; None when they differ or either cannot tell."""
     if name_matches(pattern, node, name):
         return True
-    try:
-        python_says = re.search(pattern, name, flags=re.ASCII) is not None
+    try:  # no match only if neither reading (ASCII classes, or Unicode as `jsonschema`) does
+        python_says = any(re.search(pattern, name, flags=f) for f in (re.ASCII, 0))
     except re.error:
         return None
     a = Automaton(Grammar({"root": node}))

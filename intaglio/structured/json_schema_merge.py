@@ -18,6 +18,7 @@ from intaglio.structured.json_schema_keywords import ANNOTATIONS, BY_TYPE, GENER
 NEVER: dict[str, Any] = {"not": {}}  # the schema no value satisfies
 AND = "x-intaglio-and"  # conjuncts not merged yet (a combinator already present in the merge)
 NOT_IN = "x-intaglio-not-in"  # strings the value must differ from (written unescaped)
+NOT_PATTERN = "x-intaglio-not-pattern"  # patterns the value must not match
 COMBINATORS = ("anyOf", "oneOf", "dependencies", "dependentRequired", "dependentSchemas")
 CONDITIONAL = ("if", "then", "else")
 _OBJECT_GROUP = ("properties", "additionalProperties", "patternProperties")
@@ -131,7 +132,7 @@ class SchemaMerger:
             if old in ({}, True) or new in ({}, True):
                 return {}
             return {"anyOf": [old, new]}
-        if key == NOT_IN:
+        if key in (NOT_IN, NOT_PATTERN):
             return [*old, *new]
         if key == "uniqueItems":
             return bool(old) or bool(new)

@@ -17,9 +17,10 @@ from intaglio.structured.json_schema_keywords import (
     ANNOTATIONS,
     GENERIC,
     json_type,
+    name_decided,
     name_matches,
 )
-from intaglio.structured.json_schema_merge import NOT_IN, same_value
+from intaglio.structured.json_schema_merge import NOT_IN, NOT_PATTERN, same_value
 
 
 class Context(Protocol):
@@ -76,6 +77,11 @@ def _string_ok(key: str, schema: dict, value: str, ctx: Context, depth: int) -> 
         return name_matches(schema[key], node, value)
     if key == NOT_IN:
         return value not in schema[key]
+    if key == NOT_PATTERN:
+        try:
+            return all(name_decided(p, ctx.pattern(p), value) is False for p in schema[key])
+        except GrammarError:
+            return None
     if key == "format":
         fmt = FORMATS.get(schema[key])
         return None if fmt is None else re.fullmatch(fmt, value) is not None
@@ -141,7 +147,7 @@ def _object_ok(key: str, schema: dict, value: dict, ctx: Context, depth: int) ->
 
 # Keywords of other types: they do not apply to a value of this type.
 _BY_TYPE = {
-    "string": {"minLength", "maxLength", "pattern", "format", NOT_IN},
+    "string": {"minLength", "maxLength", "pattern", "format", NOT_IN, NOT_PATTERN},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
     "array": {
         "items",
