@@ -15,15 +15,12 @@ from urllib.parse import unquote
 
 from intaglio.structured.ir import (
     NOTHING,
-    Alt,
-    Bytes,
     Grammar,
     GrammarError,
     Intersect,
     Node,
     Ref,
     Repeat,
-    Seq,
     alt,
     char_class,
     literal,
@@ -38,17 +35,18 @@ from intaglio.structured.json_schema_keywords import (
     BY_TYPE,
     count,
     name_matches,
+    surely_empty,
 )
+from intaglio.structured.json_schema_members import member_chain
 from intaglio.structured.json_schema_merge import (
     NOT_IN,
     NOT_PATTERN,
     SchemaMerger,
     enum_values,
     never,
-    same_value,
 )
 from intaglio.structured.json_schema_objects import fold_patterns
-from intaglio.structured.json_schema_values import value_ok
+from intaglio.structured.json_schema_values import finite_values, value_ok
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
 from intaglio.structured.regex import regex_to_ir, top_level_branches
 from intaglio.structured.regex_complement import complement
@@ -63,7 +61,6 @@ _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F
 _PLAIN_ASCII = sum(1 << b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
 _MAX_DERIVED_DEPTH = 100  # nesting of merged schemas (a merge that never repeats)
-_MAX_COUNTED_PROPERTIES = 64  # min/maxProperties beyond what required implies: counter states
 
 
 class JsonSchemaCompiler:
@@ -156,29 +153,12 @@ class JsonSchemaCompiler:
                 first_error = first_error or e
         if not nodes and first_error is not None:
             raise GrammarError(f"JSON Schema keyword {union.keyword!r}: {first_error}")
-        if union.narrowed and all(self.empty(n) for n in nodes):
+        if union.narrowed and all(surely_empty(n, self.rules, self._open) for n in nodes):
             raise GrammarError(
                 "'oneOf' whose branches overlap in ways we cannot exclude is not supported "
                 "(use anyOf if any match will do)"
             )
         return alt(*nodes) if nodes else NOTHING
-
-    def empty(self, node: Node, depth: int = 0) -> bool:
-        """Surely matches nothing, judged a few rules deep (deeper, or a rule still being
-        built, counts as non-empty)."""
-        if depth > 8:
-            return False
-        if isinstance(node, Bytes):
-            return node.mask == 0
-        if isinstance(node, Seq):
-            return any(self.empty(n, depth + 1) for n in node.items)
-        if isinstance(node, Alt):
-            return all(self.empty(n, depth + 1) for n in node.items)
-        if isinstance(node, Repeat):
-            return node.min > 0 and self.empty(node.item, depth + 1)
-        if isinstance(node, Ref):
-            return node.name not in self._open and self.empty(self.rules[node.name], depth + 1)
-        return False
 
     def _fits(self, schema: dict[str, Any], t: str) -> bool:
         """Without `type`, a type is possible; keep the ones the keywords talk about."""
@@ -394,7 +374,7 @@ class JsonSchemaCompiler:
                 "JSON Schema keyword 'uniqueItems' with tuple items is not supported"
             )
         lo, hi = count(schema, "minItems", 0), count(schema, "maxItems", None)
-        values = self.finite_values(items)
+        values = finite_values(items, self)
         if values is None:
             if lo > 1:
                 raise GrammarError(
@@ -403,29 +383,8 @@ class JsonSchemaCompiler:
                 )
             return self.array({**schema, "uniqueItems": False, "maxItems": min(hi or 1, 1)})
         entries = [self.json_literal(v) for v in values]
-        counts = {"minProperties": lo, "maxProperties": hi}
         names = [str(i) for i in range(len(values))]
-        return self.members(counts, names, entries, set(), None, brackets="[]")
-
-    def finite_values(self, schema: Any) -> list[Any] | None:
-        """The distinct values a schema admits, if it lists them (enum, const, boolean, null)."""
-        for _ in range(32):
-            if not (isinstance(schema, dict) and set(schema) - ANNOTATIONS == {"$ref"}):
-                break
-            schema = self.resolve(schema["$ref"])
-        if not isinstance(schema, dict):
-            return None
-        values = enum_values(schema)
-        if values is None:
-            values = {"boolean": [True, False], "null": [None]}.get(schema.get("type"))
-        if values is None:
-            return None
-        rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
-        out: list[Any] = []
-        for v in values:
-            if value_ok(rest, v, self) and not any(same_value(v, w) for w in out):
-                out.append(v)
-        return out
+        return self.chain(names, entries, set(), None, lo, hi, "[]")
 
     def object(self, schema: dict[str, Any]) -> Node:
         names_schema = schema.get("propertyNames", {})
@@ -461,65 +420,32 @@ class JsonSchemaCompiler:
         elif extra is not False and extra is not None:
             key = seq(literal('"'), self.key_not_in(key_names), literal('"'))
             extra_entry = seq(key, colon, self.node(extra))
-        return self.members(schema, names, entries, required, extra_entry)
+        lo, hi = count(schema, "minProperties", 0), count(schema, "maxProperties", None)
+        return self.chain(names, entries, required, extra_entry, lo, hi, "{}")
 
-    def members(
+    def chain(
         self,
-        schema: dict[str, Any],
         names: list[str],
         entries: list[Node],
         required: set[str],
-        extra_entry: Node | None,
-        brackets: str = "{}",
+        extra: Node | None,
+        lo: int,
+        hi: int | None,
+        brackets: str,
     ) -> Node:
-        """Properties in order, each optional one maybe; then free entries. state(i, c): from
-        property i on, with c written so far (saturating at `top`, which is enough to tell
-        minProperties, maxProperties and whether the next entry needs a comma)."""
-        lo = count(schema, "minProperties", 0)
-        hi = count(schema, "maxProperties", None)
-        if lo <= len(required) and (hi is None or hi >= len(names) and extra_entry is None):
-            lo, hi = 0, None  # implied by what is required and what can be written
-        top = max(1, lo, 0 if hi is None else hi if extra_entry else min(hi, len(names)))
-        if top > _MAX_COUNTED_PROPERTIES:
-            raise GrammarError(
-                f"minProperties/maxProperties above {_MAX_COUNTED_PROPERTIES} are not supported"
-            )
-        ws = self.ws
-        comma = seq(ws, literal(","), ws)
         self._objects += 1
-        base = f"obj{self._objects}_"
-        for i in range(len(names), -1, -1):
-            for c in range(top + 1):
-                lead = comma if c else seq()
-                if i == len(names):
-                    node = self.free_members(extra_entry, comma, c, lo, hi)
-                else:
-                    # Entry i and what follows it, as one rule: reached with or without a
-                    # comma, it is built once (nested objects would otherwise double per level).
-                    node = NOTHING
-                    if hi is None or c < hi:
-                        entry = f"{base}e{i}_{min(c + 1, top)}"
-                        if entry not in self.rules:
-                            self.rules[entry] = seq(
-                                entries[i], Ref(f"{base}{i + 1}_{min(c + 1, top)}")
-                            )
-                        node = seq(lead, Ref(entry))
-                    if names[i] not in required:
-                        node = alt(node, Ref(f"{base}{i + 1}_{c}"))
-                self.rules[f"{base}{i}_{c}"] = node
-        return seq(literal(brackets[0]), ws, Ref(f"{base}0_0"), ws, literal(brackets[1]))
-
-    @staticmethod
-    def free_members(extra: Node | None, comma: Node, c: int, lo: int, hi: int | None) -> Node:
-        """Free entries after the listed ones, c entries written already."""
-        need = max(0, lo - c)
-        room = None if hi is None else hi - c
-        if extra is None or room == 0:
-            return seq() if need == 0 else NOTHING
-        if c:
-            return Repeat(seq(comma, extra), need, room)
-        rest = Repeat(seq(comma, extra), max(need - 1, 0), None if room is None else room - 1)
-        return seq(extra, rest) if need else opt(seq(extra, rest))
+        return member_chain(
+            self.rules,
+            f"obj{self._objects}_",
+            names,
+            entries,
+            required,
+            extra,
+            lo,
+            hi,
+            self.ws,
+            brackets,
+        )
 
     def check_property_names(self, schema: dict[str, Any], names_schema: Any) -> None:
         """`propertyNames: {pattern}` holds by construction when no free key can be written

@@ -20,7 +20,7 @@ from intaglio.structured.json_schema_keywords import (
     name_decided,
     name_matches,
 )
-from intaglio.structured.json_schema_merge import NOT_IN, NOT_PATTERN, same_value
+from intaglio.structured.json_schema_merge import NOT_IN, NOT_PATTERN, enum_values, same_value
 
 
 class Context(Protocol):
@@ -58,6 +58,27 @@ def value_ok(schema: Any, value: Any, ctx: Context, depth: int = 0) -> bool:
         if not checks.get(t, _other_ok)(key, schema, value, ctx, depth):
             return False  # fails, or a keyword we cannot decide (None): drop the value
     return True
+
+
+def finite_values(schema: Any, ctx: Context) -> list[Any] | None:
+    """The distinct values a schema admits, if it lists them (enum, const, boolean, null)."""
+    for _ in range(32):
+        if not (isinstance(schema, dict) and set(schema) - ANNOTATIONS == {"$ref"}):
+            break
+        schema = ctx.resolve(schema["$ref"])
+    if not isinstance(schema, dict):
+        return None
+    values = enum_values(schema)
+    if values is None:
+        values = {"boolean": [True, False], "null": [None]}.get(schema.get("type"))
+    if values is None:
+        return None
+    rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
+    out: list[Any] = []
+    for v in values:
+        if value_ok(rest, v, ctx) and not any(same_value(v, w) for w in out):
+            out.append(v)
+    return out
 
 
 def _other_ok(key: str, schema: dict, value: Any, ctx: Context, depth: int) -> bool | None:

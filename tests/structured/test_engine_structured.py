@@ -67,7 +67,9 @@ def test_bad_grammar_fails_that_request_alone(llm: LLM) -> None:
     outs = llm.generate(
         ["a", "b"],
         [
-            SamplingParams(max_tokens=5, structured={"json_schema": {"type": "array", "contains": {}}}),
+            SamplingParams(
+                max_tokens=5, structured={"json_schema": {"type": "array", "contains": {}}}
+            ),
             SamplingParams(max_tokens=5),
         ],
     )
