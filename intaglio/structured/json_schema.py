@@ -59,6 +59,8 @@ _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F
 
 # Printable ASCII but `"` and `\`: characters every regex dialect reads alike.
 _PLAIN_ASCII = sum(1 << b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
+# Patterns every string satisfies (search semantics).
+_MATCH_ALL = ("", ".*", "^.*", ".*?", "(.*)", "^(.*)")
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
 _MAX_DERIVED_DEPTH = 100  # nesting of merged schemas (a merge that never repeats)
 
@@ -412,7 +414,12 @@ class JsonSchemaCompiler:
         extra_entry = None
         if free_pattern is not None:
             try:
-                keys = Intersect(self.pattern(free_pattern[0]), self.key_not_in(key_names))
+                if free_pattern[0] in _MATCH_ALL:  # any key: no pattern automaton needed
+                    keys = self.key_not_in(key_names) if key_names else self.string_body()
+                else:
+                    keys = self.pattern(free_pattern[0])
+                    if key_names:  # a free key must not be a listed name
+                        keys = Intersect(keys, self.key_not_in(key_names))
                 value = self.node(free_pattern[1])
                 extra_entry = seq(literal('"'), keys, literal('"'), colon, value)
             except GrammarError:
