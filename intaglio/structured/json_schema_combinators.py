@@ -96,6 +96,8 @@ def if_then_else(schema: dict[str, Any], merger: SchemaMerger) -> Union:
     """Values where `if` holds must meet `then`; the others (as far as we can tell that `if`
     fails: the optional branches) must meet `else`."""
     base = {k: v for k, v in schema.items() if k not in CONDITIONAL}
+    if "then" not in schema and "else" not in schema:
+        return Union("if", [base])  # an `if` alone constrains nothing
     cond = schema["if"]
     yes = merger.merge([base, cond, schema.get("then", True)])
     no_base = merger.merge([base, schema.get("else", True)])
