@@ -41,6 +41,7 @@ from intaglio.structured.json_schema_members import member_chain
 from intaglio.structured.json_schema_merge import (
     NOT_IN,
     NOT_PATTERN,
+    PATTERNS,
     SchemaMerger,
     enum_values,
     never,
@@ -48,7 +49,7 @@ from intaglio.structured.json_schema_merge import (
 from intaglio.structured.json_schema_objects import fold_patterns
 from intaglio.structured.json_schema_values import finite_values, value_ok
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
-from intaglio.structured.regex import regex_to_ir, top_level_branches
+from intaglio.structured.regex import regex_to_ir, top_level_branches, unwrap_group
 from intaglio.structured.regex_complement import complement
 
 # Characters a JSON string may hold unescaped: anything but `"`, `\` and controls.
@@ -176,8 +177,8 @@ class JsonSchemaCompiler:
         if t in ("integer", "number"):
             return self.number(schema, t == "integer")
         if t == "string":
-            if schema.get(NOT_IN) or schema.get(NOT_PATTERN):
-                return self.string_excluding(schema)
+            if schema.get(NOT_IN) or schema.get(NOT_PATTERN) or schema.get(PATTERNS):
+                return self.string_combined(schema)
             return self.string(schema)
         if t == "array":
             return self.array(schema)
@@ -293,6 +294,9 @@ class JsonSchemaCompiler:
 
     def pattern(self, pattern: str) -> Node:
         """JSON Schema patterns search (unanchored) unless anchored with ^ and $."""
+        inner = unwrap_group(pattern)
+        if inner is not None and (inner.startswith("^") or inner.endswith("$")):
+            return self.pattern(inner)  # `(^...$)`: the anchors hold inside the group too
         branches = top_level_branches(pattern)
         if len(branches) > 1 and any(b.startswith("^") or b.endswith("$") for b in branches):
             # Anchors inside `a|^b$`: a search for the alternation finds a match exactly when
@@ -307,12 +311,16 @@ class JsonSchemaCompiler:
             *([] if anchored_start else [any_chars]), node, *([] if anchored_end else [any_chars])
         )
 
-    def string_excluding(self, schema: dict[str, Any]) -> Node:
-        """A string other than some values and not matching some patterns (what `not`
-        excluded): the string's own automaton intersected with bodies that avoid them."""
-        node = self.string({k: v for k, v in schema.items() if k not in (NOT_IN, NOT_PATTERN)})
+    def string_combined(self, schema: dict[str, Any]) -> Node:
+        """A string that also matches more patterns (allOf), differs from some values and
+        matches none of some patterns (what `not` excluded): the string's own automaton
+        intersected with one for each."""
+        own = {k: v for k, v in schema.items() if k not in (NOT_IN, NOT_PATTERN, PATTERNS)}
+        node = self.string(own)
         if isinstance(node, Ref):
             node = self.rules[node.name]
+        for pattern in schema.get(PATTERNS, []):
+            node = Intersect(node, seq(literal('"'), self.pattern(pattern), literal('"')))
         if schema.get(NOT_IN):
             others = self.key_not_in(list(schema[NOT_IN]))
             node = Intersect(node, seq(literal('"'), others, literal('"')))
@@ -391,8 +399,9 @@ class JsonSchemaCompiler:
     def object(self, schema: dict[str, Any]) -> Node:
         names_schema = schema.get("propertyNames", {})
         schema, free_pattern = fold_patterns(schema, self)
+        names_pattern = None
         if names_schema not in ({}, True):
-            self.check_property_names(schema, names_schema)
+            names_pattern = self.property_names_pattern(schema, names_schema)
         if schema.get("unevaluatedProperties", True) not in ({}, True):
             raise GrammarError("JSON Schema keyword 'unevaluatedProperties' is not supported")
         props: dict[str, Any] = schema.get("properties", {})
@@ -425,8 +434,10 @@ class JsonSchemaCompiler:
             except GrammarError:
                 pass  # no free keys then, which only generates less
         elif extra is not False and extra is not None:
-            key = seq(literal('"'), self.key_not_in(key_names), literal('"'))
-            extra_entry = seq(key, colon, self.node(extra))
+            key = self.key_not_in(key_names)
+            if names_pattern is not None:
+                key = Intersect(self.pattern(names_pattern), key)
+            extra_entry = seq(literal('"'), key, literal('"'), colon, self.node(extra))
         lo, hi = count(schema, "minProperties", 0), count(schema, "maxProperties", None)
         return self.chain(names, entries, required, extra_entry, lo, hi, "{}")
 
@@ -454,17 +465,16 @@ class JsonSchemaCompiler:
             brackets,
         )
 
-    def check_property_names(self, schema: dict[str, Any], names_schema: Any) -> None:
-        """`propertyNames: {pattern}` holds by construction when no free key can be written
-        (additionalProperties absent or false) and every name we may write matches."""
+    def property_names_pattern(self, schema: dict[str, Any], names_schema: Any) -> str:
+        """`propertyNames: {pattern}`: every listed name must surely match it (checked here);
+        free keys are written only from the pattern's own strings (the caller intersects)."""
+        names_schema = self.merger.merge([names_schema])
         if (
-            not isinstance(names_schema, dict)
-            or "pattern" not in names_schema
+            "pattern" not in names_schema
             or not set(names_schema) <= {"pattern", "type"}
             or names_schema.get("type", "string") != "string"
-            or schema.get("additionalProperties") not in (None, False)
         ):
-            raise GrammarError("JSON Schema keyword 'propertyNames' is not supported")
+            raise GrammarError("JSON Schema keyword 'propertyNames' is supported only as a pattern")
         pattern = names_schema["pattern"]
         node = self.pattern(pattern)
         for name in [*schema.get("properties", {}), *schema.get("required", [])]:
@@ -472,6 +482,7 @@ class JsonSchemaCompiler:
                 raise GrammarError(
                     f"property {name!r} may not match propertyNames pattern {pattern!r}"
                 )
+        return pattern
 
     def key_not_in(self, names: list[str]) -> Node:
         """String bodies other than the given keys: a trie that must leave every key's path."""

@@ -19,6 +19,7 @@ NEVER: dict[str, Any] = {"not": {}}  # the schema no value satisfies
 AND = "x-intaglio-and"  # conjuncts not merged yet (a combinator already present in the merge)
 NOT_IN = "x-intaglio-not-in"  # strings the value must differ from (written unescaped)
 NOT_PATTERN = "x-intaglio-not-pattern"  # patterns the value must not match
+PATTERNS = "x-intaglio-patterns"  # more patterns the value must match (allOf of patterns)
 COMBINATORS = ("anyOf", "oneOf", "dependencies", "dependentRequired", "dependentSchemas")
 CONDITIONAL = ("if", "then", "else")
 _OBJECT_GROUP = ("properties", "additionalProperties", "patternProperties")
@@ -99,6 +100,8 @@ class SchemaMerger:
                     later.append({key: value})
                 elif key not in out:
                     out[key] = value
+                elif key == "pattern" and value != out[key]:
+                    out[PATTERNS] = [*out.get(PATTERNS, []), value]
                 else:
                     out[key] = self._combine(key, out[key], value)
         values = [v for p in flat if (v := enum_values(p)) is not None]
@@ -132,7 +135,7 @@ class SchemaMerger:
             if old in ({}, True) or new in ({}, True):
                 return {}
             return {"anyOf": [old, new]}
-        if key in (NOT_IN, NOT_PATTERN):
+        if key in (NOT_IN, NOT_PATTERN, PATTERNS):
             return [*old, *new]
         if key == "uniqueItems":
             return bool(old) or bool(new)

@@ -20,7 +20,13 @@ from intaglio.structured.json_schema_keywords import (
     name_decided,
     name_matches,
 )
-from intaglio.structured.json_schema_merge import NOT_IN, NOT_PATTERN, enum_values, same_value
+from intaglio.structured.json_schema_merge import (
+    NOT_IN,
+    NOT_PATTERN,
+    PATTERNS,
+    enum_values,
+    same_value,
+)
 
 
 class Context(Protocol):
@@ -98,6 +104,11 @@ def _string_ok(key: str, schema: dict, value: str, ctx: Context, depth: int) -> 
         return name_matches(schema[key], node, value)
     if key == NOT_IN:
         return value not in schema[key]
+    if key == PATTERNS:
+        try:
+            return all(name_matches(p, ctx.pattern(p), value) for p in schema[key])
+        except GrammarError:
+            return None
     if key == NOT_PATTERN:
         try:
             return all(name_decided(p, ctx.pattern(p), value) is False for p in schema[key])
@@ -168,7 +179,7 @@ def _object_ok(key: str, schema: dict, value: dict, ctx: Context, depth: int) ->
 
 # Keywords of other types: they do not apply to a value of this type.
 _BY_TYPE = {
-    "string": {"minLength", "maxLength", "pattern", "format", NOT_IN, NOT_PATTERN},
+    "string": {"minLength", "maxLength", "pattern", "format", NOT_IN, NOT_PATTERN, PATTERNS},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
     "array": {
         "items",
