@@ -62,6 +62,7 @@ _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F
 _PLAIN_ASCII = sum(1 << b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
 # Patterns every string satisfies (search semantics).
 _MATCH_ALL = ("", ".*", "^.*", ".*?", "(.*)", "^(.*)")
+_MAX_UNIQUE_VALUES = 64  # a longer list of unique item values: one item (a chain per value)
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
 _MAX_DERIVED_DEPTH = 100  # nesting of merged schemas (a merge that never repeats)
 
@@ -80,7 +81,11 @@ class JsonSchemaCompiler:
         self.merger = SchemaMerger(self.resolve)
 
     def compile(self) -> Grammar:
-        self.rules["root"] = self.node(self.root)
+        try:
+            self.rules["root"] = self.node(self.root)
+        except (AttributeError, TypeError, KeyError, IndexError) as e:
+            # A keyword holding the wrong kind of value (a list where an object belongs...).
+            raise GrammarError(f"malformed JSON Schema ({type(e).__name__}: {e})") from e
         return Grammar(self.rules, "root")
 
     # ------------------------------------------------------------ dispatch
@@ -385,11 +390,12 @@ class JsonSchemaCompiler:
             )
         lo, hi = count(schema, "minItems", 0), count(schema, "maxItems", None)
         values = finite_values(items, self)
-        if values is None:
+        if values is None or len(values) > _MAX_UNIQUE_VALUES:
             if lo > 1:
                 raise GrammarError(
                     "JSON Schema keyword 'uniqueItems' with minItems above 1 is supported only "
-                    "for items from a finite list (enum, const, boolean)"
+                    f"for items from a list of at most {_MAX_UNIQUE_VALUES} values (enum, const, "
+                    "boolean)"
                 )
             return self.array({**schema, "uniqueItems": False, "maxItems": min(hi or 1, 1)})
         entries = [self.json_literal(v) for v in values]

@@ -319,6 +319,8 @@ def test_formats_generate_valid_strings(fmt: str, check) -> None:
             "patternProperties",
         ),
         ({"type": "object", "minProperties": 100, "additionalProperties": True}, "minProperties"),
+        ({"type": "object", "dependentRequired": ["a"]}, "malformed JSON Schema"),
+        ({"allOf": [{"properties": ["a"]}, {"properties": {"b": {}}}]}, "malformed JSON Schema"),
     ],
 )
 def test_unenforceable_forms_are_refused(schema, keyword: str) -> None:
