@@ -12,7 +12,7 @@ import re
 from typing import Any, Protocol
 
 from intaglio.structured.ir import GrammarError, Node
-from intaglio.structured.json_schema_formats import FORMATS
+from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
 from intaglio.structured.json_schema_keywords import (
     ANNOTATIONS,
     GENERIC,
@@ -115,6 +115,8 @@ def _string_ok(key: str, schema: dict, value: str, ctx: Context, depth: int) -> 
         except GrammarError:
             return None
     if key == "format":
+        if schema[key] in FREE_FORMATS:
+            return True
         fmt = FORMATS.get(schema[key])
         return None if fmt is None else re.fullmatch(fmt, value) is not None
     return True if key in _IGNORED_BY["string"] else None

@@ -228,6 +228,16 @@ CASES = {
         ["ab"],
         ["abcd", 1],
     ),
+    "enum values checked against pattern and format": (
+        {"enum": ["ab", "x-1", "2024-02-30", "2024-02-03"], "pattern": "^[a-z0-9-]+$|^2"},
+        ["ab", "x-1", "2024-02-30"],
+        ["AB"],
+    ),
+    "enum values with a format": (
+        {"type": "string", "enum": ["2024-02-30", "2024-02-03", "x"], "format": "date"},
+        ["2024-02-03"],
+        ["2024-02-30", "x"],
+    ),
 }
 
 
@@ -239,7 +249,8 @@ def _dump(value) -> bytes:
 def test_keyword_outputs_validate(name: str) -> None:
     schema, valid, invalid = CASES[name]
     compiled = _COMPILER.compile(StructuredOutput(json_schema=schema))
-    validator = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)(schema)
+    cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
+    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     for v in valid:
         assert validator.is_valid(v), v  # the case itself is right
         assert accepts(compiled.matcher(), _dump(v)), v
