@@ -397,7 +397,8 @@ class JsonSchemaCompiler:
                     f"for items from a list of at most {_MAX_UNIQUE_VALUES} values (enum, const, "
                     "boolean)"
                 )
-            return self.array({**schema, "uniqueItems": False, "maxItems": min(hi or 1, 1)})
+            at_most_one = 1 if hi is None else min(hi, 1)
+            return self.array({**schema, "uniqueItems": False, "maxItems": at_most_one})
         entries = [self.json_literal(v) for v in values]
         names = [str(i) for i in range(len(values))]
         return self.chain(names, entries, set(), None, lo, hi, "[]")

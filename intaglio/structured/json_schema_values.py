@@ -21,6 +21,7 @@ from intaglio.structured.json_schema_keywords import (
     name_matches,
 )
 from intaglio.structured.json_schema_merge import (
+    AND,
     NOT_IN,
     NOT_PATTERN,
     PATTERNS,
@@ -214,4 +215,4 @@ _IGNORED_BY = {
     t: _ALL_TYPED - _BY_TYPE.get(t, set()) for t in ("string", "number", "array", "object", "null")
 }
 # Keywords that are neither of these nor GENERIC are annotations.
-_KNOWN = GENERIC | _ALL_TYPED
+_KNOWN = GENERIC | _ALL_TYPED | {AND}  # AND: conjuncts not merged yet, so undecided

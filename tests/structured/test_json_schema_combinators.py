@@ -218,6 +218,11 @@ CASES = {
         [["x", "z"], ["x", "y", "z"]],
         [["x", "x"], ["x"], ["x", "y", "x"]],
     ),
+    "uniqueItems with maxItems 0": (
+        {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "maxItems": 0},
+        [[]],
+        [["a"]],
+    ),
     "uniqueItems over other items": (
         {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
         [[], ["a"]],
