@@ -37,7 +37,7 @@ from intaglio.structured.json_schema_keywords import (
     name_matches,
     surely_empty,
 )
-from intaglio.structured.json_schema_members import member_chain
+from intaglio.structured.json_schema_members import member_chain, unique_array
 from intaglio.structured.json_schema_merge import (
     NOT_IN,
     NOT_PATTERN,
@@ -47,7 +47,7 @@ from intaglio.structured.json_schema_merge import (
     never,
 )
 from intaglio.structured.json_schema_objects import fold_patterns
-from intaglio.structured.json_schema_values import finite_values, value_ok
+from intaglio.structured.json_schema_values import value_ok
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
 from intaglio.structured.regex import regex_to_ir, top_level_branches, unwrap_group
 from intaglio.structured.regex_complement import complement
@@ -62,7 +62,6 @@ _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F
 _PLAIN_ASCII = sum(1 << b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
 # Patterns every string satisfies (search semantics).
 _MATCH_ALL = ("", ".*", "^.*", ".*?", "(.*)", "^(.*)")
-_MAX_UNIQUE_VALUES = 64  # a longer list of unique item values: one item (a chain per value)
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
 _MAX_DERIVED_DEPTH = 100  # nesting of merged schemas (a merge that never repeats)
 
@@ -343,7 +342,7 @@ class JsonSchemaCompiler:
             if key in schema and (key == "contains" or schema[key] is not True):
                 raise GrammarError(f"JSON Schema keyword {key!r} is not supported")
         if schema.get("uniqueItems"):
-            return self.unique_array(schema)
+            return unique_array(self, schema)
         items = schema.get("items", True)
         prefix = schema.get("prefixItems", [])
         if isinstance(items, list):  # draft 4-7 tuple form
@@ -378,30 +377,6 @@ class JsonSchemaCompiler:
             step = seq(comma if i else seq(), elements[i], cont)
             cont = step if i < lo else opt(step)
         return seq(literal("["), ws, cont, ws, literal("]"))
-
-    def unique_array(self, schema: dict[str, Any]) -> Node:
-        """uniqueItems. Items from a finite list of values: each value at most once, in the
-        list's order (every set of them, in one order). Other items: at most one item, which
-        only generates less."""
-        items = schema.get("items", True)
-        if isinstance(items, list) or schema.get("prefixItems"):
-            raise GrammarError(
-                "JSON Schema keyword 'uniqueItems' with tuple items is not supported"
-            )
-        lo, hi = count(schema, "minItems", 0), count(schema, "maxItems", None)
-        values = finite_values(items, self)
-        if values is None or len(values) > _MAX_UNIQUE_VALUES:
-            if lo > 1:
-                raise GrammarError(
-                    "JSON Schema keyword 'uniqueItems' with minItems above 1 is supported only "
-                    f"for items from a list of at most {_MAX_UNIQUE_VALUES} values (enum, const, "
-                    "boolean)"
-                )
-            at_most_one = 1 if hi is None else min(hi, 1)
-            return self.array({**schema, "uniqueItems": False, "maxItems": at_most_one})
-        entries = [self.json_literal(v) for v in values]
-        names = [str(i) for i in range(len(values))]
-        return self.chain(names, entries, set(), None, lo, hi, "[]")
 
     def object(self, schema: dict[str, Any]) -> Node:
         names_schema = schema.get("propertyNames", {})

@@ -4,7 +4,11 @@ count of entries written so far for minProperties / maxProperties (minItems / ma
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from intaglio.structured.ir import NOTHING, GrammarError, Node, Ref, Repeat, alt, literal, opt, seq
+from intaglio.structured.json_schema_keywords import count
+from intaglio.structured.json_schema_values import finite_values
 
 MAX_COUNTED = 64  # min/maxProperties beyond what required implies: one state per count
 
@@ -59,3 +63,49 @@ def free_members(extra: Node | None, comma: Node, c: int, lo: int, hi: int | Non
         return Repeat(seq(comma, extra), need, room)
     rest = Repeat(seq(comma, extra), max(need - 1, 0), None if room is None else room - 1)
     return seq(extra, rest) if need else opt(seq(extra, rest))
+
+
+MAX_UNIQUE_VALUES = 64  # a longer list of unique item values: one item (a chain per value)
+
+
+class Compiler(Protocol):
+    def resolve(self, ref: str) -> Any: ...
+
+    def pattern(self, pattern: str) -> Node: ...
+
+    def array(self, schema: dict[str, Any]) -> Node: ...
+
+    def json_literal(self, value: Any) -> Node: ...
+
+    def chain(
+        self,
+        names: list[str],
+        entries: list[Node],
+        required: set[str],
+        extra: Node | None,
+        lo: int,
+        hi: int | None,
+        brackets: str,
+    ) -> Node: ...
+
+
+def unique_array(compiler: Compiler, schema: dict[str, Any]) -> Node:
+    """uniqueItems. Items from a finite list of values: each value at most once, in the list's
+    order (every set of them, in one order). Other items: at most one item, which only
+    generates less."""
+    items = schema.get("items", True)
+    if isinstance(items, list) or schema.get("prefixItems"):
+        raise GrammarError("JSON Schema keyword 'uniqueItems' with tuple items is not supported")
+    lo, hi = count(schema, "minItems", 0), count(schema, "maxItems", None)
+    values = finite_values(items, compiler)
+    if values is None or len(values) > MAX_UNIQUE_VALUES:
+        if lo > 1:
+            raise GrammarError(
+                "JSON Schema keyword 'uniqueItems' with minItems above 1 is supported only for "
+                f"items from a list of at most {MAX_UNIQUE_VALUES} values (enum, const, boolean)"
+            )
+        at_most_one = 1 if hi is None else min(hi, 1)
+        return compiler.array({**schema, "uniqueItems": False, "maxItems": at_most_one})
+    entries = [compiler.json_literal(v) for v in values]
+    names = [str(i) for i in range(len(values))]
+    return compiler.chain(names, entries, set(), None, lo, hi, "[]")
