@@ -27,19 +27,30 @@ from intaglio.structured.ir import (
     opt,
     seq,
 )
+from intaglio.structured.json_schema_combinators import Union, expand
+from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
 from intaglio.structured.json_schema_keywords import (
     ALL_TYPES,
     ANNOTATIONS,
     BY_TYPE,
-    GENERIC,
     count,
-    disjoint,
-    json_type,
     name_matches,
-    search,
+    surely_empty,
 )
+from intaglio.structured.json_schema_members import member_chain, unique_array
+from intaglio.structured.json_schema_merge import (
+    NOT_IN,
+    NOT_PATTERN,
+    PATTERNS,
+    SchemaMerger,
+    enum_values,
+    never,
+)
+from intaglio.structured.json_schema_objects import fold_patterns
+from intaglio.structured.json_schema_values import value_ok
 from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
-from intaglio.structured.regex import regex_to_ir, top_level_branches
+from intaglio.structured.regex import regex_to_ir, top_level_branches, unwrap_group
+from intaglio.structured.regex_complement import complement
 
 # Characters a JSON string may hold unescaped: anything but `"`, `\` and controls.
 _UNESCAPED = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0x10FFFF)]
@@ -47,21 +58,12 @@ _STRING_EXCLUDE = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
 # Escapes, with \u limited to non-surrogates so each escape is one character after decoding.
 _ESCAPE = r'\\(["\\/bfnrt]|u([0-9a-cA-Ce-fE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))'
 
-FORMATS = {
-    "date": r"[1-9]\d{3}-((0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|(0[469]|11)-(0[1-9]|[12]\d|30)"
-    r"|02-(0[1-9]|1\d|2[0-8]))",
-    "time": r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)",
-    "email": r"[a-zA-Z0-9]+([._+-][a-zA-Z0-9]+)*@[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*"
-    r"(\.[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*)*\.[a-zA-Z]{2,}",
-    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "uri": r"[a-z][a-z0-9+.-]*://[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*(/[a-zA-Z0-9._~-]*)*",
-    "ipv4": r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}",
-    "hostname": r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}"
-    r"[a-zA-Z0-9])?)*",
-}
-FORMATS["date-time"] = FORMATS["date"] + "T" + FORMATS["time"]
-
+# Printable ASCII but `"` and `\`: characters every regex dialect reads alike.
+_PLAIN_ASCII = sum(1 << b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
+# Patterns every string satisfies (search semantics).
+_MATCH_ALL = ("", ".*", "^.*", ".*?", "(.*)", "^(.*)")
 _MAX_BOUNDED_LENGTH = 2048  # longer maxLength bounds generate at most this many characters
+_MAX_DERIVED_DEPTH = 100  # nesting of merged schemas (a merge that never repeats)
 
 
 class JsonSchemaCompiler:
@@ -70,10 +72,19 @@ class JsonSchemaCompiler:
         self.ws = regex_to_ir(whitespace)
         self.rules: dict[str, Node] = {}
         self._ref_names: dict[str, str] = {}
+        self._failed: dict[str, GrammarError] = {}
+        self._derived: dict[str, str] = {}
+        self._open: set[str] = set()  # rules being built (their placeholder is not final)
+        self._depth = 0
         self._objects = 0
+        self.merger = SchemaMerger(self.resolve)
 
     def compile(self) -> Grammar:
-        self.rules["root"] = self.node(self.root)
+        try:
+            self.rules["root"] = self.node(self.root)
+        except (AttributeError, TypeError, KeyError, IndexError) as e:
+            # A keyword holding the wrong kind of value (a list where an object belongs...).
+            raise GrammarError(f"malformed JSON Schema ({type(e).__name__}: {e})") from e
         return Grammar(self.rules, "root")
 
     # ------------------------------------------------------------ dispatch
@@ -84,35 +95,21 @@ class JsonSchemaCompiler:
             return NOTHING
         if not isinstance(schema, dict):
             raise GrammarError(f"a schema must be an object or a boolean, got {schema!r}")
-        if "$ref" in schema:
-            rest = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
-            if rest:  # siblings of $ref (2019+): fold them in with allOf
-                return self.node({"allOf": [{"$ref": schema["$ref"]}, rest]})
+        if "$ref" in schema and set(schema) - ANNOTATIONS == {"$ref"}:
             return self.ref(schema["$ref"])
-        if "allOf" in schema:
-            return self.node(self.merge_all_of(schema))
-        for bad in ("not", "if", "then", "else", "$dynamicRef", "$recursiveRef"):
+        if "$ref" in schema or "allOf" in schema:  # siblings of $ref (2019+) fold in as allOf
+            return self.derived(self.merger.merge([schema]))
+        for bad in ("$dynamicRef", "$recursiveRef"):
             if bad in schema:
                 raise GrammarError(f"JSON Schema keyword {bad!r} is not supported")
-        if "const" in schema or "enum" in schema:
-            values = [schema["const"]] if "const" in schema else schema["enum"]
-            if not isinstance(values, list) or not values:
-                raise GrammarError("'enum' must be a non-empty list")
-            if "type" in schema:  # a value must also have one of the allowed types
-                types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-                values = [
-                    v
-                    for v in values
-                    if json_type(v) in types or (json_type(v) == "integer" and "number" in types)
-                ]
+        union = expand(schema, self.merger)
+        if union is not None:
+            return self.union(union)
+        values = enum_values(schema)
+        if values is not None:  # written literally: each must meet the rest of the schema
+            rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
+            values = [v for v in values if value_ok(rest, v, self)]
             return alt(*(self.json_literal(v) for v in values)) if values else NOTHING
-        for key in ("anyOf", "oneOf"):
-            if key in schema:
-                base = {k: v for k, v in schema.items() if k != key}
-                branches = [self.merge([base, branch]) for branch in schema[key]]
-                if key == "oneOf":
-                    self.check_disjoint(branches)
-                return alt(*(self.node(b) for b in branches))
         types = schema.get("type")
         if types is None:
             if not schema.keys() & set().union(*BY_TYPE.values()):
@@ -129,6 +126,47 @@ class JsonSchemaCompiler:
             raise GrammarError(f"unknown JSON Schema type {unknown[0]!r}")
         return alt(*(self.typed(schema, t) for t in types)) if types else NOTHING
 
+    def derived(self, schema: Any) -> Node:
+        """A schema built by merging: one rule per distinct schema, so recursion through
+        merged `$ref` targets meets its own rule again instead of expanding forever."""
+        key = json.dumps(schema, sort_keys=True, default=repr)
+        name = self._derived.get(key)
+        if name is None:
+            if self._depth > _MAX_DERIVED_DEPTH:
+                raise GrammarError("schema too deeply nested after combining allOf/anyOf/oneOf")
+            name = self._derived[key] = f"merged{len(self._derived)}"
+            self.rules[name] = NOTHING  # placeholder for recursive uses
+            self._depth += 1
+            self._open.add(name)
+            try:
+                self.rules[name] = self.node(schema)
+            except GrammarError:
+                # Met again, it is compiled again (and fails again); the placeholder stays
+                # for rules that already name it.
+                del self._derived[key]
+                raise
+            finally:
+                self._depth -= 1
+                self._open.discard(name)
+        return Ref(name)
+
+    def union(self, union: Union) -> Node:
+        nodes = [self.derived(b) for b in union.branches]
+        first_error: GrammarError | None = None
+        for branch in union.optional:
+            try:
+                nodes.append(self.derived(branch))
+            except GrammarError as e:  # one way fewer to fail a schema: generates less
+                first_error = first_error or e
+        if not nodes and first_error is not None:
+            raise GrammarError(f"JSON Schema keyword {union.keyword!r}: {first_error}")
+        if union.narrowed and all(surely_empty(n, self.rules, self._open) for n in nodes):
+            raise GrammarError(
+                "'oneOf' whose branches overlap in ways we cannot exclude is not supported "
+                "(use anyOf if any match will do)"
+            )
+        return alt(*nodes) if nodes else NOTHING
+
     def _fits(self, schema: dict[str, Any], t: str) -> bool:
         """Without `type`, a type is possible; keep the ones the keywords talk about."""
         specific = schema.keys() & set().union(*BY_TYPE.values())
@@ -143,20 +181,32 @@ class JsonSchemaCompiler:
         if t in ("integer", "number"):
             return self.number(schema, t == "integer")
         if t == "string":
+            if schema.get(NOT_IN) or schema.get(NOT_PATTERN) or schema.get(PATTERNS):
+                return self.string_combined(schema)
             return self.string(schema)
         if t == "array":
             return self.array(schema)
         return self.object(schema)
 
-    # ------------------------------------------------------------ $ref and allOf
+    # ------------------------------------------------------------ $ref
     def ref(self, ref: str) -> Node:
         if not ref.startswith("#"):
             raise GrammarError(f"$ref {ref!r}: only references inside the schema are supported")
+        if ref in self._failed:
+            raise self._failed[ref]
         name = self._ref_names.get(ref)
         if name is None:
             name = self._ref_names[ref] = f"ref{len(self._ref_names)}"
             self.rules[name] = NOTHING  # placeholder: recursive references find the name
-            self.rules[name] = self.node(self.resolve(ref))
+            self._open.add(name)
+            try:
+                self.rules[name] = self.node(self.resolve(ref))
+            except GrammarError as e:
+                # The placeholder stays (other rules may name it); later uses raise again.
+                self._failed[ref] = e
+                raise
+            finally:
+                self._open.discard(name)
         return Ref(name)
 
     def resolve(self, ref: str) -> Any:
@@ -170,90 +220,6 @@ class JsonSchemaCompiler:
             else:
                 raise GrammarError(f"$ref {ref!r} does not resolve inside the schema")
         return target
-
-    def check_disjoint(self, branches: list[Any]) -> None:
-        """oneOf needs exactly one branch to match; we accept it only where no value can match
-        two branches: different types, different constants, or a discriminating property."""
-        for i, a in enumerate(branches):
-            for b in branches[i + 1 :]:
-                if not disjoint(self._deref(a), self._deref(b)):
-                    raise GrammarError(
-                        "'oneOf' whose branches may overlap is not supported "
-                        "(use anyOf if any match will do)"
-                    )
-
-    def _deref(self, schema: Any) -> Any:
-        seen = 0
-        while isinstance(schema, dict) and "$ref" in schema and seen < 32:
-            schema, seen = self.resolve(schema["$ref"]), seen + 1
-        return schema
-
-    def merge_all_of(self, schema: dict[str, Any]) -> dict[str, Any]:
-        parts = [{k: v for k, v in schema.items() if k != "allOf"}]
-        for sub in schema["allOf"]:
-            while isinstance(sub, dict) and set(sub) - ANNOTATIONS == {"$ref"}:
-                sub = self.resolve(sub["$ref"])
-            if isinstance(sub, dict) and "$ref" in sub:
-                raise GrammarError("allOf with a $ref that has sibling keywords is not supported")
-            parts.append(sub)
-        return self.merge(parts)
-
-    def merge(self, parts: list[Any]) -> dict[str, Any]:
-        """Intersection of schemas where it is plain; otherwise an error naming the keyword."""
-        out: dict[str, Any] = {}
-        # additionalProperties / items only see their own schema's properties / prefixItems,
-        # so they cannot be merged with those of another schema.
-        for group in (
-            ("properties", "additionalProperties", "patternProperties"),
-            ("prefixItems", "items", "additionalItems"),
-        ):
-            owners = [
-                i for i, p in enumerate(parts) if isinstance(p, dict) and p.keys() & set(group)
-            ]
-            if len(owners) > 1 and any(
-                isinstance(parts[i], dict) and parts[i].keys() & set(group[1:]) for i in owners
-            ):
-                raise GrammarError(
-                    f"combining {group[1]!r} with {group[0]!r} of another schema "
-                    "(allOf, $ref siblings) is not supported"
-                )
-        for part in parts:
-            if part is True:
-                continue
-            if part is False:
-                return {"enum": [None], "not": {}}
-            if "allOf" in part:
-                part = self.merge_all_of(part)
-            for key, value in part.items():
-                if key not in out or key in ANNOTATIONS:
-                    out[key] = value
-                elif key == "properties":
-                    props = dict(out[key])
-                    for name, sub in value.items():
-                        props[name] = self.merge([props[name], sub]) if name in props else sub
-                    out[key] = props
-                elif key == "required":
-                    out[key] = list(dict.fromkeys([*out[key], *value]))
-                elif key == "type":
-                    a = {out[key]} if isinstance(out[key], str) else set(out[key])
-                    b = {value} if isinstance(value, str) else set(value)
-                    if "number" in a:
-                        a.add("integer")
-                    if "number" in b:
-                        b.add("integer")
-                    common = [t for t in ALL_TYPES if t in a & b]
-                    if "number" in common:
-                        common.remove("integer")
-                    out[key] = common
-                elif key in ("minimum", "minLength", "minItems", "exclusiveMinimum"):
-                    out[key] = max(out[key], value)
-                elif key in ("maximum", "maxLength", "maxItems", "exclusiveMaximum"):
-                    out[key] = min(out[key], value)
-                elif key not in GENERIC and not any(key in ks for ks in BY_TYPE.values()):
-                    continue  # an unknown keyword is an annotation: keep the first
-                elif out[key] != value:
-                    raise GrammarError(f"allOf/anyOf: cannot combine two different {key!r}")
-        return out
 
     # ------------------------------------------------------------ scalars
     def json_literal(self, value: Any) -> Node:
@@ -314,7 +280,7 @@ class JsonSchemaCompiler:
             for part in parts[1:]:
                 body = Intersect(body, part)
             return seq(literal('"'), body, literal('"'))
-        if fmt is not None and fmt not in ("password", "binary", "text"):
+        if fmt is not None and fmt not in FREE_FORMATS:
             raise GrammarError(f"string format {fmt!r} is not supported")
         if max_len is not None and max_len < min_len:
             raise GrammarError(f"maxLength {max_len} is below minLength {min_len}")
@@ -332,6 +298,9 @@ class JsonSchemaCompiler:
 
     def pattern(self, pattern: str) -> Node:
         """JSON Schema patterns search (unanchored) unless anchored with ^ and $."""
+        inner = unwrap_group(pattern)
+        if inner is not None and (inner.startswith("^") or inner.endswith("$")):
+            return self.pattern(inner)  # `(^...$)`: the anchors hold inside the group too
         branches = top_level_branches(pattern)
         if len(branches) > 1 and any(b.startswith("^") or b.endswith("$") for b in branches):
             # Anchors inside `a|^b$`: a search for the alternation finds a match exactly when
@@ -346,13 +315,34 @@ class JsonSchemaCompiler:
             *([] if anchored_start else [any_chars]), node, *([] if anchored_end else [any_chars])
         )
 
+    def string_combined(self, schema: dict[str, Any]) -> Node:
+        """A string that also matches more patterns (allOf), differs from some values and
+        matches none of some patterns (what `not` excluded): the string's own automaton
+        intersected with one for each."""
+        own = {k: v for k, v in schema.items() if k not in (NOT_IN, NOT_PATTERN, PATTERNS)}
+        node = self.string(own)
+        if isinstance(node, Ref):
+            node = self.rules[node.name]
+        for pattern in schema.get(PATTERNS, []):
+            node = Intersect(node, seq(literal('"'), self.pattern(pattern), literal('"')))
+        if schema.get(NOT_IN):
+            others = self.key_not_in(list(schema[NOT_IN]))
+            node = Intersect(node, seq(literal('"'), others, literal('"')))
+        for pattern in schema.get(NOT_PATTERN, []):
+            # Over printable ASCII, where Python, ECMAScript and our reading of classes agree.
+            body = complement(self.pattern(pattern), _PLAIN_ASCII)
+            if body is None:
+                raise GrammarError(f"'not' of pattern {pattern!r}: its complement is too large")
+            node = Intersect(node, seq(literal('"'), body, literal('"')))
+        return node
+
     # ------------------------------------------------------------ containers
     def array(self, schema: dict[str, Any]) -> Node:
         for key in ("contains", "unevaluatedItems"):
             if key in schema and (key == "contains" or schema[key] is not True):
                 raise GrammarError(f"JSON Schema keyword {key!r} is not supported")
         if schema.get("uniqueItems"):
-            raise GrammarError("JSON Schema keyword 'uniqueItems' is not supported")
+            return unique_array(self, schema)
         items = schema.get("items", True)
         prefix = schema.get("prefixItems", [])
         if isinstance(items, list):  # draft 4-7 tuple form
@@ -374,7 +364,7 @@ class JsonSchemaCompiler:
         # cont(i): what may follow once i items are written; item i + 1 is optional if i >= lo.
         if rest is None or hi == n:
             if lo > n:
-                raise GrammarError("minItems exceeds the items the schema allows")
+                return NOTHING  # fewer items allowed than minItems: no array validates
             cont: Node = seq()
         else:
             more_hi = None if hi is None else hi - n
@@ -389,82 +379,84 @@ class JsonSchemaCompiler:
         return seq(literal("["), ws, cont, ws, literal("]"))
 
     def object(self, schema: dict[str, Any]) -> Node:
-        patterns = schema.get("patternProperties") or {}
-        if patterns:
-            # Sound to ignore only when no property we write can match one of the patterns.
-            names_written = list(schema.get("properties", {})) + list(schema.get("required", []))
-            extra_allowed = schema.get("additionalProperties") not in (None, False)
-            if extra_allowed or any(search(p, n) for p in patterns for n in names_written):
-                raise GrammarError("JSON Schema keyword 'patternProperties' is not supported")
         names_schema = schema.get("propertyNames", {})
+        schema, free_pattern = fold_patterns(schema, self)
+        names_pattern = None
         if names_schema not in ({}, True):
-            self.check_property_names(schema, names_schema)
-        for key in (
-            "dependencies",
-            "dependentRequired",
-            "dependentSchemas",
-            "unevaluatedProperties",
-        ):
-            if schema.get(key, {}) not in ({}, True):
-                raise GrammarError(f"JSON Schema keyword {key!r} is not supported")
+            names_pattern = self.property_names_pattern(schema, names_schema)
+        if schema.get("unevaluatedProperties", True) not in ({}, True):
+            raise GrammarError("JSON Schema keyword 'unevaluatedProperties' is not supported")
         props: dict[str, Any] = schema.get("properties", {})
         required = set(schema.get("required", []))
-        missing = sorted(required - set(props))
         extra = schema.get("additionalProperties")
-        if missing and extra is False:
-            raise GrammarError(
-                f"required property {missing[0]!r} is forbidden by additionalProperties: false"
-            )
-        props = {**props, **{name: True if extra is None else extra for name in missing}}
-        lo, hi = schema.get("minProperties", 0), schema.get("maxProperties")
+        extra = False if never(extra) else extra
+        listed = list(props)  # free keys must differ from every listed name, forbidden or not
+        props = {
+            **{name: sub for name, sub in props.items() if not never(sub)},
+            **{name: True if extra is None else extra for name in sorted(required - set(props))},
+        }
+        if any(never(props.get(name, False)) for name in required):
+            return NOTHING  # a required property no value can fill: no object validates
         ws = self.ws
-        colon, comma = seq(ws, literal(":"), ws), seq(ws, literal(","), ws)
+        colon = seq(ws, literal(":"), ws)
         names = list(props)
         entries = [seq(self.json_literal(n), colon, self.node(props[n])) for n in names]
+        key_names = list(dict.fromkeys(listed + names))
         extra_entry = None
-        if extra is not False and extra is not None:
-            key = seq(literal('"'), self.key_not_in(names), literal('"'))
-            extra_entry = seq(key, colon, self.node(extra))
-        if lo > len(required) or (hi is not None and (extra_entry or hi < len(names))):
-            raise GrammarError(
-                "JSON Schema keywords 'minProperties'/'maxProperties' are not "
-                "supported beyond what 'required' implies"
-            )
-        # rest[i][c]: properties i.. where c says whether one was written already (needs a comma).
-        self._objects += 1
-        base = f"obj{self._objects}_"
-        tail_any = Repeat(seq(comma, extra_entry), 0, None) if extra_entry else None
-        for i in range(len(names), -1, -1):
-            for wrote in (0, 1):
-                if i == len(names):
-                    if tail_any is None:
-                        node = seq()
-                    elif wrote:
-                        node = tail_any
-                    else:
-                        node = opt(seq(extra_entry, tail_any))  # type: ignore[arg-type]
+        if free_pattern is not None:
+            try:
+                if free_pattern[0] in _MATCH_ALL:  # any key: no pattern automaton needed
+                    keys = self.key_not_in(key_names) if key_names else self.string_body()
                 else:
-                    # Entry i and what follows it, as one rule: reached with or without a
-                    # comma, it is built once (nested objects would otherwise double per level).
-                    entry = f"{base}e{i}"
-                    self.rules[entry] = seq(entries[i], Ref(f"{base}{i + 1}_1"))
-                    node = seq(comma, Ref(entry)) if wrote else Ref(entry)
-                    if names[i] not in required:
-                        node = alt(node, Ref(f"{base}{i + 1}_{wrote}"))
-                self.rules[f"{base}{i}_{wrote}"] = node
-        return seq(literal("{"), ws, Ref(f"{base}0_0"), ws, literal("}"))
+                    keys = self.pattern(free_pattern[0])
+                    if key_names:  # a free key must not be a listed name
+                        keys = Intersect(keys, self.key_not_in(key_names))
+                value = self.node(free_pattern[1])
+                extra_entry = seq(literal('"'), keys, literal('"'), colon, value)
+            except GrammarError:
+                pass  # no free keys then, which only generates less
+        elif extra is not False and extra is not None:
+            key = self.key_not_in(key_names)
+            if names_pattern is not None:
+                key = Intersect(self.pattern(names_pattern), key)
+            extra_entry = seq(literal('"'), key, literal('"'), colon, self.node(extra))
+        lo, hi = count(schema, "minProperties", 0), count(schema, "maxProperties", None)
+        return self.chain(names, entries, required, extra_entry, lo, hi, "{}")
 
-    def check_property_names(self, schema: dict[str, Any], names_schema: Any) -> None:
-        """`propertyNames: {pattern}` holds by construction when no free key can be written
-        (additionalProperties absent or false) and every name we may write matches."""
+    def chain(
+        self,
+        names: list[str],
+        entries: list[Node],
+        required: set[str],
+        extra: Node | None,
+        lo: int,
+        hi: int | None,
+        brackets: str,
+    ) -> Node:
+        self._objects += 1
+        return member_chain(
+            self.rules,
+            f"obj{self._objects}_",
+            names,
+            entries,
+            required,
+            extra,
+            lo,
+            hi,
+            self.ws,
+            brackets,
+        )
+
+    def property_names_pattern(self, schema: dict[str, Any], names_schema: Any) -> str:
+        """`propertyNames: {pattern}`: every listed name must surely match it (checked here);
+        free keys are written only from the pattern's own strings (the caller intersects)."""
+        names_schema = self.merger.merge([names_schema])
         if (
-            not isinstance(names_schema, dict)
-            or "pattern" not in names_schema
+            "pattern" not in names_schema
             or not set(names_schema) <= {"pattern", "type"}
             or names_schema.get("type", "string") != "string"
-            or schema.get("additionalProperties") not in (None, False)
         ):
-            raise GrammarError("JSON Schema keyword 'propertyNames' is not supported")
+            raise GrammarError("JSON Schema keyword 'propertyNames' is supported only as a pattern")
         pattern = names_schema["pattern"]
         node = self.pattern(pattern)
         for name in [*schema.get("properties", {}), *schema.get("required", [])]:
@@ -472,6 +464,7 @@ class JsonSchemaCompiler:
                 raise GrammarError(
                     f"property {name!r} may not match propertyNames pattern {pattern!r}"
                 )
+        return pattern
 
     def key_not_in(self, names: list[str]) -> Node:
         """String bodies other than the given keys: a trie that must leave every key's path."""

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from intaglio.structured.automaton import Automaton
-from intaglio.structured.ir import Grammar, GrammarError, Node
+from intaglio.structured.ir import Alt, Bytes, Grammar, GrammarError, Node, Ref, Repeat, Seq
 
 # Keywords that only annotate; they never change which instances validate.
 ANNOTATIONS = {
@@ -79,13 +79,6 @@ GENERIC = {
     "else",
 }
 ALL_TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
-
-
-def search(pattern: str, text: str) -> bool:
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return True  # cannot tell: assume it may match
 
 
 def count(schema: dict[str, Any], key: str, default: int | None) -> Any:
@@ -197,3 +190,42 @@ def name_matches(pattern: str, node: Node, name: str) -> bool:
         if not d:
             return False
     return bool(a.accepting[d])
+
+
+def name_decided(pattern: str, node: Node, name: str) -> bool | None:
+    """Whether a name satisfies a `pattern` (search semantics) when Python's `re` and our
+    automaton agree; None when they differ or either cannot tell."""
+    if name_matches(pattern, node, name):
+        return True
+    try:  # no match only if neither reading (ASCII classes, or Unicode as `jsonschema`) does
+        python_says = any(re.search(pattern, name, flags=f) for f in (re.ASCII, 0))
+    except re.error:
+        return None
+    a = Automaton(Grammar({"root": node}))
+    d = a.start
+    for b in name.encode():
+        d = a.step(d, b)
+        if not d:
+            break
+    ours = bool(d) and bool(a.accepting[d])
+    return None if python_says or ours or "\n" in name else False
+
+
+def surely_empty(node: Node, rules: dict[str, Node], building: set[str], depth: int = 0) -> bool:
+    """Whether a node surely matches nothing, judged a few rules deep (deeper, or a rule still
+    being built, whose placeholder is not final, counts as non-empty)."""
+    if depth > 8:
+        return False
+    if isinstance(node, Bytes):
+        return node.mask == 0
+    if isinstance(node, Seq):
+        return any(surely_empty(n, rules, building, depth + 1) for n in node.items)
+    if isinstance(node, Alt):
+        return all(surely_empty(n, rules, building, depth + 1) for n in node.items)
+    if isinstance(node, Repeat):
+        return node.min > 0 and surely_empty(node.item, rules, building, depth + 1)
+    if isinstance(node, Ref):
+        return node.name not in building and surely_empty(
+            rules[node.name], rules, building, depth + 1
+        )
+    return False

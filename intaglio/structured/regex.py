@@ -249,14 +249,20 @@ def regex_to_ir(pattern: str, exclude: list[tuple[int, int]] | None = None) -> N
     return _Parser(pattern, exclude or []).parse()
 
 
+def unwrap_group(pattern: str) -> str | None:
+    """The inside of one group that wraps the whole pattern (`(?:...)` or `(...)`), else None
+    (a group changes nothing about which strings match)."""
+    if (pattern.startswith("(?:") or pattern.startswith("(") and not pattern.startswith("(?")) and (
+        _group_end(pattern) == len(pattern) - 1
+    ):
+        return pattern[3:-1] if pattern.startswith("(?:") else pattern[1:-1]
+    return None
+
+
 def top_level_branches(pattern: str) -> list[str]:
     """The `|`-separated branches of pattern at nesting depth 0, looking through one group
     that wraps the whole pattern (`(?:a|b)` or `(a|b)`); [pattern] when there is no `|`."""
-    body = pattern
-    if (body.startswith("(?:") or body.startswith("(") and not body.startswith("(?")) and (
-        _group_end(body) == len(body) - 1
-    ):
-        body = body[3:-1] if body.startswith("(?:") else body[1:-1]
+    body = unwrap_group(pattern) or pattern
     out, start = [], 0
     for i, c, depth in _structure(body):
         if c == "|" and depth == 0:
