@@ -48,7 +48,10 @@ def cpu_kernels() -> ModuleType | None:
         return load(
             name=f"intaglio_cpu_kernels_{digest}",
             sources=[str(_SOURCES / "cpu_kernels.cpp")],
-            extra_cflags=["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mf16c", "-mfma"],
+            # -fopenmp: at::parallel_for is inlined here and only splits work under OpenMP
+            # (the runtime is torch's own libgomp, already loaded).
+            extra_cflags=["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mf16c", "-mfma"],
+            extra_ldflags=["-fopenmp"],
         )
     except Exception as exc:  # no compiler, or a build error: fall back, loudly
         logger.warning("CPU decode kernels unavailable (%s); using the torch path", exc)

@@ -30,6 +30,18 @@ def test_kernels_build_where_the_cpu_supports_them():
 
 
 @needs_kernels
+def test_kernels_split_work_over_torch_threads():
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert KERNELS.threads_used(64) == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])
 @pytest.mark.parametrize("shape", [(70, 48), (257, 67), (5, 16)])  # tails in both dimensions

@@ -6,8 +6,17 @@
 #include "gemv.h"
 #include "pointwise.h"
 
+// How many of torch's intra-op threads a parallel_for over `tasks` items runs on: checks that
+// the build really splits work (without OpenMP at::parallel_for silently runs serially).
+int64_t threads_used(int64_t tasks) {
+  std::vector<int> seen(at::get_num_threads(), 0);
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) { seen[at::get_thread_num()] = 1; });
+  return std::count(seen.begin(), seen.end(), 1);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace intaglio_cpu;
+  m.def("threads_used", &threads_used, "threads a parallel_for runs on (a build check)");
   m.def("half_gemv", &half_gemv, "fp32 rows @ half-precision weights [out, in]^T");
   m.def("paged_decode_attention", &paged_decode_attention, "decode attention over a paged cache");
   m.def("rms_norm", &rms_norm, "RMSNorm of fp32 rows");

@@ -7,30 +7,32 @@
 
 namespace intaglio_cpu {
 
-constexpr int kRowsPerTile = 4;        // weight rows sharing one pass over x
-constexpr int64_t kPrefetchAhead = 512;  // elements (1 KiB of half weights) ahead of the loads
-
 // out[m, j] = sum_k x[m, k] * w[j, k] for weight rows j in [j0, j1); M is the number of x rows.
+// R weight rows share each pass over x (8 while their accumulators fit the 32 registers), and
+// the next R rows are prefetched meanwhile: rows are short (a few KiB), so prefetching ahead
+// within a row would mostly land on rows already being read.
 template <int M, typename T>
 void gemv_tile(const float* x, const T* w, float* out, int64_t K, int64_t N, int64_t j0,
                int64_t j1) {
-  for (int64_t j = j0; j < j1; j += kRowsPerTile) {
-    const int rows = static_cast<int>(std::min<int64_t>(kRowsPerTile, j1 - j));
-    const T* wr[kRowsPerTile];
-    for (int r = 0; r < kRowsPerTile; ++r) wr[r] = w + (j + std::min(r, rows - 1)) * K;
-    __m512 acc[kRowsPerTile][M];
-    for (int r = 0; r < kRowsPerTile; ++r)
+  constexpr int R = M <= 2 ? 8 : 4;
+  for (int64_t j = j0; j < j1; j += R) {
+    const int rows = static_cast<int>(std::min<int64_t>(R, j1 - j));
+    const T* wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = w + (j + std::min(r, rows - 1)) * K;
+    __m512 acc[R][M];
+    for (int r = 0; r < R; ++r)
       for (int m = 0; m < M; ++m) acc[r][m] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-      __m512 wv[kRowsPerTile];
-      for (int r = 0; r < kRowsPerTile; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(wr[r] + k + kPrefetchAhead), _MM_HINT_T0);
+      __m512 wv[R];
+      for (int r = 0; r < R; ++r) {
+        // Prefetches never fault, so running past the last row is harmless.
+        _mm_prefetch(reinterpret_cast<const char*>(wr[r] + R * K + k), _MM_HINT_T0);
         wv[r] = load16(wr[r] + k);
       }
       for (int m = 0; m < M; ++m) {
         const __m512 xv = _mm512_loadu_ps(x + m * K + k);
-        for (int r = 0; r < kRowsPerTile; ++r) acc[r][m] = _mm512_fmadd_ps(wv[r], xv, acc[r][m]);
+        for (int r = 0; r < R; ++r) acc[r][m] = _mm512_fmadd_ps(wv[r], xv, acc[r][m]);
       }
     }
     for (int r = 0; r < rows; ++r) {
