@@ -108,6 +108,12 @@ void decode_attention(const float* qp, const T* kp, const T* vp, const int64_t* 
         const int64_t row = (tp[i * width + p / bs] * bs + p % bs) * kv_heads + h;
         keys[p - lo] = kp + row * d;
         values[p - lo] = vp + row * d;
+        // Ask for every row into L2 now: the rows are scattered over blocks, so the hardware
+        // prefetcher cannot guess them, and the requests overlap instead of stalling one by one.
+        for (int64_t byte = 0; byte < d * static_cast<int64_t>(sizeof(T)); byte += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(keys[p - lo]) + byte, _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(values[p - lo]) + byte, _MM_HINT_T1);
+        }
       }
       const int64_t head = i * heads + h * group;
       attend_head(qp + head * d, group, keys.data(), values.data(), len, scale, scores.data(),
