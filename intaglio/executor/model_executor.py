@@ -24,6 +24,7 @@ from intaglio.executor.base import (
 )
 from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.loader import load_model
+from intaglio.ops.cpu_kernels import cpu_kernels
 from intaglio.ops.linear import HALF_DTYPES, cache_fp32_weights
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
 
@@ -43,6 +44,8 @@ class ModelExecutor:
     def __init__(self, model_path: str | Path, config: EngineConfig) -> None:
         self.device = torch.device(config.device)
         self.model = load_model(model_path, config.dtype, config.device)
+        if self.device.type == "cpu":
+            cpu_kernels()  # built (first time only) while loading, not in the first request
         if self.model.compute_dtype == torch.float32 and self.model.cfg.dtype in HALF_DTYPES:
             cached = cache_fp32_weights(self.model, int(config.fp32_weight_cache_gib * 2**30))
             logger.info("fp32 copies of half weights for batched matmuls: %.2f GiB", cached / 2**30)

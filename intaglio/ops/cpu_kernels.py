@@ -43,6 +43,7 @@ def cpu_kernels() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
+        logger.info("loading the CPU decode kernels (built once per version, ~30 s)")
         files = sorted(_SOURCES.iterdir())
         digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
         return load(
