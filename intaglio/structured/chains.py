@@ -316,7 +316,8 @@ class ChainIndex:
         fin = self._finished.get((i, state, root))
         if fin is None:
             fin = self._finished[(i, state, root)] = self._finish(walk, d_exit, root)
-        room = span.max - j
+        # An open span has room for any number of items.
+        room = np.iinfo(np.int64).max - 1 if span.open else span.max - j
         inside = walk.inside_tok[: np.searchsorted(walk.inside_need, room, side="right")]
         lo = max(span.min - j, 0)
         a_lo, a_hi = np.searchsorted(fin.acc_count, [lo, room + 1]).tolist()

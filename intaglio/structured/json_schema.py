@@ -37,6 +37,7 @@ from intaglio.structured.json_schema_keywords import (
     name_matches,
     surely_empty,
 )
+from intaglio.structured.json_schema_lengths import bounded_class_repeat
 from intaglio.structured.json_schema_members import member_chain, unique_array
 from intaglio.structured.json_schema_merge import (
     NOT_IN,
@@ -272,6 +273,10 @@ class JsonSchemaCompiler:
         if pattern is not None or (fmt is not None and fmt in FORMATS):
             # Each constraint is an automaton; together they are their intersection.
             parts = [] if pattern is None else [self.pattern(pattern)]
+            if fmt not in FORMATS and (min_len or max_len is not None):
+                folded = bounded_class_repeat(parts[0], min_len, max_len)
+                if folded is not None:
+                    return seq(literal('"'), folded, literal('"'))
             if fmt in FORMATS:
                 parts.append(regex_to_ir(FORMATS[fmt], exclude=_STRING_EXCLUDE))
             if min_len or max_len is not None:
