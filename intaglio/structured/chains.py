@@ -281,7 +281,10 @@ class ChainIndex:
         span = self.spans[i]
         # The boundary may also leave, exactly from min on: its core is the item's start
         # plus the continuation's. Anything else is not this position alone.
-        want = a.sets[a.closure([span.exit])] if state == 1 and j >= span.min else frozenset()
+        exit_core = a.sets[a.closure([span.exit])]
+        if span.open and state == 1 and j == span.max - 1 and rest and rest == exit_core:
+            return (i, span.max, 1)  # an open span's last boundary, looped back: j = max
+        want = exit_core if state == 1 and j >= span.min else frozenset()
         return (i, j, state) if rest == want else None
 
     def item(self, i: int) -> ItemDFA | None:

@@ -156,3 +156,23 @@ def test_open_chain_masks_equal_oracle_and_trie_walk(lo: int) -> None:
     obj = {"type": "object", "properties": {"a": {"type": "string", "minLength": lo}}}
     used = sum(_compare_walks(vocab, obj, b'{"a": "', 30, seed) for seed in range(3))
     assert used > 0  # the open chain decided these masks, equal to the direct walk
+
+
+@pytest.mark.parametrize("pattern", [r"[a-c]{8,}", r"(ab|c){9,}d", r"\d{8,}x?"])
+def test_open_regex_chain_masks_equal_bytewise_walk(pattern: str) -> None:
+    vocab = byte_vocab([b"ab", b"abab", b"abc", b"cd", b"cccc", b"12345678", b"1234x"])
+    compiled = compile_spec(vocab, regex=pattern)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        m = compiled.matcher()
+        for _ in range(20):
+            got = set(m.allowed_token_ids().tolist()) - {EOS}
+            want = {
+                t
+                for t, data in enumerate(vocab.token_bytes)
+                if data and m.runtime.advance_bytes(m.state, data)
+            }
+            assert got == want, pattern
+            if not want:
+                break
+            assert m.accept_token(int(rng.choice(sorted(want))))
