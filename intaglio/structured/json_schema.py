@@ -26,6 +26,7 @@ from intaglio.structured.ir import (
     literal,
     opt,
     seq,
+    surely_nullable,
 )
 from intaglio.structured.json_schema_combinators import Union, expand
 from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
@@ -316,6 +317,10 @@ class JsonSchemaCompiler:
         core = pattern[1 if anchored_start else 0 : len(pattern) - (1 if anchored_end else 0)]
         node = regex_to_ir(f"(?:{core})", exclude=_STRING_EXCLUDE)
         any_chars = Repeat(char_class(_UNESCAPED), 0, None)
+        if not (anchored_start and anchored_end) and surely_nullable(node):
+            # A search that may match the empty string (`^[a-z]*`) matches every string:
+            # one loop rather than a product of loops that each first visit walks.
+            return any_chars
         return seq(
             *([] if anchored_start else [any_chars]), node, *([] if anchored_end else [any_chars])
         )

@@ -176,3 +176,19 @@ def test_open_regex_chain_masks_equal_bytewise_walk(pattern: str) -> None:
             if not want:
                 break
             assert m.accept_token(int(rng.choice(sorted(want))))
+
+
+@pytest.mark.parametrize("pattern", ["^[a-z]*", "[0-9]*$", "(ab)?", "^x?y*"])
+def test_search_that_may_match_empty_matches_every_string(pattern: str) -> None:
+    schema = {"type": "string", "pattern": pattern, "maxLength": 6}
+    vocab = byte_vocab(EXTRA)
+    compiled = compile_spec(vocab, json_schema=schema)
+    for value in ["", "Z Z", "é€", "ab-~", "123456"]:  # patterns write no escapes
+        m = compiled.matcher()
+        data = json.dumps(value, ensure_ascii=False).encode()
+        assert m.accept_bytes(data) and m.can_end, value
+        jsonschema.validate(value, schema)
+    body = json_schema_to_grammar({"type": "string", "pattern": pattern}).rules["root"]
+    assert isinstance(body.items[1], Repeat) and (body.items[1].min, body.items[1].max) == (0, None)
+    anchored = compile_spec(vocab, json_schema={"type": "string", "pattern": "^[a-z]*$"})
+    assert not anchored.matcher().accept_bytes(b'"Z')
