@@ -60,7 +60,9 @@ class ChainSpan:
     from) holds the item's states at base + k * (size + 1), followed by its boundary state:
     the point where j items have been read (it may also leave to `exit` when j >= min). The
     item's last byte leads to the boundary just below the copy, base - 1 for the template,
-    which moves on to `exit` after the max-th item.
+    which moves on to `exit` after the max-th item. An open span (`item{min,}`, built with
+    max = min copies) loops that last boundary back into the template, so from every
+    position any number of further items may follow.
     """
 
     base: int
@@ -69,6 +71,7 @@ class ChainSpan:
     min: int
     max: int
     exit: int
+    open: bool = False
 
     def copy_base(self, j: int) -> int:
         return self.base + (self.max - 1 - j) * (self.size + 1)
@@ -241,6 +244,10 @@ class Automaton:
             self.deadline.check()
             if node.max is not None and node.max >= CHAIN_MIN_COPIES and self._chainable(node):
                 return self._build_chain(node, nxt)
+            if node.max is None and node.min >= CHAIN_MIN_COPIES and self._chainable(node):
+                # m counted copies whose last loops: a chain, not m distinct positions each
+                # needing its own vocabulary walk.
+                return self._build_chain(Repeat(node.item, node.min, node.min), nxt, True)
             cur = nxt
             if node.max is None:
                 loop = self._new()
@@ -273,9 +280,10 @@ class Automaton:
             got = self._regular[id(node.item)] = not refs_in(node.item)
         return got
 
-    def _build_chain(self, node: Repeat, nxt: int) -> int:
+    def _build_chain(self, node: Repeat, nxt: int, open_end: bool = False) -> int:
         """Build one copy of the item, then clone it max - 1 times by offset, so every
-        position is provably the same automaton (see ChainSpan for the layout)."""
+        position is provably the same automaton (see ChainSpan for the layout). open_end:
+        more items may follow the max-th (`item{max,}`)."""
         end = self._new()
         self.eps[end] = (nxt,)
         base = len(self.eps)
@@ -309,7 +317,9 @@ class Automaton:
                 [tuple(zip(m, map(add, t))) if m else _NONE for m, t in zip(masks, targets)]
             )
             self.calls.extend(nothing)
-        span = ChainSpan(base, size, start - base, node.min, node.max, nxt)
+        span = ChainSpan(base, size, start - base, node.min, node.max, nxt, open_end)
+        if open_end:
+            self.eps[end] = (start, nxt)
         for j in range(node.max):
             b = span.copy_base(j) + size
             first = b - size + span.start

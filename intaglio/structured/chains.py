@@ -281,7 +281,10 @@ class ChainIndex:
         span = self.spans[i]
         # The boundary may also leave, exactly from min on: its core is the item's start
         # plus the continuation's. Anything else is not this position alone.
-        want = a.sets[a.closure([span.exit])] if state == 1 and j >= span.min else frozenset()
+        exit_core = a.sets[a.closure([span.exit])]
+        if span.open and state == 1 and j == span.max - 1 and rest and rest == exit_core:
+            return (i, span.max, 1)  # an open span's last boundary, looped back: j = max
+        want = exit_core if state == 1 and j >= span.min else frozenset()
         return (i, j, state) if rest == want else None
 
     def item(self, i: int) -> ItemDFA | None:
@@ -316,7 +319,8 @@ class ChainIndex:
         fin = self._finished.get((i, state, root))
         if fin is None:
             fin = self._finished[(i, state, root)] = self._finish(walk, d_exit, root)
-        room = span.max - j
+        # An open span has room for any number of items.
+        room = np.iinfo(np.int64).max - 1 if span.open else span.max - j
         inside = walk.inside_tok[: np.searchsorted(walk.inside_need, room, side="right")]
         lo = max(span.min - j, 0)
         a_lo, a_hi = np.searchsorted(fin.acc_count, [lo, room + 1]).tolist()

@@ -84,6 +84,19 @@ def refs_in(node: Node) -> set[str]:
     return out
 
 
+def surely_nullable(node: Node) -> bool:
+    """Whether node surely matches the empty string (a rule reference counts as not)."""
+    if isinstance(node, Seq):
+        return all(surely_nullable(item) for item in node.items)
+    if isinstance(node, Alt):
+        return any(surely_nullable(item) for item in node.items)
+    if isinstance(node, Repeat):
+        return node.min == 0 or surely_nullable(node.item)
+    if isinstance(node, Intersect):
+        return surely_nullable(node.left) and surely_nullable(node.right)
+    return False
+
+
 def seq(*items: Node) -> Node:
     flat: list[Node] = []
     for item in items:

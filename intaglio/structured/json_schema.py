@@ -26,6 +26,7 @@ from intaglio.structured.ir import (
     literal,
     opt,
     seq,
+    surely_nullable,
 )
 from intaglio.structured.json_schema_combinators import Union, expand
 from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
@@ -37,6 +38,7 @@ from intaglio.structured.json_schema_keywords import (
     name_matches,
     surely_empty,
 )
+from intaglio.structured.json_schema_lengths import bounded_class_repeat
 from intaglio.structured.json_schema_members import member_chain, unique_array
 from intaglio.structured.json_schema_merge import (
     NOT_IN,
@@ -272,6 +274,10 @@ class JsonSchemaCompiler:
         if pattern is not None or (fmt is not None and fmt in FORMATS):
             # Each constraint is an automaton; together they are their intersection.
             parts = [] if pattern is None else [self.pattern(pattern)]
+            if fmt not in FORMATS and (min_len or max_len is not None):
+                folded = bounded_class_repeat(parts[0], min_len, max_len)
+                if folded is not None:
+                    return seq(literal('"'), folded, literal('"'))
             if fmt in FORMATS:
                 parts.append(regex_to_ir(FORMATS[fmt], exclude=_STRING_EXCLUDE))
             if min_len or max_len is not None:
@@ -311,6 +317,10 @@ class JsonSchemaCompiler:
         core = pattern[1 if anchored_start else 0 : len(pattern) - (1 if anchored_end else 0)]
         node = regex_to_ir(f"(?:{core})", exclude=_STRING_EXCLUDE)
         any_chars = Repeat(char_class(_UNESCAPED), 0, None)
+        if not (anchored_start and anchored_end) and surely_nullable(node):
+            # A search that may match the empty string (`^[a-z]*`) matches every string:
+            # one loop rather than a product of loops that each first visit walks.
+            return any_chars
         return seq(
             *([] if anchored_start else [any_chars]), node, *([] if anchored_end else [any_chars])
         )
