@@ -15,6 +15,7 @@ from intaglio.structured.ir import GrammarError, Node
 from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
 from intaglio.structured.json_schema_keywords import (
     ANNOTATIONS,
+    BY_TYPE,
     GENERIC,
     json_type,
     name_decided,
@@ -182,33 +183,9 @@ def _object_ok(key: str, schema: dict, value: dict, ctx: Context, depth: int) ->
 
 # Keywords of other types: they do not apply to a value of this type.
 _BY_TYPE = {
-    "string": {"minLength", "maxLength", "pattern", "format", NOT_IN, NOT_PATTERN, PATTERNS},
-    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
-    "array": {
-        "items",
-        "prefixItems",
-        "additionalItems",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "contains",
-        "minContains",
-        "maxContains",
-        "unevaluatedItems",
-    },
-    "object": {
-        "properties",
-        "required",
-        "additionalProperties",
-        "patternProperties",
-        "propertyNames",
-        "minProperties",
-        "maxProperties",
-        "dependencies",
-        "dependentRequired",
-        "dependentSchemas",
-        "unevaluatedProperties",
-    },
+    t: keywords | ({NOT_IN, NOT_PATTERN, PATTERNS} if t == "string" else set())
+    for t, keywords in BY_TYPE.items()
+    if t != "integer"
 }
 _ALL_TYPED = set().union(*_BY_TYPE.values())
 _IGNORED_BY = {

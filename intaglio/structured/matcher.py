@@ -186,17 +186,22 @@ class GrammarRuntime:
                 if nxt:
                     work.append((lo + a, lo + b, nxt, j + 1))
 
+    def _reads(self, state: State, data: bytes) -> bool:
+        """Whether parser state `state` reads every byte of data (memoised byte steps)."""
+        memo, advance = self._advance, self.advance
+        cur = state
+        for byte in data:
+            nxt = memo.get((cur, byte))
+            cur = advance(cur, byte) if nxt is None else nxt
+            if not cur:
+                return False
+        return True
+
     def _walk_tokens(self, state: State, toks: np.ndarray, j: int, allowed: np.ndarray) -> None:
-        """Token by token from byte j in parser state `state` (memoised byte steps)."""
-        tokens, memo, advance = self.vocab.token_bytes, self._advance, self.advance
+        """Token by token from byte j in parser state `state`."""
+        tokens = self.vocab.token_bytes
         for t in toks.tolist():
-            cur = state
-            for byte in tokens[t][j:]:  # type: ignore[index]
-                nxt = memo.get((cur, byte))
-                cur = advance(cur, byte) if nxt is None else nxt
-                if not cur:
-                    break
-            else:
+            if self._reads(state, tokens[t][j:]):  # type: ignore[index]
                 allowed[t] = True
 
     def _finish_group(
@@ -228,18 +233,10 @@ class GrammarRuntime:
         if got is not None:
             return got
         start: State = frozenset({below + (chain.d_exit,)})
-        tokens, memo, advance = self.vocab.token_bytes, self._advance, self.advance
-        exits = chain.exits
+        tokens, exits = self.vocab.token_bytes, chain.exits
         got = np.zeros(exits.unc_tok.size, dtype=bool)
         for k, (t, p) in enumerate(zip(exits.unc_tok.tolist(), exits.unc_pos.tolist())):
-            cur = start
-            for byte in tokens[t][p:]:  # type: ignore[index]
-                nxt = memo.get((cur, byte))
-                cur = advance(cur, byte) if nxt is None else nxt
-                if not cur:
-                    break
-            else:
-                got[k] = True
+            got[k] = self._reads(start, tokens[t][p:])  # type: ignore[index]
         self._chain_verdicts[key] = got
         return got
 

@@ -79,3 +79,22 @@ def generate(m: GrammarMatcher, rng: np.random.Generator, steps: int) -> bytes |
 
 def accepts(m: GrammarMatcher, data: bytes) -> bool:
     return m.accept_bytes(data) and m.can_end
+
+
+def assert_masks_equal_bytewise_walk(compiled, vocab: TokenizerInfo, steps: int, seed: int = 0):
+    """Random walks under the mask; at each step the mask must equal the tokens whose bytes
+    the matcher's state reads one by one."""
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        m = compiled.matcher()
+        for _ in range(steps):
+            got = set(m.allowed_token_ids().tolist()) - {EOS}
+            want = {
+                t
+                for t, data in enumerate(vocab.token_bytes)
+                if data and m.runtime.advance_bytes(m.state, data)
+            }
+            assert got == want
+            if not want:
+                break
+            assert m.accept_token(int(rng.choice(sorted(want))))

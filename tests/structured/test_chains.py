@@ -16,7 +16,13 @@ from intaglio.structured import TokenizerInfo
 from intaglio.structured.automaton import CHAIN_MIN_COPIES, Automaton
 from intaglio.structured.ir import Grammar
 from intaglio.structured.regex import regex_to_ir
-from tests.structured.helpers import DATA, EOS, byte_vocab, compile_spec
+from tests.structured.helpers import (
+    DATA,
+    EOS,
+    assert_masks_equal_bytewise_walk,
+    byte_vocab,
+    compile_spec,
+)
 
 # Quotes mid-token, escapes (whole, cut, surrogate), UTF-8 of 2-4 bytes (whole and cut), and
 # long ASCII runs that cross maxLength in one token.
@@ -212,20 +218,7 @@ PATTERNS = [r"[a-z]{0,12}x", r"(ab){2,10}c", r"[a-z]{0,10}[a-c]", r"(a?b){0,9}",
 def test_regex_chain_masks_equal_bytewise_walk(pattern: str) -> None:
     vocab = byte_vocab([b"ab", b"abab", b"aba", b"bc", b"abc", b"xyz", b"x", b"1234", b"12345"])
     compiled = compile_spec(vocab, regex=pattern)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        m = compiled.matcher()
-        for _ in range(12):
-            got = set(m.allowed_token_ids().tolist()) - {EOS}
-            want = {
-                t
-                for t, data in enumerate(vocab.token_bytes)
-                if data and m.runtime.advance_bytes(m.state, data)
-            }
-            assert got == want, pattern
-            if not want:
-                break
-            assert m.accept_token(int(rng.choice(sorted(want))))
+    assert_masks_equal_bytewise_walk(compiled, vocab, steps=12)
 
 
 def test_bounded_repeat_is_a_chain_of_identical_copies() -> None:

@@ -15,7 +15,7 @@ from intaglio.structured.ir import Intersect, Repeat, Seq
 from intaglio.structured.json_schema import _STRING_EXCLUDE, json_schema_to_grammar
 from intaglio.structured.json_schema_lengths import one_character
 from intaglio.structured.regex import regex_to_ir
-from tests.structured.helpers import EOS, byte_vocab, compile_spec
+from tests.structured.helpers import EOS, assert_masks_equal_bytewise_walk, byte_vocab, compile_spec
 from tests.structured.test_chains import EXTRA, _compare_walks, _complete, string_prefix_ok
 
 CHARS = "abz09_.é€"  # the class of CLASS below, as characters
@@ -162,20 +162,7 @@ def test_open_chain_masks_equal_oracle_and_trie_walk(lo: int) -> None:
 def test_open_regex_chain_masks_equal_bytewise_walk(pattern: str) -> None:
     vocab = byte_vocab([b"ab", b"abab", b"abc", b"cd", b"cccc", b"12345678", b"1234x"])
     compiled = compile_spec(vocab, regex=pattern)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        m = compiled.matcher()
-        for _ in range(20):
-            got = set(m.allowed_token_ids().tolist()) - {EOS}
-            want = {
-                t
-                for t, data in enumerate(vocab.token_bytes)
-                if data and m.runtime.advance_bytes(m.state, data)
-            }
-            assert got == want, pattern
-            if not want:
-                break
-            assert m.accept_token(int(rng.choice(sorted(want))))
+    assert_masks_equal_bytewise_walk(compiled, vocab, steps=20)
 
 
 @pytest.mark.parametrize("pattern", ["^[a-z]*", "[0-9]*$", "(ab)?", "^x?y*"])
