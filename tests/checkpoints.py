@@ -52,7 +52,7 @@ def build_checkpoint(
     elif family == "qwen2":
         config, cls = tf.Qwen2Config(**kwargs), tf.Qwen2ForCausalLM
     elif family == "qwen3":
-        config, cls = tf.Qwen3Config(**kwargs, head_dim=32), tf.Qwen3ForCausalLM
+        config, cls = tf.Qwen3Config(**{"head_dim": 32, **kwargs}), tf.Qwen3ForCausalLM
     elif family in MOE_FAMILIES:
         config, cls = _moe_config(family, kwargs)
     else:

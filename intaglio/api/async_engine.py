@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import logging
 import queue as thread_queue
 import threading
@@ -110,12 +111,13 @@ class AsyncEngine:
 
     @classmethod
     def from_model(cls, model: str | None = None, **engine_args: Any) -> AsyncEngine:
-        """Load the model as the offline LLM does, and keep a second tokenizer for the server."""
-        from intaglio.api.llm import LLM, load_tokenizer, resolve_model_path
+        """Load the model as the offline LLM does, and keep a second tokenizer for the server
+        (a tokenizer is not safe to share between the engine thread and the event loop)."""
+        from intaglio.api.llm import LLM
 
         llm = LLM(model, **engine_args)
-        path = resolve_model_path(model)
-        return cls(llm.engine, load_tokenizer(path), llm.default_sampling_params, path)
+        tokenizer = copy.deepcopy(llm.tokenizer)
+        return cls(llm.engine, tokenizer, llm.default_sampling_params, llm.model_path)
 
     # ------------------------------------------------------------ lifecycle (event loop)
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -3,59 +3,26 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from intaglio.api.chat_prompt import Conversation, render_conversation
 from intaglio.config import EngineConfig
 from intaglio.engine.engine import LLMEngine
 from intaglio.engine.outputs import RequestOutput
 from intaglio.executor.model_executor import ModelExecutor
-from intaglio.model.config import ModelLoadError
+from intaglio.model.checkpoint import generation_defaults, load_tokenizer, resolve_model_path
 from intaglio.sampling.params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_model"
-
 Prompt = str | list[int]
 ParamsLike = SamplingParams | dict[str, Any]
-
-
-def resolve_model_path(model: str | None) -> Path:
-    path = DEFAULT_MODEL if model is None else Path(model).expanduser()
-    if not path.is_dir():
-        raise ModelLoadError(f"model folder not found: {path} (give a local Hugging Face folder)")
-    return path
-
-
-def load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except Exception as e:  # transformers raises many kinds; name the folder in one message
-        raise ModelLoadError(f"cannot load the tokenizer in {path}: {e}") from e
-
-
-def _generation_defaults(path: Path) -> tuple[dict[str, Any], list[int]]:
-    """Sampling defaults and extra EOS ids from generation_config.json, when present."""
-    file = path / "generation_config.json"
-    if not file.is_file():
-        return {}, []
-    gen = json.loads(file.read_text())
-    keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
-    defaults = {k: gen[k] for k in keys if gen.get(k) is not None}
-    if not gen.get("do_sample", True):
-        defaults["temperature"] = 0.0
-    eos = gen.get("eos_token_id")
-    return defaults, (eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
 class LLM:
@@ -65,10 +32,11 @@ class LLM:
             torch.set_num_threads(self.config.num_threads)
         torch.manual_seed(self.config.seed)
         path = resolve_model_path(model)
+        self.model_path = path
         self.tokenizer = load_tokenizer(path)
         executor = ModelExecutor(path, self.config)
         cfg = executor.model.cfg
-        defaults, gen_eos = _generation_defaults(path)
+        defaults, gen_eos = generation_defaults(path)
         self.default_sampling_params = SamplingParams(**defaults)
         eos = [*cfg.eos_token_ids, *gen_eos]
         if self.tokenizer.eos_token_id is not None:
@@ -109,6 +77,23 @@ class LLM:
             bar.close()
             self._abort_unfinished(order, final)
         return [final[rid] for rid in order]
+
+    def chat(
+        self,
+        conversations: Conversation | Sequence[Conversation],
+        sampling_params: ParamsLike | Sequence[ParamsLike] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """Answer each conversation ([{"role": ..., "content": ...}, ...]) as the assistant."""
+        if conversations and isinstance(conversations[0], dict):
+            conversations = [conversations]  # type: ignore[list-item]
+        prompts = [self.chat_prompt(c) for c in conversations]  # type: ignore[arg-type]
+        return self.generate(prompts, sampling_params, use_tqdm)
+
+    def chat_prompt(self, conversation: Conversation) -> list[int]:
+        """The prompt token ids of a conversation, through the model's chat template."""
+        text, add_special = render_conversation(self.tokenizer, conversation)
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
     def stream(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from intaglio.api.llm import DEFAULT_MODEL
+from intaglio.model.checkpoint import EMBEDDED_MODEL
 
 RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
     # GPT-2-small sized Llama: ~124M parameters, 12 x 64-dim heads, GQA with 4 KV heads.
@@ -91,7 +91,7 @@ def build_random_llama(name: str, folder: Path, seed: int = 0) -> Path:
 
 
 def copy_tokenizer(folder: Path) -> None:
-    files = [DEFAULT_MODEL / f for f in _TOKENIZER_FILES if (DEFAULT_MODEL / f).is_file()]
+    files = [EMBEDDED_MODEL / f for f in _TOKENIZER_FILES if (EMBEDDED_MODEL / f).is_file()]
     if files:
         for f in files:
             shutil.copy(f, folder / f.name)

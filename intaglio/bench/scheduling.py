@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from intaglio.api.llm import LLM, resolve_model_path
+from intaglio.api.llm import LLM
 from intaglio.bench.random_model import RANDOM_CONFIGS, build_random_llama
+from intaglio.model.checkpoint import resolve_model_path
 from intaglio.sampling.params import SamplingParams
 
 SCENARIOS = ("shared-prefix", "n-samples", "priority", "interleave")

@@ -199,9 +199,13 @@ def run_hf(
 ) -> dict[str, Any]:
     import transformers
 
+    from intaglio.model.checkpoint import hf_pretrained_args
+
+    folder, kwargs = hf_pretrained_args(path)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+        model = model.eval()
         pad = model.config.pad_token_id
         pad = 0 if pad is None else int(pad)
 
@@ -321,8 +325,7 @@ def _quiet_transformers() -> None:
 
 def run_throughput_benchmark(args: argparse.Namespace, eargs: dict[str, Any]) -> dict[str, Any]:
     """Run the workload of `args` on Intaglio (with engine settings `eargs`) and on HF."""
-    from intaglio.api.llm import resolve_model_path
-    from intaglio.model.config import ModelConfig
+    from intaglio.model.checkpoint import read_config, resolve_model_path
 
     n, in_len, out_len = _resolve_workload_flags(args)
     _quiet_transformers()
@@ -338,7 +341,7 @@ def run_throughput_benchmark(args: argparse.Namespace, eargs: dict[str, Any]) ->
         else:
             path = resolve_model_path(args.model)
             name = str(path)
-        cfg = ModelConfig.from_folder(path, eargs.get("dtype", "auto"))
+        cfg = read_config(path, eargs.get("dtype", "auto"))
         if in_len[1] + out_len[1] > cfg.max_position_embeddings:
             raise SystemExit(
                 f"error: input + output lengths up to {in_len[1] + out_len[1]} exceed the "

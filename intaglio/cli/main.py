@@ -1,4 +1,4 @@
-"""The `intaglio` command: generate text, run benchmarks."""
+"""The `intaglio` command: generate text, chat, serve, run benchmarks and co-design studies."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from intaglio.cli import chat as chat_cli
 from intaglio.cli import codesign as codesign_cli
 from intaglio.cli import serve as serve_cli
 from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, sampling_args
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(gen)
     add_sampling_flags(gen)
     gen.set_defaults(func=_generate)
+    chat_cli.register(sub)
     serve_cli.register(sub)
 
     bench = sub.add_parser("bench", help="benchmarks")

@@ -108,8 +108,17 @@ def _scale_frequencies(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind == "linear":
         return inv_freq / float(scaling["factor"])
+    if kind == "freq_factors":  # GGUF's rope_freqs tensor: one divisor per frequency
+        factors = torch.tensor(scaling["factors"], dtype=inv_freq.dtype)
+        if factors.shape != inv_freq.shape:
+            raise ValueError(
+                f"{len(factors)} rope frequency factors for {len(inv_freq)} frequencies"
+            )
+        return inv_freq / factors
     if kind != "llama3":
-        raise ValueError(f"unsupported rope scaling type {kind!r}; supported: llama3, linear")
+        raise ValueError(
+            f"unsupported rope scaling type {kind!r}; supported: llama3, linear, freq_factors"
+        )
     # Llama 3.1: stretch low frequencies by `factor`, keep high ones, blend in between.
     factor = float(scaling["factor"])
     low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])

@@ -1,9 +1,11 @@
-"""Load a local Hugging Face model folder (config.json + *.safetensors) into our modules."""
+"""Load a checkpoint into our modules: a Hugging Face folder (config.json + *.safetensors) or a
+GGUF file, whose tensors arrive under their HF names."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from safetensors import safe_open
 
 from intaglio.model.config import ModelConfig, ModelLoadError
 from intaglio.model.decoder import DecoderForCausalLM
+from intaglio.model.gguf import GGUFCheckpoint, TensorSource, find_gguf
 from intaglio.model.layers import RMSNorm, RotaryEmbedding
 from intaglio.ops.linear import HALF_DTYPES, cpu_has_half_matmul
 
@@ -41,13 +44,30 @@ def safetensors_files(folder: Path) -> list[Path]:
     return files
 
 
+def _safetensors_sources(files: list[Path]) -> Iterator[TensorSource]:
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                yield file.name, name, lambda f=f, name=name: f.get_tensor(name)
+
+
 def load_model(
-    folder: str | Path, dtype: str | torch.dtype | None = None, device: str = "cpu"
+    path: str | Path, dtype: str | torch.dtype | None = None, device: str = "cpu"
 ) -> DecoderForCausalLM:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelLoadError(f"model folder not found: {folder}")
-    cfg = ModelConfig.from_folder(folder, dtype)
+    """Build the model of a HF folder, a GGUF file, or a folder holding one GGUF file."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model not found: {path}")
+    gguf_file = find_gguf(path)
+    if gguf_file is not None:
+        checkpoint = GGUFCheckpoint(gguf_file)
+        cfg = ModelConfig.from_hf(checkpoint.hf_config(), dtype)
+        sources = checkpoint.tensors()
+    elif path.is_dir():
+        cfg = ModelConfig.from_folder(path, dtype)
+        sources = _safetensors_sources(safetensors_files(path))
+    else:
+        raise ModelLoadError(f"{path} is neither a model folder nor a .gguf file")
     with torch.device("meta"):
         model = DecoderForCausalLM(cfg)
     model = model.to_empty(device=device).to(cfg.dtype)
@@ -56,7 +76,7 @@ def load_model(
     for module in model.modules():
         if isinstance(module, RotaryEmbedding):
             module.build_tables(device)
-    _load_weights(model, cfg, safetensors_files(folder))
+    _load_weights(model, cfg, sources)
     if device == "cpu" and cfg.dtype in HALF_DTYPES and not cpu_has_half_matmul():
         logger.info("CPU without half-precision units: %s weights, fp32 compute", cfg.dtype)
         model.compute_dtype = torch.float32
@@ -66,52 +86,52 @@ def load_model(
     return model.eval()
 
 
-def _load_weights(model: DecoderForCausalLM, cfg: ModelConfig, files: list[Path]) -> None:
+def _load_weights(
+    model: DecoderForCausalLM, cfg: ModelConfig, sources: Iterator[TensorSource]
+) -> None:
     params = dict(model.named_parameters())
     loaded: dict[str, int] = {}  # parameter -> elements filled so far
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
-                if "rotary_emb.inv_freq" in name:
-                    continue  # old checkpoints store RoPE tables; we compute our own
-                if not name.startswith(cfg.weight_prefix):
-                    continue  # e.g. Llama 4's vision tower: we serve the text model only
-                name_in_model = name[len(cfg.weight_prefix) :]
-                if name_in_model == "lm_head.weight" and cfg.tie_word_embeddings:
-                    continue
-                target = _target(name_in_model)
-                if target.param not in params:
-                    raise ModelLoadError(f"{file.name}: unexpected weight {name!r}")
-                dest = params[target.param].data
-                if target.expert is not None:
-                    if target.expert >= dest.shape[0]:
-                        raise ModelLoadError(
-                            f"{file.name}: weight {name!r} is for expert {target.expert}, "
-                            f"the config has {dest.shape[0]} experts"
-                        )
-                    dest = dest[target.expert]
-                if target.shard is not None:
-                    # Linear weights are [out, in]; experts are stored [in, out].
-                    dim = 0 if target.expert is None else 1
-                    sizes = _split_sizes(cfg, target.param, dest.shape[dim])
-                    dest = dest.narrow(dim, sum(sizes[: target.shard]), sizes[target.shard])
-                tensor = f.get_tensor(name)
-                if target.transpose:
-                    tensor = tensor.transpose(-1, -2)
-                if tuple(dest.shape) != tuple(tensor.shape):
-                    raise ModelLoadError(
-                        f"{file.name}: weight {name!r} has shape {tuple(tensor.shape)}, "
-                        f"the config implies {tuple(dest.shape)}"
-                    )
-                dest.copy_(tensor)
-                loaded[target.param] = loaded.get(target.param, 0) + dest.numel()
+    for where, name, read in sources:
+        if "rotary_emb.inv_freq" in name:
+            continue  # old checkpoints store RoPE tables; we compute our own
+        if not name.startswith(cfg.weight_prefix):
+            continue  # e.g. Llama 4's vision tower: we serve the text model only
+        name_in_model = name[len(cfg.weight_prefix) :]
+        if name_in_model == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        target = _target(name_in_model)
+        if target.param not in params:
+            raise ModelLoadError(f"{where}: unexpected weight {name!r}")
+        dest = params[target.param].data
+        if target.expert is not None:
+            if target.expert >= dest.shape[0]:
+                raise ModelLoadError(
+                    f"{where}: weight {name!r} is for expert {target.expert}, "
+                    f"the config has {dest.shape[0]} experts"
+                )
+            dest = dest[target.expert]
+        if target.shard is not None:
+            # Linear weights are [out, in]; experts are stored [in, out].
+            dim = 0 if target.expert is None else 1
+            sizes = _split_sizes(cfg, target.param, dest.shape[dim])
+            dest = dest.narrow(dim, sum(sizes[: target.shard]), sizes[target.shard])
+        tensor = read()
+        if target.transpose:
+            tensor = tensor.transpose(-1, -2)
+        if tuple(dest.shape) != tuple(tensor.shape):
+            raise ModelLoadError(
+                f"{where}: weight {name!r} has shape {tuple(tensor.shape)}, "
+                f"the config implies {tuple(dest.shape)}"
+            )
+        dest.copy_(tensor)
+        loaded[target.param] = loaded.get(target.param, 0) + dest.numel()
     skip = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
     missing = sorted(
         n for n, p in params.items() if n not in skip and loaded.get(n, 0) != p.numel()
     )
     if missing:
         raise ModelLoadError(f"checkpoint is missing weights: {missing}")
-    logger.info("loaded %d parameters from %d file(s)", len(loaded), len(files))
+    logger.info("loaded %d parameters", len(loaded))
 
 
 def _split_sizes(cfg: ModelConfig, param: str, rows: int) -> list[int]:

@@ -1,9 +1,10 @@
-"""Chat messages to a prompt: the tokenizer's chat template, or a plain fallback without one."""
+"""Chat messages of a request to a prompt (api/chat_prompt.py renders them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from intaglio.api.chat_prompt import render_conversation
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import ChatMessage
 
@@ -43,21 +44,7 @@ def render_chat(
         if m.name is not None:
             item["name"] = m.name
         conversation.append(item)
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            text = tokenizer.apply_chat_template(
-                conversation, add_generation_prompt=add_generation_prompt, tokenize=False
-            )
-        except Exception as e:  # templates raise for role orders they do not allow, etc.
-            message = f"the model's chat template rejected the messages: {e}"
-            raise bad_request(message, "messages") from None
-        return str(text), False
-    return fallback_template(conversation, add_generation_prompt), True
-
-
-def fallback_template(conversation: list[dict[str, str]], add_generation_prompt: bool) -> str:
-    """`Role: content` lines, then `Assistant:`; plain enough for a base model to continue."""
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in conversation]
-    if add_generation_prompt:
-        lines.append("Assistant:")
-    return "\n".join(lines)
+    try:
+        return render_conversation(tokenizer, conversation, add_generation_prompt)
+    except ValueError as e:
+        raise bad_request(str(e), "messages") from None

@@ -9,7 +9,7 @@ from openai import OpenAI
 from serverkit import MODEL_NAME, RunningServer, metrics
 
 from intaglio import LLM, SamplingParams
-from intaglio.server.chat_template import fallback_template
+from intaglio.api.chat_prompt import fallback_template
 
 PROMPTS = ["a", "import os", "def f():", "hello world", "class Engine:"]
 

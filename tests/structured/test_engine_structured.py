@@ -8,6 +8,7 @@ import re
 import pytest
 
 from intaglio import LLM, SamplingParams
+from intaglio.model.checkpoint import EMBEDDED_MODEL
 from intaglio.structured import StructuredOutput
 
 SCHEMA = {
@@ -23,7 +24,7 @@ SCHEMA = {
 
 @pytest.fixture(scope="module")
 def llm() -> LLM:
-    return LLM()  # the embedded default model
+    return LLM(str(EMBEDDED_MODEL))  # the tiny model, fast
 
 
 def test_mixed_batch(llm: LLM) -> None:

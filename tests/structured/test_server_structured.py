@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from intaglio.api.llm import DEFAULT_MODEL
+from intaglio.model.checkpoint import EMBEDDED_MODEL
 from tests.server.serverkit import MODEL_NAME, RunningServer, run_server
 
 openai = pytest.importorskip("openai")
@@ -23,7 +23,7 @@ SCHEMA = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    with run_server(str(DEFAULT_MODEL)) as s:
+    with run_server(str(EMBEDDED_MODEL)) as s:
         yield s
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from intaglio import LLM, SamplingParams
+from intaglio.model.checkpoint import EMBEDDED_MODEL
 from intaglio.structured import StructuredOutput
 from intaglio.structured.compiler import StructuredOutputError
 from tests.structured.helpers import EOS, byte_vocab, compile_spec
@@ -57,7 +58,7 @@ def test_engine_generates_valid_json_with_xgrammar() -> None:
         "required": ["n", "ok"],
     }
     spec = StructuredOutput(json_schema=schema, backend="xgrammar")
-    outs = LLM().generate(
+    outs = LLM(str(EMBEDDED_MODEL)).generate(
         ["def f(x):"] * 3,
         [SamplingParams(seed=i, max_tokens=60, structured=spec) for i in range(3)],
     )
