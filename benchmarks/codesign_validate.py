@@ -32,7 +32,7 @@ from intaglio.config import EngineConfig
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
-from intaglio.sim.runner import SchedulerSettings, simulate
+from intaglio.sim.runner import simulate
 from intaglio.sim.workload import SimRequest
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.hardware import from_dict
@@ -130,9 +130,7 @@ def main() -> None:
         work = make_workload(args.num_requests, (64, 256), (32, 128), cfg.vocab_size, 0)
         # No prefix caching on either side: the best-of-two real runs repeat the same prompts,
         # and the second would find them cached.
-        settings = SchedulerSettings(
-            max_num_seqs=32, max_num_batched_tokens=1024, prefix_caching=False
-        )
+        settings = EngineConfig(max_num_seqs=32, max_num_batched_tokens=1024, prefix_caching=False)
         del executor
         llm = LLM(
             str(path),

@@ -65,12 +65,12 @@ class LLM:
         lower first; `cache_salt` keeps these prompts' cached KV apart from other salts'.
         """
         final: dict[str, RequestOutput] = {}
-        order = self._submit(prompts, sampling_params, final, priority, cache_salt)
+        order = self._submit(prompts, sampling_params, final, priority, cache_salt, "final_only")
         bar = tqdm(total=len(order), disable=not use_tqdm, desc="generating", unit="req")
         bar.update(len(final))
         try:
             while self.engine.has_unfinished():
-                for out in self.engine.step(finished_only=True):
+                for out in self.engine.step():
                     final[out.request_id] = out
                     bar.update(1)
         finally:
@@ -102,9 +102,13 @@ class LLM:
         priority: int | Sequence[int] = 0,
         cache_salt: str | None = None,
     ) -> Iterator[RequestOutput]:
-        """Yield each request's output every time it grows; the last one has finished=True."""
+        """Yield each request's output every time it grows; the last one has finished=True.
+
+        Outputs hold everything so far, unless the params ask for output_kind="delta" (only
+        what is new each step, which keeps long streams cheap).
+        """
         done: dict[str, RequestOutput] = {}
-        order = self._submit(prompts, sampling_params, done, priority, cache_salt)
+        order = self._submit(prompts, sampling_params, done, priority, cache_salt, None)
         yield from list(done.values())
         try:
             while self.engine.has_unfinished():
@@ -131,6 +135,7 @@ class LLM:
         failed: dict[str, RequestOutput],
         priority: int | Sequence[int],
         cache_salt: str | None,
+        output_kind: str | None,
     ) -> list[str]:
         if isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
@@ -153,7 +158,10 @@ class LLM:
             request_id = str(next(self._ids))
             order.append(request_id)
             try:
-                self.engine.add_request(request_id, prompt, self._params(params), prio, cache_salt)
+                resolved = self._params(params)
+                if output_kind is not None:
+                    resolved = replace(resolved, output_kind=output_kind)
+                self.engine.add_request(request_id, prompt, resolved, prio, cache_salt)
             except (ValueError, TypeError) as e:  # bad prompt or params: this request alone
                 logger.warning("request %s rejected: %s", request_id, e)
                 failed[request_id] = RequestOutput.failed(request_id, str(e), prompt)

@@ -12,6 +12,7 @@ late is charged for it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -65,13 +66,14 @@ def drive(llm: LLM, arrivals: list[Arrival]) -> Run:
         now = time.perf_counter() - start
         while i < len(pending) and pending[i].at_s <= now:
             a = pending[i]
-            engine.add_request(str(i), a.prompt, a.params, a.priority)
+            params = dataclasses.replace(a.params, output_kind="final_only")
+            engine.add_request(str(i), a.prompt, params, a.priority)
             due[str(i)] = a
             i += 1
         if not engine.has_unfinished():
             time.sleep(max(pending[i].at_s - now, 0.0))  # idle until the next arrival
             continue
-        for out in engine.step(finished_only=True):
+        for out in engine.step():
             a = due[out.request_id]
             m = out.metrics
             assert m.first_token_time is not None and m.finished_time is not None

@@ -18,9 +18,9 @@ import numpy as np
 
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import Request
-from intaglio.executor.base import ScheduledRequest, SchedulerOutput
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.sampling.params import SamplingParams
+from intaglio.step import ScheduledRequest, SchedulerOutput
 
 BatchShape = Sequence[tuple[int, int]]  # (num_new_tokens, context_len) per sequence
 

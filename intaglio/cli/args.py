@@ -46,7 +46,8 @@ def collect(args: argparse.Namespace, cls: type, skip: set[str]) -> dict[str, An
 
 
 # --seed is the engine's; logit_bias (token -> bias pairs) has no natural flag form.
-_SAMPLING_SKIP = {"seed", "logit_bias"}
+# output_kind is how the API hands outputs over, not a choice for the command line.
+_SAMPLING_SKIP = {"seed", "logit_bias", "output_kind"}
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from intaglio.cli.args import add_dataclass_flags, collect
+from intaglio.config import EngineConfig
 from intaglio.toolkit.hardware import HardwareError
 
 OP_COLUMNS = [
@@ -85,20 +87,11 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
         help="hardware override by dotted path, e.g. memory.1.bandwidth_gbs=4000",
     )
     p.add_argument("--out", default=None, help="folder for CSV, markdown and plots")
-    e = p.add_argument_group("engine")
-    e.add_argument("--max-num-seqs", type=int, default=256)
-    e.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    e.add_argument("--scheduling-policy", default="fcfs", help="fcfs, priority or cache-aware")
-    e.add_argument("--priority-aging-s", type=float, default=10.0)
-    e.add_argument(
-        "--interleave-policy",
-        default="stall-free",
-        help="stall-free, prefill-first or decode-first",
-    )
-    e.add_argument("--no-prefix-caching", action="store_true")
-    e.add_argument("--block-size", type=int, default=16)
-    e.add_argument("--memory-utilization", type=float, default=0.9)
-    e.add_argument("--num-kv-blocks", type=int, default=None, help="override the memory plan")
+    # The engine's own flags (as for serve and generate), less those a simulation ignores.
+    from intaglio.sim.study import STUDY_SKIPS
+
+    add_dataclass_flags(p, EngineConfig, STUDY_SKIPS)
+    p.add_argument("--memory-utilization", type=float, default=0.9)
     w = p.add_argument_group("workload")
     w.add_argument("--num-requests", type=int, default=500)
     w.add_argument("--rate", type=float, default=None, help="Poisson req/s (default: all at 0)")
@@ -119,7 +112,7 @@ def _value(text: str) -> Any:
 
 
 def _study(args: argparse.Namespace):  # noqa: ANN202
-    from intaglio.sim.study import Study
+    from intaglio.sim.study import STUDY_SKIPS, Study, study_engine_config
 
     overrides = {}
     for item in args.set:
@@ -133,15 +126,8 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         passes=args.passes,
         dtype=args.dtype,
         hw_overrides=overrides,
-        max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        scheduling_policy=args.scheduling_policy,
-        priority_aging_s=args.priority_aging_s,
-        interleave_policy=args.interleave_policy,
-        prefix_caching=not args.no_prefix_caching,
-        block_size=args.block_size,
+        engine=study_engine_config(**collect(args, EngineConfig, STUDY_SKIPS)),
         memory_utilization=args.memory_utilization,
-        num_kv_blocks=args.num_kv_blocks,
         num_requests=args.num_requests,
         rate=args.rate,
         input_len=args.input_len,

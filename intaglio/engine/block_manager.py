@@ -15,7 +15,7 @@ from intaglio.engine.block_pool import BlockPool
 from intaglio.engine.chunked_kv import ChunkedKV
 from intaglio.engine.prefix_cache import Node
 from intaglio.engine.request import Request
-from intaglio.executor.base import token_slice
+from intaglio.step import token_slice
 
 
 class BlockManager:

@@ -1,43 +1,61 @@
-"""LLMEngine: admits requests, runs schedule -> execute -> update steps, emits outputs."""
+"""LLMEngine: the text layer in front of the engine core, used by the offline API and the server.
+
+It tokenizes prompts, detokenizes each sample incrementally, applies stop strings (through the
+core's one stop check) and shapes the core's per-step news into RequestOutputs as each request
+asked (`SamplingParams.output_kind`): `delta` (only what is new: streaming costs O(new tokens)
+per step), `cumulative` (everything so far, every step) or `final_only` (one output at the end).
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from intaglio.config import EngineConfig
-from intaglio.engine.block_manager import BlockManager
+from intaglio.engine import stop as stops
+from intaglio.engine.core import CoreOutput, EngineCore, QueueFullError, SampleUpdate
 from intaglio.engine.detokenizer import IncrementalDetokenizer
-from intaglio.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
-from intaglio.engine.request import FINISH_ABORT, FINISH_ERROR, FINISH_STOP, Request
-from intaglio.engine.scheduler import Scheduler
+from intaglio.engine.outputs import CompletionOutput, RequestOutput
+from intaglio.engine.request import FINISH_ERROR
+from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["LLMEngine", "QueueFullError", "encode_prompt"]
 
-class QueueFullError(RuntimeError):
-    """The waiting queue is at max_num_waiting; retry later."""
+
+def encode_prompt(tokenizer: Any, prompt: str, add_special_tokens: bool = True) -> list[int]:
+    """Text to token ids; the one place prompts are tokenized (the server calls it too)."""
+    if not prompt:
+        raise RequestError("the prompt is empty", "prompt")
+    try:
+        return list(tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+    except Exception as e:  # the tokenizer is user-supplied code and data
+        raise RequestError(f"cannot tokenize the prompt: {e}", "prompt") from None
 
 
 @dataclass
-class _Group:
-    """One user request: its n samples share the prompt and are reported together."""
+class _Sample:
+    detokenizer: IncrementalDetokenizer
+    token_ids: list[int] = field(default_factory=list)  # the live output list (from the core)
+    logprobs: list[dict[int, float]] | None = None
+    num_chars_sent: int = 0  # delta outputs: text already handed out
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
 
-    request_id: str
+
+@dataclass
+class _Text:
+    """The text side of one user request."""
+
     prompt: str | None
     prompt_token_ids: list[int]
-    children: list[Request]
-    detokenizers: list[IncrementalDetokenizer]
-    metrics: RequestMetrics
+    params: SamplingParams
+    samples: list[_Sample]
     prompt_logprobs: list[dict[int, float] | None] | None = None
-    error: str | None = None
-    finished: bool = False
 
 
 class LLMEngine:
@@ -52,48 +70,21 @@ class LLMEngine:
         self.config = config
         self.executor = executor
         self.tokenizer = tokenizer
-        self.eos_token_ids = eos_token_ids
-        limit = min(executor.max_position_embeddings, max_model_len_limit or 1 << 62)
-        self.max_model_len = config.max_model_len or limit
-        if self.max_model_len > limit:
-            raise ValueError(
-                f"max_model_len {self.max_model_len} exceeds what the model supports ({limit})"
-            )
-        capacity = executor.num_kv_blocks * executor.block_size
-        if capacity < self.max_model_len:
-            if config.max_model_len is not None:
-                raise ValueError(
-                    f"the KV cache holds {capacity} tokens, fewer than max_model_len "
-                    f"{self.max_model_len}; raise kv_cache_memory_gib or lower max_model_len"
-                )
-            logger.warning(
-                "max_model_len lowered from %d to %d, what the KV cache holds",
-                self.max_model_len,
-                capacity,
-            )
-            self.max_model_len = capacity
-        self.block_manager = BlockManager(
-            executor.num_kv_blocks,
-            executor.block_size,
-            config.prefix_caching,
-            executor.num_local_kv_blocks,
-            executor.attention_chunk_size,
-        )
-        self.scheduler = Scheduler(
-            self.block_manager,
-            config.max_num_seqs,
-            config.max_num_batched_tokens,
-            config.scheduling_policy,
-            config.priority_aging_s,
-            config.interleave_policy,
-            config.decode_first_max_wait_steps,
-        )
-        self._groups: dict[str, _Group] = {}
-        self._parent_of: dict[str, str] = {}
-        self._aborted: list[_Group] = []
-        self._grammars: Any = None  # GrammarCompiler, built on the first structured request
+        self.core = EngineCore(config, executor, eos_token_ids, max_model_len_limit, tokenizer)
+        self.max_model_len = self.core.max_model_len
+        self.scheduler = self.core.scheduler
+        self.block_manager = self.core.block_manager
+        self._texts: dict[str, _Text] = {}
 
-    # ---------------------------------------------------------------- admission
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return self.core.eos_token_ids
+
+    @eos_token_ids.setter
+    def eos_token_ids(self, ids: tuple[int, ...]) -> None:  # new requests end on these
+        self.core.eos_token_ids = ids
+
+    # ---------------------------------------------------------------- requests
     def add_request(
         self,
         request_id: str,
@@ -102,258 +93,137 @@ class LLMEngine:
         priority: int = 0,
         cache_salt: str | None = None,
     ) -> None:
-        """Queue a request; raises ValueError for bad input and QueueFullError at the limit.
-
-        `priority` orders requests under the priority policy (lower first); requests share
-        prefix-cache KV only with requests of the same `cache_salt`.
-        """
-        if request_id in self._groups:
-            raise ValueError(f"request id {request_id!r} is already in use")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ValueError(f"priority must be an integer, got {priority!r}")
-        if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
-            raise ValueError("cache_salt must be a non-empty string")
-        if self.scheduler.num_new_waiting + params.n > self.config.max_num_waiting:
-            raise QueueFullError(
-                f"the waiting queue is full ({self.config.max_num_waiting} requests); retry later"
-            )
-        text, token_ids = self._tokenize(prompt)
-        if len(token_ids) >= self.max_model_len:
-            raise ValueError(
-                f"the prompt has {len(token_ids)} tokens; max_model_len is {self.max_model_len}, "
-                "which must leave room for at least one generated token"
-            )
-        vocab = self.executor.vocab_size
-        bad = [t for t in token_ids if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"prompt token ids out of range [0, {vocab}): {bad[:5]}")
-        for name, ids in (
-            ("stop_token_ids", params.stop_token_ids),
-            ("logit_bias", [t for t, _ in params.logit_bias]),
-        ):
-            bad = [t for t in ids if t >= vocab]
-            if bad:
-                raise ValueError(f"{name} out of range [0, {vocab}): {bad[:5]}")
-        group = _Group(request_id, text, token_ids, [], [], RequestMetrics(time.monotonic()))
-        for i in range(params.n):
-            # Each sample gets its own seed stream; the same seed always gives the same samples.
-            seed = None if params.seed is None else params.seed + i
-            child, detok = self._new_sample(
-                f"{request_id}#{i}", token_ids, params, priority, cache_salt, seed
-            )
-            child.arrival_time, child.sample_index = group.metrics.arrival_time, i
-            group.children.append(child)
-            group.detokenizers.append(detok)
-        # Register only once every sample was built, so a failure above leaves nothing behind.
-        self._groups[request_id] = group
-        for child in group.children:
-            self._parent_of[child.request_id] = request_id
-        # Samples after the first fork from it once the prompt is computed, sharing its KV.
-        self.scheduler.add(group.children[0], group.children[1:])
+        """Queue a request; raises RequestError (a ValueError naming the field) for bad input
+        and QueueFullError at the queue limit."""
+        if isinstance(prompt, str):
+            text: str | None = prompt
+            token_ids = encode_prompt(self.tokenizer, prompt)
+        else:
+            text, token_ids = None, [int(t) for t in prompt]
+        self.core.add(request_id, token_ids, params, priority, cache_salt)
+        self._texts[request_id] = _Text(
+            text, token_ids, params, [self._sample(params) for _ in range(params.n)]
+        )
 
     def fork(
         self, request_id: str, new_request_id: str, params: SamplingParams | None = None
     ) -> None:
-        """Split a running single-sample request: the new one starts from its tokens so far and
-        shares their KV (copy on write), then continues independently with `params`."""
-        group = self._groups.get(request_id)
-        if group is None or group.finished or len(group.children) != 1:
-            raise ValueError(f"request {request_id!r} is not a running single-sample request")
-        if new_request_id in self._groups:
-            raise ValueError(f"request id {new_request_id!r} is already in use")
-        parent = group.children[0]
-        if parent.is_finished:
-            raise ValueError(f"request {request_id!r} has finished")
+        """Split a running single-sample request (EngineCore.fork); the fork's first output
+        carries the tokens it inherited."""
+        parent = self._texts.get(request_id)
+        self.core.fork(request_id, new_request_id, params)
+        assert parent is not None  # the core refuses unknown requests
         params = params or parent.params
-        if params.n != 1:
-            raise ValueError("a fork is one sample; use n=1")
-        if params.max_tokens is not None and params.max_tokens <= len(parent.output_token_ids):
-            raise ValueError("the fork's max_tokens leaves no room beyond the tokens it inherits")
-        child, detok = self._new_sample(
-            f"{new_request_id}#0",
-            parent.prompt_token_ids,
-            params,
-            parent.priority,
-            parent.cache_salt,
-            params.seed,
+        self._texts[new_request_id] = _Text(
+            parent.prompt, parent.prompt_token_ids, params, [self._sample(params)]
         )
-        child.output_token_ids = list(parent.output_token_ids)
-        if child.matcher is not None:
-            for token in child.output_token_ids:
-                if not child.matcher.accept_token(token):
-                    raise ValueError("the tokens so far do not fit the fork's structured grammar")
-        if child.logprobs is not None:
-            child.logprobs = list(parent.logprobs or [])
-        metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
-        fork = _Group(
-            new_request_id, group.prompt, group.prompt_token_ids, [child], [detok], metrics
-        )
-        self._groups[new_request_id] = fork
-        self._parent_of[child.request_id] = new_request_id
-        self.scheduler.fork(parent, child)
 
-    def _new_sample(
-        self,
-        request_id: str,
-        token_ids: list[int],
-        params: SamplingParams,
-        priority: int,
-        cache_salt: str | None,
-        seed: int | None,
-    ) -> tuple[Request, IncrementalDetokenizer]:
-        room = self.max_model_len - len(token_ids)
-        request = Request(
-            request_id=request_id,
-            prompt_token_ids=token_ids,
-            params=params,
-            eos_token_ids=self.eos_token_ids,
-            max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
-            priority=priority,
-            cache_salt=cache_salt,
-            logprobs=[] if params.logprobs is not None else None,
-        )
-        if seed is not None:
-            request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
-        if params.structured is not None:  # compiled once per grammar (cached), then matched
-            request.matcher = self._compile_grammar(params).matcher()
+    def _sample(self, params: SamplingParams) -> _Sample:
         detok = IncrementalDetokenizer(
             self.tokenizer,
             params.stop,
             params.include_stop_str_in_output,
             params.skip_special_tokens,
         )
-        return request, detok
-
-    def _compile_grammar(self, params: SamplingParams) -> Any:
-        """Compile (cached, time-limited); a bad grammar raises ValueError for this request."""
-        if self._grammars is None:
-            from intaglio.structured import GrammarCompiler, TokenizerInfo
-
-            vocab = TokenizerInfo.from_hf_tokenizer(self.tokenizer, self.eos_token_ids)
-            self._grammars = GrammarCompiler(vocab)
-        return self._grammars.compile(params.structured)
-
-    def _advance_grammar(self, group: _Group, request: Request, token: int) -> None:
-        """Feed the sampled token to the matcher; finish as soon as the grammar is complete."""
-        if request.is_finished and token in request.eos_token_ids:
-            return
-        if not request.matcher.accept_token(token):
-            group.error = f"token {token} violates the structured-output grammar"
-            self.scheduler.finish(request, FINISH_ERROR)
-        elif request.matcher.is_terminated() and not request.is_finished:
-            self.scheduler.finish(request, FINISH_STOP)
-
-    def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("the prompt is empty")
-            return prompt, list(self.tokenizer.encode(prompt))
-        token_ids = [int(t) for t in prompt]
-        if not token_ids:
-            raise ValueError("the prompt is empty")
-        return None, token_ids
+        return _Sample(detok, logprobs=[] if params.logprobs is not None else None)
 
     def abort(self, request_id: str) -> None:
-        group = self._groups.get(request_id)
-        if group is None:
-            return
-        for child in group.children:
-            self.scheduler.finish(child, FINISH_ABORT)
-        self._aborted.append(group)  # its final output goes out with the next step
+        self.core.abort(request_id)
 
     def has_unfinished(self) -> bool:
         """True while any request has not had its final output emitted (aborted ones too)."""
-        return bool(self._groups)
+        return self.core.has_unfinished()
 
     # ---------------------------------------------------------------- stepping
-    def step(self, finished_only: bool = False) -> list[RequestOutput]:
-        """Run one engine step; return the outputs of every request it advanced or finished.
+    def step(self) -> list[RequestOutput]:
+        """Run one engine step; return an output for every request that has one to give."""
+        outputs = []
+        for news in self.core.step():
+            text = self._texts[news.request_id]
+            finished = news.finished
+            for update in news.samples:
+                finished |= self._take(news, text, update)
+            if news.new_prompt_logprobs is not None:
+                text.prompt_logprobs = [*(text.prompt_logprobs or []), *news.new_prompt_logprobs]
+            if finished:
+                del self._texts[news.request_id]
+            out = self._output(news, text, finished)
+            if out is not None:
+                outputs.append(out)
+        return outputs
 
-        `finished_only` skips building outputs for requests still running (offline batches).
-        """
-        aborted, self._aborted = [g for g in self._aborted if not g.finished], []
-        sched = self.scheduler.schedule()
-        if sched.is_empty:
-            if self.scheduler.has_unfinished():
-                raise RuntimeError("no request could be scheduled; the KV cache is too small")
-            return [self._emit(g) for g in aborted]
-        result = self.executor.execute(sched)
-        self.scheduler.update(sched, result.sampled)
-        now = time.monotonic()
-        touched: dict[str, _Group] = {g.request_id: g for g in aborted}
-        for s in sched.scheduled:
-            request = s.request
-            group = self._groups[self._parent_of[request.request_id]]
-            touched[group.request_id] = group
-            entries = result.prompt_logprobs.get(request.request_id)
-            if entries is not None:  # only the first sample reports the shared prompt's
-                group.prompt_logprobs = group.prompt_logprobs or []
-                group.prompt_logprobs.extend(entries)
-                request.num_prompt_logprobs += len(entries)
-            if request.request_id not in result.sampled:
-                continue
-            if group.metrics.first_token_time is None:
-                group.metrics.first_token_time = now
-            if request.logprobs is not None:
-                request.logprobs.append(result.logprobs[request.request_id])
-            if request.matcher is not None:
-                self._advance_grammar(group, request, result.sampled[request.request_id])
-            if request.params.detokenize:
-                self._detokenize(group, request)
-        if finished_only:
-            return [self._emit(g) for g in touched.values() if self._all_finished(g)]
-        return [self._emit(g) for g in touched.values()]
-
-    def _detokenize(self, group: _Group, request: Request) -> None:
-        """Extend the text and apply stop strings; a failure here fails this request alone."""
+    def _take(self, news: CoreOutput, text: _Text, update: SampleUpdate) -> bool:
+        """Record one sample's news and detokenize it; True when a stop string ended the
+        whole request."""
+        sample = text.samples[update.index]
+        sample.token_ids = update.output_token_ids
+        if sample.logprobs is not None and update.new_logprobs is not None:
+            sample.logprobs.extend(update.new_logprobs)
+        sample.finish_reason, sample.stop_reason = update.finish_reason, update.stop_reason
+        if not text.params.detokenize:
+            return False
+        done = update.finish_reason is not None
         try:
-            stop = group.detokenizers[request.sample_index].update(
-                request.output_token_ids, request.is_finished
-            )
+            hit = sample.detokenizer.update(update.output_token_ids, done)
         except Exception as e:  # a tokenizer bug must not take the other requests down
-            logger.exception("detokenizing request %s failed", request.request_id)
-            group.error = f"detokenization failed: {e}"
-            self.scheduler.finish(request, FINISH_ERROR)
-            return
-        # Stop strings count only once min_tokens are out, like EOS and stop token ids.
-        if stop is not None and len(request.output_token_ids) >= request.params.min_tokens:
-            # A stop string wins over length or EOS reached in the same step.
-            request.finish(FINISH_STOP, stop)
-            self.scheduler.finish(request, FINISH_STOP, stop)
+            logger.exception("detokenizing request %s failed", news.request_id)
+            end: stops.Stop | None = stops.Stop(FINISH_ERROR, error=f"detokenization failed: {e}")
+        else:
+            num_out = len(update.output_token_ids)
+            end = None if hit is None else stops.check_stop_string(num_out, text.params, hit)
+        if end is None:
+            return False
+        sample.finish_reason, sample.stop_reason = end.reason, end.stop_reason
+        if end.error is not None:
+            news.error = end.error
+        if done:  # already ended this step: the stop string only names why
+            return False
+        return self.core.stop(news.request_id, update.index, end)
+
+    def _output(self, news: CoreOutput, text: _Text, finished: bool) -> RequestOutput | None:
+        kind = text.params.output_kind
+        if kind == "final_only" and not finished:
+            return None
+        delta = kind == "delta"
+        completions = []
+        updated = {u.index: u for u in news.samples}
+        for i, sample in enumerate(text.samples):
+            if delta and i not in updated:
+                continue
+            completions.append(self._completion(i, sample, updated.get(i), delta, finished))
+        prompt_logprobs = news.new_prompt_logprobs if delta else text.prompt_logprobs
+        return RequestOutput(
+            request_id=news.request_id,
+            prompt=text.prompt,
+            prompt_token_ids=text.prompt_token_ids,
+            outputs=completions,
+            finished=finished,
+            metrics=news.metrics,
+            prompt_logprobs=None if prompt_logprobs is None else list(prompt_logprobs),
+            error=news.error,
+        )
 
     @staticmethod
-    def _all_finished(group: _Group) -> bool:
-        return not group.finished and all(c.is_finished for c in group.children)
-
-    def _emit(self, group: _Group) -> RequestOutput:
-        done = all(c.is_finished for c in group.children)
-        outputs = []
-        for i, (child, detok) in enumerate(zip(group.children, group.detokenizers)):
-            outputs.append(
-                CompletionOutput(
-                    index=i,
-                    text=detok.stream_text(child.is_finished),
-                    token_ids=list(child.output_token_ids),
-                    finish_reason=child.finish_reason,
-                    stop_reason=child.stop_reason,
-                    # A copy: the engine keeps appending to the request's own list.
-                    logprobs=None if child.logprobs is None else list(child.logprobs),
-                )
-            )
-        if done and not group.finished:
-            group.finished = True
-            group.metrics.finished_time = time.monotonic()
-            group.metrics.num_preemptions = sum(c.num_preemptions for c in group.children)
-            del self._groups[group.request_id]
-            for child in group.children:
-                del self._parent_of[child.request_id]
-        return RequestOutput(
-            request_id=group.request_id,
-            prompt=group.prompt,
-            prompt_token_ids=group.prompt_token_ids,
-            outputs=outputs,
-            finished=done,
-            metrics=group.metrics,
-            prompt_logprobs=None if group.prompt_logprobs is None else list(group.prompt_logprobs),
-            error=group.error,
+    def _completion(
+        index: int, sample: _Sample, update: SampleUpdate | None, delta: bool, finished: bool
+    ) -> CompletionOutput:
+        detok = sample.detokenizer
+        done = finished or sample.finish_reason is not None
+        if delta:
+            end = detok.safe_length(done)
+            text = detok.text_range(sample.num_chars_sent, end)
+            sample.num_chars_sent = max(end, sample.num_chars_sent)
+            token_ids = [] if update is None else update.new_token_ids
+            logprobs = None if update is None else update.new_logprobs
+        else:  # a copy: the core keeps appending to the request's own lists
+            text = detok.stream_text(done)
+            token_ids = list(sample.token_ids)
+            logprobs = None if sample.logprobs is None else list(sample.logprobs)
+        return CompletionOutput(
+            index=index,
+            text=text,
+            token_ids=token_ids,
+            finish_reason=sample.finish_reason,
+            stop_reason=sample.stop_reason,
+            logprobs=logprobs,
         )

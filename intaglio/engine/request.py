@@ -56,6 +56,7 @@ class Request:
     logprobs: list[dict[int, float]] | None = None
     num_prompt_logprobs: int = 0  # prompt positions whose logprobs were already reported
     matcher: Any = None  # grammar matcher of a structured request (intaglio.structured)
+    error: str | None = None  # why it failed, when it ended with finish_reason "error"
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -78,6 +79,12 @@ class Request:
             and self.num_prompt_logprobs < self.num_prompt_tokens
             and self.num_computed_tokens < self.num_prompt_tokens
         )
+
+    @property
+    def banned_token_ids(self) -> list[int]:
+        from intaglio.engine.stop import banned_token_ids  # stop.py reads Request's fields
+
+        return banned_token_ids(self)
 
     def finish(self, reason: str, stop_reason: str | int | None = None) -> None:
         self.status = RequestStatus.FINISHED

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import cast
 
+from intaglio.config import EngineConfig
 from intaglio.engine.block_manager import BlockManager
-from intaglio.engine.request import FINISH_LENGTH, FINISH_STOP, Request, RequestStatus
+from intaglio.engine.request import FINISH_STOP, Request, RequestStatus
 from intaglio.engine.scheduling_policy import Interleaver, RankKey, rank_key
-from intaglio.executor.base import ScheduledRequest, SchedulerOutput
+from intaglio.engine.stop import check_token
+from intaglio.executor.base import Executor
+from intaglio.step import ScheduledRequest, SchedulerOutput
 
 # Cache-aware ordering matches every waiting request against the cache each step; past this
 # many it falls back to rank order, as SGLang does, to bound the cost.
@@ -53,6 +55,26 @@ class Scheduler:
         self.num_computed_tokens = 0  # tokens run through the model so far (all steps)
         self.num_new_waiting = 0  # never-scheduled requests waiting (what max_num_waiting caps)
 
+    @classmethod
+    def from_config(cls, config: EngineConfig, executor: Executor) -> Scheduler:
+        """The engine's scheduler and its block manager, sized by the executor's KV cache."""
+        block_manager = BlockManager(
+            executor.num_kv_blocks,
+            executor.block_size,
+            config.prefix_caching,
+            executor.num_local_kv_blocks,
+            executor.attention_chunk_size,
+        )
+        return cls(
+            block_manager,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.scheduling_policy,
+            config.priority_aging_s,
+            config.interleave_policy,
+            config.decode_first_max_wait_steps,
+        )
+
     # ------------------------------------------------------------------ queue
     def add(self, request: Request, siblings: list[Request] | tuple[Request, ...] = ()) -> None:
         """Queue a request; `siblings` are forked from it after its prompt is computed."""
@@ -86,8 +108,8 @@ class Scheduler:
         bisect.insort(self.waiting, request, key=self._rank)
 
     # ------------------------------------------------------------------ schedule
-    def schedule(self) -> SchedulerOutput:
-        out = SchedulerOutput()
+    def schedule(self) -> SchedulerOutput[Request]:
+        out: SchedulerOutput[Request] = SchedulerOutput()
         self._scheduled_now.clear()
         self.running.sort(key=self._rank)
         if self.policy == "priority":
@@ -109,7 +131,9 @@ class Scheduler:
         out.block_copies, out.local_block_copies = self.block_manager.take_copies()
         return out
 
-    def _schedule_running(self, requests: list[Request], budget: int, out: SchedulerOutput) -> int:
+    def _schedule_running(
+        self, requests: list[Request], budget: int, out: SchedulerOutput[Request]
+    ) -> int:
         for request in requests:
             if budget <= 0:
                 break
@@ -121,7 +145,7 @@ class Scheduler:
                 budget -= num_new
         return budget
 
-    def _make_room(self, request: Request, num_new: int, out: SchedulerOutput) -> bool:
+    def _make_room(self, request: Request, num_new: int, out: SchedulerOutput[Request]) -> bool:
         """Allocate, preempting the lowest-ranked requests not yet scheduled this step."""
         while not self.block_manager.allocate(request, num_new):
             victim = next(r for r in reversed(self.running) if id(r) not in self._scheduled_now)
@@ -132,7 +156,7 @@ class Scheduler:
                 return False
         return True
 
-    def _admit_waiting(self, budget: int, out: SchedulerOutput) -> int:
+    def _admit_waiting(self, budget: int, out: SchedulerOutput[Request]) -> int:
         for request in self._waiting_order():
             if budget <= 0 or len(self.running) + self._seats(request) > self.max_num_seqs:
                 break
@@ -159,7 +183,7 @@ class Scheduler:
         hits = {id(r): len(self.block_manager.cached_prefix(r)) for r in self.waiting}
         return sorted(self.waiting, key=lambda r: -hits[id(r)])  # stable: keeps rank order
 
-    def _preempt_for_waiting(self, out: SchedulerOutput) -> None:
+    def _preempt_for_waiting(self, out: SchedulerOutput[Request]) -> None:
         """Higher-priority waiting work displaces lower-priority running work."""
         if not self.waiting:
             return
@@ -176,17 +200,18 @@ class Scheduler:
             self._preempt(worst)
             out.preempted.append(worst)
 
-    def _record(self, request: Request, num_new: int, out: SchedulerOutput) -> None:
+    def _record(self, request: Request, num_new: int, out: SchedulerOutput[Request]) -> None:
         out.scheduled.append(ScheduledRequest(request, num_new))
         self._scheduled_now.add(id(request))
         self.num_computed_tokens += num_new
 
     # ------------------------------------------------------------------ update
-    def update(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
-        """Advance progress, append sampled tokens, apply token-level stops; return finished."""
+    def update(self, out: SchedulerOutput[Request], sampled: dict[str, int]) -> list[Request]:
+        """Advance progress, append sampled tokens, end the requests the stop check (stop.py)
+        ends; return those."""
         finished = []
         for s in out.scheduled:
-            request = cast(Request, s.request)
+            request = s.request
             request.num_computed_tokens += s.num_new_tokens
             token = sampled.get(request.request_id)
             if token is None:
@@ -195,16 +220,10 @@ class Scheduler:
             siblings = self._siblings.pop(request.request_id, None)
             if siblings:
                 self._fork_siblings(request, siblings)
-            num_out = len(request.output_token_ids)
-            params = request.params
-            if num_out >= params.min_tokens:
-                if token in params.stop_token_ids:
-                    request.finish(FINISH_STOP, token)
-                elif not params.ignore_eos and token in request.eos_token_ids:
-                    request.finish(FINISH_STOP, None)
-            if not request.is_finished and num_out >= request.max_tokens:
-                request.finish(FINISH_LENGTH)
-            if request.is_finished:
+            end = check_token(request, token)
+            if end is not None:
+                request.finish(end.reason, end.stop_reason)
+                request.error = end.error
                 finished.append(request)
         for request in finished:
             self._remove(request)

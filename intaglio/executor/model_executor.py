@@ -15,18 +15,18 @@ import torch
 
 from intaglio.attention.metadata import AttentionMetadata, PrefillChunk
 from intaglio.config import EngineConfig
-from intaglio.executor.base import (
+from intaglio.model.kv_layout import split_kv_blocks
+from intaglio.model.loader import load_model
+from intaglio.ops.cpu_kernels import cpu_kernels
+from intaglio.ops.linear import HALF_DTYPES, cache_fp32_weights
+from intaglio.sampling.sampler import Sampler, SamplingMetadata
+from intaglio.step import (
     ExecutorOutput,
     ScheduledRequest,
     SchedulerOutput,
     SequenceView,
     token_slice,
 )
-from intaglio.model.kv_layout import split_kv_blocks
-from intaglio.model.loader import load_model
-from intaglio.ops.cpu_kernels import cpu_kernels
-from intaglio.ops.linear import HALF_DTYPES, cache_fp32_weights
-from intaglio.sampling.sampler import Sampler, SamplingMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ModelExecutor:
         )
 
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput) -> ExecutorOutput:
+    def execute(self, out: SchedulerOutput[SequenceView]) -> ExecutorOutput:
         self._copy_blocks(out.block_copies, chunked=False)
         self._copy_blocks(out.local_block_copies, chunked=True)
         batch = sorted(out.scheduled, key=lambda s: s.num_new_tokens != 1)  # decodes first
@@ -232,18 +232,12 @@ class ModelExecutor:
         result: ExecutorOutput,
         allowed: torch.Tensor | None = None,
     ) -> None:
-        banned = []
-        for r in requests:
-            # Until min_tokens are out, no token that would end the request may be drawn.
-            ends = () if r.params.ignore_eos else r.eos_token_ids
-            early = len(r.output_token_ids) < r.params.min_tokens
-            banned.append(list(ends) + list(r.params.stop_token_ids) if early else [])
         meta = SamplingMetadata.build(
             [r.params for r in requests],
             [r.prompt_token_ids for r in requests],
             [r.output_token_ids for r in requests],
             {i: r.generator for i, r in enumerate(requests) if r.generator is not None},
-            banned,
+            [r.banned_token_ids for r in requests],
             logits.shape[-1],
             self.device,
         )

@@ -6,6 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from intaglio.errors import RequestError
+
+OUTPUT_KINDS = ("cumulative", "delta", "final_only")
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -33,6 +37,9 @@ class SamplingParams:
     detokenize: bool = True  # False: token ids only (benchmarks, token-level clients)
     # A constraint on the output (intaglio.structured.StructuredOutput, or a dict of its fields).
     structured: Any = None
+    # What each step's output holds: everything so far (cumulative), only what is new (delta:
+    # streaming at O(new tokens) per step), or nothing until the request ends (final_only).
+    output_kind: str = "cumulative"
 
     def __post_init__(self) -> None:
         # Accept lists from users but store tuples so the params stay hashable and immutable.
@@ -49,8 +56,11 @@ class SamplingParams:
         self._validate()
 
     def _validate(self) -> None:
-        def fail(msg: str) -> None:
-            raise ValueError(f"invalid SamplingParams: {msg}")
+        fields = {f.name for f in dataclasses.fields(self)}
+
+        def fail(msg: str) -> None:  # every message starts with the field it is about
+            name = msg.split()[0]
+            raise RequestError(f"invalid SamplingParams: {msg}", name if name in fields else None)
 
         for name in (
             "n",
@@ -106,6 +116,8 @@ class SamplingParams:
             fail("stop_token_ids must be non-negative")
         if any(t < 0 or not -100.0 <= b <= 100.0 for t, b in self.logit_bias):
             fail("logit_bias needs token ids >= 0 and biases in [-100, 100]")
+        if self.output_kind not in OUTPUT_KINDS:
+            fail(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 20:
@@ -117,7 +129,7 @@ class SamplingParams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(
+            raise RequestError(
                 f"invalid SamplingParams: unknown field(s) {unknown}; known fields: {sorted(known)}"
             )
         return cls(**values)

@@ -7,6 +7,7 @@ import asyncio
 from intaglio.api.async_engine import AsyncEngine, EngineUnavailableError
 from intaglio.engine.engine import QueueFullError
 from intaglio.engine.outputs import RequestOutput
+from intaglio.errors import RequestError
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.errors import OpenAIError, bad_request
 
@@ -33,6 +34,8 @@ async def admit(
             raise OpenAIError(
                 503, str(e), code="service_unavailable", headers={"Retry-After": "1"}
             ) from e
+        if isinstance(e, RequestError):  # the engine names the field at fault
+            raise bad_request(str(e), e.param or "prompt", e.code) from e
         if isinstance(e, ValueError):
             raise bad_request(str(e), "prompt") from e
         raise

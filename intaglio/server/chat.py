@@ -77,6 +77,7 @@ async def create_chat_completion(raw: Request) -> Response:
         state.engine,
         max_tokens=max_tokens,
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        stream=bool(req.stream),
     )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()

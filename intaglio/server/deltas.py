@@ -1,12 +1,15 @@
-"""What is new in each choice since the last streamed chunk, and the usage so far.
+"""Choices' streamed pieces from the engine's delta outputs, and the usage so far.
 
-One HTTP request may hold several engine requests (a list of prompts), each with n samples;
-choice `index` is prompt_index * n + sample_index, as in OpenAI's API.
+The server asks the engine for `delta` outputs when streaming (each holds only what is new, so
+a long stream costs O(new tokens) per step) and `final_only` outputs otherwise (one output
+holding everything); either way this tracker hands out a choice's tokens once they show as
+text. One HTTP request may hold several engine requests (a list of prompts), each with n
+samples; choice `index` is prompt_index * n + sample_index, as in OpenAI's API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.logprobs import LogprobEntry
@@ -24,7 +27,11 @@ class Delta:
 
 @dataclass
 class _Progress:
-    num_chars: int = 0
+    """A choice's tokens and text not handed out yet, and how many it has in all."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[LogprobEntry] | None = None
     num_tokens: int = 0
     started: bool = False
     done: bool = False
@@ -36,7 +43,6 @@ class DeltaTracker:
         self._n = n
         self._progress: dict[tuple[str, int], _Progress] = {}
         self._prompt_tokens: dict[str, int] = {}
-        self._completion_tokens: dict[tuple[str, int], int] = {}
         self.finished: set[str] = set()
 
     @property
@@ -49,31 +55,34 @@ class DeltaTracker:
             self.finished.add(out.request_id)
         deltas = []
         for c in out.outputs:
-            key = (out.request_id, c.index)
-            self._completion_tokens[key] = len(c.token_ids)
-            p = self._progress.setdefault(key, _Progress())
-            # Wait for a first token (the prompt is then fully read) and for visible text.
-            if p.done or not (c.finished or (c.token_ids and len(c.text) > p.num_chars)):
+            p = self._progress.setdefault((out.request_id, c.index), _Progress())
+            if p.done:
                 continue
-            new_tokens = c.token_ids[p.num_tokens :]
-            logprobs = None if c.logprobs is None else c.logprobs[p.num_tokens :]
+            p.text += c.text
+            p.token_ids.extend(c.token_ids)
+            if c.logprobs is not None:
+                p.logprobs = [*(p.logprobs or []), *c.logprobs]
+            p.num_tokens += len(c.token_ids)
+            # Wait for a first token (the prompt is then fully read) and for visible text.
+            if not (c.finished or (p.num_tokens and p.text)):
+                continue
             deltas.append(
                 Delta(
                     index=self._prompt_index[out.request_id] * self._n + c.index,
-                    text=c.text[p.num_chars :],
-                    token_ids=new_tokens,
-                    logprobs=logprobs,
+                    text=p.text,
+                    token_ids=p.token_ids,
+                    logprobs=p.logprobs,
                     finish_reason=c.finish_reason,
                     first=not p.started,
                 )
             )
-            p.num_chars, p.num_tokens = len(c.text), len(c.token_ids)
+            p.text, p.token_ids, p.logprobs = "", [], None
             p.started, p.done = True, c.finished
         return deltas
 
     def usage(self) -> dict[str, int]:
         prompt = sum(self._prompt_tokens.values())
-        completion = sum(self._completion_tokens.values())
+        completion = sum(p.num_tokens for p in self._progress.values())
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

@@ -36,6 +36,7 @@ def build_sampling_params(
     logprobs: int | None,
     prompt_logprobs: int | None = None,
     num_prompts: int = 1,
+    stream: bool = False,
 ) -> SamplingParams:
     """The model's defaults (generation_config.json) overridden by what the client set.
 
@@ -48,24 +49,19 @@ def build_sampling_params(
     values["prompt_logprobs"] = prompt_logprobs
     if req.stop is not None:
         values["stop"] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop)
-    if req.stop_token_ids:
-        bad = [t for t in req.stop_token_ids if t >= engine.vocab_size]
-        if bad:
-            raise bad_request(
-                f"stop_token_ids out of range [0, {engine.vocab_size}): {bad[:5]}",
-                "stop_token_ids",
-            )
+    if req.stop_token_ids:  # the engine checks the ids against the vocabulary
         values["stop_token_ids"] = tuple(req.stop_token_ids)
     if req.logit_bias:  # token id -> bias added to its logit before sampling
-        values.update(_logit_bias(req.logit_bias, engine.vocab_size))
+        values["logit_bias"] = _logit_bias(req.logit_bias)
+    values["output_kind"] = "delta" if stream else "final_only"
     structured = _structured(req)
     if structured is not None:
         values["structured"] = structured
     _check_queue_room(num_prompts, req.n, engine.max_num_waiting)
     try:
         return dataclasses.replace(engine.default_sampling_params, **values)
-    except ValueError as e:  # SamplingParams validates combinations (min_tokens <= max_tokens...)
-        raise bad_request(str(e)) from None
+    except ValueError as e:  # SamplingParams validates (a RequestError names the field)
+        raise bad_request(str(e), getattr(e, "param", None)) from None
 
 
 def _structured(req: SamplingFields) -> StructuredOutput | None:
@@ -118,20 +114,16 @@ def _check_queue_room(num_prompts: int, n: int, limit: int) -> None:
     )
 
 
-def _logit_bias(bias: dict[str, float], vocab_size: int) -> dict[str, Any]:
+def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
+    """JSON's string keys to token ids (the engine checks them against the vocabulary)."""
     parsed: dict[int, float] = {}
     for key, value in bias.items():
         try:
-            token = int(key)
+            parsed[int(key)] = value
         except ValueError:
             message = f"logit_bias keys must be token ids, got {key!r}"
             raise bad_request(message, "logit_bias") from None
-        if not 0 <= token < vocab_size:
-            raise bad_request(
-                f"logit_bias token id {token} out of range [0, {vocab_size})", "logit_bias"
-            )
-        parsed[token] = value
-    return {"logit_bias": parsed}
+    return parsed
 
 
 def check_fits(

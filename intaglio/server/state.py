@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from intaglio.api.async_engine import AsyncEngine
+from intaglio.engine.engine import encode_prompt
+from intaglio.errors import RequestError
 from intaglio.server.errors import OpenAIError, bad_request
 from intaglio.server.logprobs import TokenStrings
 from intaglio.server.metrics import ServerMetrics
@@ -29,11 +31,11 @@ class ServerState:
     ) -> list[int]:
         """Tokenize on the event loop with the server's own tokenizer; failures are a 400."""
         if not text:
-            return []
+            return []  # check_fits refuses an empty prompt, naming the field
         try:
-            return list(self.engine.tokenizer.encode(text, add_special_tokens=add_special_tokens))
-        except Exception as e:  # the tokenizer is user-supplied code and data
-            raise bad_request(f"cannot tokenize the input: {e}", param) from None
+            return encode_prompt(self.engine.tokenizer, text, add_special_tokens)
+        except RequestError as e:
+            raise bad_request(str(e), param) from None
 
     def decode(self, token_ids: list[int], param: str = "prompt") -> str:
         vocab = self.engine.vocab_size

@@ -1,7 +1,7 @@
-"""Reading a request's outputs off its queue: coalesced for streaming, watched for disconnects.
+"""Reading a request's outputs off its queue: in order for streaming, watched for disconnects.
 
-Outputs are cumulative (each holds all tokens so far), so when a slow reader falls behind it
-may skip to the newest output of each request without losing anything.
+Streamed outputs are deltas (each holds only what is new), so every one is read; a slow reader
+takes all that are ready at once.
 """
 
 from __future__ import annotations
@@ -48,14 +48,11 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 async def next_outputs(queue: asyncio.Queue[RequestOutput]) -> list[RequestOutput]:
-    """Wait for at least one output, then take all that are ready: the newest per request."""
-    latest = {}
-    out = await queue.get()
-    latest[out.request_id] = out
+    """Wait for at least one output, then take all that are ready, in order."""
+    outs = [await queue.get()]
     while not queue.empty():
-        out = queue.get_nowait()
-        latest[out.request_id] = out
-    return list(latest.values())
+        outs.append(queue.get_nowait())
+    return outs
 
 
 async def wait_for_disconnect(request: Request) -> None:

@@ -2,7 +2,8 @@
 
 It receives the scheduler's real SchedulerOutput, costs the step on a hardware description
 (toolkit StepCostModel), advances a virtual clock by that time, and returns a synthetic token
-for every request whose step reaches its end, exactly where ModelExecutor would sample one.
+for every request whose step reaches its end, exactly where ModelExecutor would sample one:
+`synthetic_token`, or for a structured request the lowest token its grammar allows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from intaglio.executor.base import ExecutorOutput, SchedulerOutput
+from intaglio.step import ExecutorOutput, SchedulerOutput, SequenceView
 from intaglio.toolkit.step_model import StepCostModel
 
 
@@ -51,7 +52,7 @@ class SimulatedExecutor:
         self.clock_s = 0.0
         self.steps: list[StepRecord] = []
 
-    def execute(self, out: SchedulerOutput) -> ExecutorOutput:
+    def execute(self, out: SchedulerOutput[SequenceView]) -> ExecutorOutput:
         n = len(out.scheduled)
         q = np.empty(n, dtype=np.int64)
         c = np.empty(n, dtype=np.int64)
@@ -64,7 +65,7 @@ class SimulatedExecutor:
             # Tokens still inside the known sequence (prompt, or a recompute after preemption).
             prefill += max(0, min(s.num_new_tokens, r.num_tokens - 1 - r.num_computed_tokens))
             if c[i] == r.num_tokens:  # the step reaches the end: a token is sampled
-                sampled[r.request_id] = self.synthetic_token
+                sampled[r.request_id] = self._token(r)
         duration, flops, traffic = self.step_model.estimate(q, c, len(sampled))
         self.steps.append(
             StepRecord(
@@ -73,3 +74,11 @@ class SimulatedExecutor:
         )
         self.clock_s += duration
         return ExecutorOutput(sampled=sampled)
+
+    def _token(self, request: SequenceView) -> int:
+        if request.matcher is None:
+            return self.synthetic_token
+        packed = np.zeros(-(-self.vocab_size // 8), dtype=np.uint8)
+        request.matcher.fill_next_token_bitmask(packed)
+        allowed = np.flatnonzero(np.unpackbits(packed, bitorder="little"))
+        return int(allowed[0]) if len(allowed) else self.synthetic_token

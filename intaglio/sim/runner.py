@@ -1,19 +1,21 @@
-"""Run a workload through the engine's own Scheduler and BlockManager on a SimulatedExecutor.
+"""Run a workload through the engine core (the real one: scheduler, block manager, prefix cache,
+forks, aborts, grammars, stop checks) on a SimulatedExecutor.
 
-Virtual time: requests join the scheduler when the clock passes their arrival; each step costs
-what the cost model says; an idle engine jumps to the next arrival. A request's first token
-time is the end of the step that sampled it. Every request must finish with exactly its output
-length, which `simulate` checks before it returns.
+Virtual time: requests join the core when the clock passes their arrival, and are aborted
+when it passes their `abort_s`; each step costs what the cost model says; an idle engine jumps
+to the next event. A request's first token time is the end of the step that sampled it.
+`simulate` checks before it returns that every request produced exactly its output length per
+sample (fewer only if a grammar completed or it was aborted).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
-from intaglio.engine.block_manager import BlockManager
-from intaglio.engine.request import Request
-from intaglio.engine.scheduler import Scheduler
+from intaglio.config import EngineConfig
+from intaglio.engine.core import EngineCore
 from intaglio.sampling.params import SamplingParams
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.workload import SimRequest
@@ -21,26 +23,14 @@ from intaglio.sim.workload import SimRequest
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """The engine's scheduling knobs (EngineConfig's names and defaults)."""
-
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
-    scheduling_policy: str = "fcfs"  # fcfs, priority or cache-aware
-    priority_aging_s: float = 10.0
-    interleave_policy: str = "stall-free"  # stall-free, prefill-first or decode-first
-    decode_first_max_wait_steps: int = 8
-    prefix_caching: bool = True
-
-
 @dataclass
 class RequestTiming:
     request: SimRequest
     first_token_s: float | None = None
     finish_s: float | None = None
-    num_output_tokens: int = 0
+    num_output_tokens: int = 0  # over all samples
     num_preemptions: int = 0
+    finish_reasons: list[str] = field(default_factory=list)  # per sample
 
 
 @dataclass
@@ -64,39 +54,23 @@ class SimResult:
         return self.executor.clock_s
 
 
-def make_scheduler(block_manager: BlockManager, settings: SchedulerSettings) -> Scheduler:
-    """The one place the simulator builds the engine's Scheduler."""
-    return Scheduler(
-        block_manager,
-        settings.max_num_seqs,
-        settings.max_num_batched_tokens,
-        settings.scheduling_policy,
-        settings.priority_aging_s,
-        settings.interleave_policy,
-        settings.decode_first_max_wait_steps,
-    )
-
-
 def simulate(
     workload: list[SimRequest],
     executor: SimulatedExecutor,
-    settings: SchedulerSettings = SchedulerSettings(),
+    config: EngineConfig | None = None,
+    grammar_tokenizer: Any = None,
 ) -> SimResult:
-    block_manager = BlockManager(
-        executor.num_kv_blocks,
-        executor.block_size,
-        settings.prefix_caching,
-        executor.num_local_kv_blocks,
-        executor.attention_chunk_size,
-    )
-    scheduler = make_scheduler(block_manager, settings)
+    """`config` is the engine's own (its scheduling fields apply; the executor sizes the KV
+    cache); `grammar_tokenizer` gives structured requests a vocabulary."""
+    core = EngineCore(config or EngineConfig(), executor, (), grammar_tokenizer=grammar_tokenizer)
     capacity = executor.num_kv_blocks * executor.block_size
     pending = sorted(workload, key=lambda r: r.arrival_s)
+    aborts = sorted((r for r in workload if r.abort_s is not None), key=lambda r: r.abort_s or 0)
     timings: dict[str, RequestTiming] = {}
     result = SimResult([], executor)
-    i = 0
-    while i < len(pending) or scheduler.has_unfinished():
-        if not scheduler.has_unfinished() and executor.clock_s < pending[i].arrival_s:
+    i = j = 0
+    while i < len(pending) or core.has_unfinished():
+        if not core.has_unfinished() and executor.clock_s < pending[i].arrival_s:
             executor.clock_s = pending[i].arrival_s  # idle until the next arrival
         while i < len(pending) and pending[i].arrival_s <= executor.clock_s:
             spec = pending[i]
@@ -106,63 +80,70 @@ def simulate(
                     f"tokens; the KV cache holds {capacity} and the model "
                     f"{executor.max_position_embeddings}"
                 )
-            request = _engine_request(spec)
             timings[spec.request_id] = RequestTiming(spec)
-            scheduler.add(request)
+            core.add(
+                spec.request_id,
+                list(spec.prompt_token_ids),
+                _params(spec),
+                spec.priority,
+                arrival_time=spec.arrival_s,
+            )
             i += 1
-        out = scheduler.schedule()
-        if out.is_empty:
-            raise RuntimeError("no request could be scheduled; the KV cache is too small")
-        sampled = executor.execute(out).sampled
-        now = executor.clock_s
-        for rid in sampled:
-            t = timings[rid]
-            t.num_output_tokens += 1
-            if t.first_token_s is None:
+        while j < len(aborts) and (aborts[j].abort_s or 0.0) <= executor.clock_s:
+            core.abort(aborts[j].request_id)  # a no-op once it has finished
+            j += 1
+        for news in core.step():
+            t = timings[news.request_id]
+            now = executor.clock_s  # the end of the step that produced this
+            new = sum(len(s.new_token_ids) for s in news.samples)
+            if new and t.first_token_s is None:
                 t.first_token_s = now
-        for request in scheduler.update(out, sampled):
-            t = timings[request.request_id]
-            t.finish_s = now
-            t.num_preemptions = request.num_preemptions
+            t.num_output_tokens += new
+            if news.finished:
+                t.finish_s = now
+                t.num_preemptions = news.metrics.num_preemptions
+                t.finish_reasons = [s.finish_reason or "" for s in news.samples]
+        sched, bm = core.scheduler, core.block_manager
         result.kv.append(
-            KVSample(now, block_manager.usage, len(scheduler.running), len(scheduler.waiting))
+            KVSample(executor.clock_s, bm.usage, len(sched.running), len(sched.waiting))
         )
     result.timings = [timings[r.request_id] for r in workload]
-    result.num_preemptions = scheduler.num_preemptions
-    if block_manager.num_queried_tokens:
-        result.prefix_hit_rate = block_manager.num_hit_tokens / block_manager.num_queried_tokens
+    result.num_preemptions = core.scheduler.num_preemptions
+    bm = core.block_manager
+    if bm.num_queried_tokens:
+        result.prefix_hit_rate = bm.num_hit_tokens / bm.num_queried_tokens
     _check_conservation(result)
     return result
 
 
-def _engine_request(spec: SimRequest) -> Request:
-    params = SamplingParams(
-        temperature=0.0, max_tokens=spec.output_len, ignore_eos=True, detokenize=False
-    )
-    return Request(
-        spec.request_id,
-        list(spec.prompt_token_ids),
-        params,
-        (),
-        spec.output_len,
-        arrival_time=spec.arrival_s,
-        priority=spec.priority,
+def _params(spec: SimRequest) -> SamplingParams:
+    return SamplingParams(
+        n=spec.n,
+        temperature=0.0,
+        max_tokens=spec.output_len,
+        ignore_eos=True,
+        detokenize=False,
+        structured=spec.structured,
     )
 
 
 def _check_conservation(result: SimResult) -> None:
-    """Every request finished, with exactly its output length, after it arrived."""
+    """Every request finished after it arrived, with exactly its output length per sample
+    unless a grammar completed early or it was aborted; the steps sampled every token."""
     for t in result.timings:
         spec = t.request
-        if t.finish_s is None or t.first_token_s is None:
+        if t.finish_s is None:
             raise AssertionError(f"request {spec.request_id} never finished")
-        if t.num_output_tokens != spec.output_len:
+        expected = spec.n * spec.output_len
+        may_end_early = spec.structured is not None or spec.abort_s is not None
+        ended_early = may_end_early and t.num_output_tokens < expected
+        if t.num_output_tokens != expected and not ended_early:
             raise AssertionError(
                 f"request {spec.request_id} produced {t.num_output_tokens} tokens, "
-                f"expected {spec.output_len}"
+                f"expected {expected}"
             )
-        if not spec.arrival_s < t.first_token_s <= t.finish_s:
+        if t.first_token_s is not None and not spec.arrival_s < t.first_token_s <= t.finish_s:
             raise AssertionError(f"request {spec.request_id} has out-of-order timestamps")
     sampled = sum(s.num_sampled for s in result.executor.steps)
-    if sampled != sum(t.request.output_len for t in result.timings):
-        raise AssertionError("sampled tokens do not add up to the requests' output lengths")
+    if sampled != sum(t.num_output_tokens for t in result.timings):
+        raise AssertionError("sampled tokens do not add up to the requests' outputs")

@@ -13,10 +13,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from intaglio.config import EngineConfig
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.report import summarize
-from intaglio.sim.runner import SchedulerSettings, SimResult, simulate
+from intaglio.sim.runner import SimResult, simulate
 from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import StepCost, cost_step
@@ -27,6 +28,11 @@ from intaglio.toolkit.presets import load_model_config
 from intaglio.toolkit.step_model import StepCostModel, apply_passes
 
 
+def study_engine_config(**fields: Any) -> EngineConfig:
+    """The engine settings a study starts from, with `fields` (EngineConfig's) set."""
+    return EngineConfig(**{"max_num_seqs": 256, "max_num_waiting": 1 << 30, **fields})
+
+
 @dataclass(frozen=True)
 class Study:
     model: str
@@ -35,15 +41,11 @@ class Study:
     dtype: str | None = None
     hw_overrides: dict[str, Any] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
-    scheduling_policy: str = "fcfs"
-    priority_aging_s: float = 10.0
-    interleave_policy: str = "stall-free"
-    prefix_caching: bool = True
-    block_size: int = 16
+    # The engine's own configuration: its scheduling fields, block_size and num_kv_blocks (an
+    # override of the memory plan) apply. An offline batch arrives at once, so by default the
+    # queue holds any workload and more sequences run together than the engine's default.
+    engine: EngineConfig = field(default_factory=lambda: study_engine_config())
     memory_utilization: float = 0.9
-    num_kv_blocks: int | None = None
     num_requests: int = 500
     rate: float | None = None
     input_len: str = "uniform:128:1024"
@@ -71,9 +73,9 @@ class Study:
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            max_num_seqs=self.max_num_seqs,
-            block_size=self.block_size,
+            max_num_batched_tokens=self.engine.max_num_batched_tokens,
+            max_num_seqs=self.engine.max_num_seqs,
+            block_size=self.engine.block_size,
             utilization=self.memory_utilization,
         )
 
@@ -102,24 +104,37 @@ def step_cost(study: Study, batch: str) -> StepCost:
 
 def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     plan = study.plan()
-    if not plan.fits and study.num_kv_blocks is None:
+    engine = study.engine
+    if not plan.fits and engine.num_kv_blocks is None:
         raise ValueError(plan.message)
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
     executor = SimulatedExecutor(
         model,
-        study.num_kv_blocks or plan.num_kv_blocks,
-        study.block_size,
+        engine.num_kv_blocks or plan.num_kv_blocks,
+        engine.block_size,
         num_local_kv_blocks=plan.num_local_kv_blocks,
     )
-    settings = SchedulerSettings(
-        max_num_seqs=study.max_num_seqs,
-        max_num_batched_tokens=study.max_num_batched_tokens,
-        scheduling_policy=study.scheduling_policy,
-        priority_aging_s=study.priority_aging_s,
-        interleave_policy=study.interleave_policy,
-        prefix_caching=study.prefix_caching,
-    )
-    return simulate(study.workload(), executor, settings), plan
+    return simulate(study.workload(), executor, engine), plan
+
+
+# EngineConfig fields that mean nothing to a simulation (the study has its own model, dtype
+# and seed; the memory plan sizes the KV cache).
+STUDY_SKIPS = {
+    "model",
+    "dtype",
+    "device",
+    "seed",
+    "kv_cache_memory_gib",
+    "num_threads",
+    "fp32_weight_cache_gib",
+}
+
+# Sweep names for engine settings -> EngineConfig fields.
+_ENGINE_PARAMS = {
+    "chunk": "max_num_batched_tokens",
+    "policy": "scheduling_policy",
+    "interleave": "interleave_policy",
+}
 
 
 def _with_param(study: Study, name: str, value: Any) -> Study:
@@ -131,19 +146,15 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
     if name in ("tp", "ep"):
         kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
         return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
-    if name == "chunk":
-        return dataclasses.replace(study, max_num_batched_tokens=int(value))
-    if name == "max_num_seqs":
-        return dataclasses.replace(study, max_num_seqs=int(value))
-    if name == "policy":
-        return dataclasses.replace(study, scheduling_policy=str(value))
-    if name == "interleave":
-        return dataclasses.replace(study, interleave_policy=str(value))
-    if name == "prefix_caching":
-        return dataclasses.replace(study, prefix_caching=bool(value))
+    field_name = _ENGINE_PARAMS.get(name, name)
+    if field_name in {f.name for f in dataclasses.fields(EngineConfig)} - STUDY_SKIPS:
+        kind = type(getattr(study.engine, field_name))
+        engine = dataclasses.replace(study.engine, **{field_name: kind(value)})
+        return dataclasses.replace(study, engine=engine)
     raise ValueError(
-        f"unknown sweep parameter {name!r}; use batch, context, chunk, max_num_seqs, policy, "
-        "interleave, prefix_caching, tp, ep, hw.FIELD or model.FIELD"
+        f"unknown sweep parameter {name!r}; use batch, context, chunk, policy, interleave, "
+        "an EngineConfig field (max_num_seqs, prefix_caching, ...), tp, ep, hw.FIELD or "
+        "model.FIELD"
     )
 
 

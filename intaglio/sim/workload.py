@@ -14,6 +14,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,11 @@ class SimRequest:
     request_id: str
     arrival_s: float
     prompt_token_ids: tuple[int, ...]
-    output_len: int
+    output_len: int  # per sample; a grammar or an abort may end it sooner
     priority: int = 0
+    n: int = 1  # samples, forked from the first once the prompt is computed
+    abort_s: float | None = None  # virtual time at which the client gives up
+    structured: Any = None  # a constraint (StructuredOutput or its fields) on each sample
 
     @property
     def prompt_len(self) -> int:

@@ -113,8 +113,9 @@ def test_fork_continues_like_an_independent_request(checkpoint):
     engine.fork("parent", "child", fork_params)
     outs: dict[str, RequestOutput] = {}
     while engine.has_unfinished():
-        for out in engine.step(finished_only=True):
-            outs[out.request_id] = out
+        for out in engine.step():
+            if out.finished:
+                outs[out.request_id] = out
     assert engine.block_manager.num_copied_blocks >= 1
     parent, child = outs["parent"].outputs[0], outs["child"].outputs[0]
     assert (

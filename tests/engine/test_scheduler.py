@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from intaglio.config import EngineConfig
 from intaglio.engine.block_manager import BlockManager
+from intaglio.engine.core import EngineCore
 from intaglio.engine.request import Request, RequestStatus
 from intaglio.engine.scheduler import Scheduler
 from intaglio.sampling.params import SamplingParams
+from intaglio.step import ExecutorOutput, SchedulerOutput
 from kv_invariants import assert_kv_consistent
 
 
@@ -80,16 +84,35 @@ def test_preemption_frees_newest_and_resumes_it_first(caching: bool):
     assert_kv_consistent(bm, [b])
 
 
+class _TokenSevenExecutor:
+    """The model seam without a model: every request due a token gets token 7."""
+
+    device = torch.device("cpu")
+    vocab_size = max_position_embeddings = 1 << 20
+    num_local_kv_blocks, attention_chunk_size = 0, None
+
+    def __init__(self, num_kv_blocks: int, block_size: int) -> None:
+        self.num_kv_blocks, self.block_size = num_kv_blocks, block_size
+
+    def execute(self, out: SchedulerOutput) -> ExecutorOutput:
+        return ExecutorOutput(sampled={s.request.request_id: 7 for s in out.scheduled if s.samples})
+
+
 def test_finish_and_abort_return_every_block():
-    bm = BlockManager(num_blocks=16, block_size=4)
-    sched = Scheduler(bm, max_num_seqs=4, max_num_batched_tokens=100)
-    reqs = [_request(str(i), 5 + i, max_tokens=3) for i in range(3)]
-    for r in reqs:
-        sched.add(r)
-    _step(sched)
-    sched.finish(reqs[0], "abort")
-    while sched.has_unfinished():
-        _step(sched)
-    assert all(r.is_finished for r in reqs)
-    assert [len(r.output_token_ids) for r in reqs[1:]] == [3, 3]
-    assert bm.num_free_blocks == 16
+    """Through the engine core, whose stop check ends requests at max_tokens."""
+    config = EngineConfig(max_num_seqs=4, max_num_batched_tokens=100)
+    core = EngineCore(config, _TokenSevenExecutor(16, 4), eos_token_ids=())
+    params = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)
+    for i in range(3):
+        core.add(str(i), [1000 * (i + 1) + j for j in range(5 + i)], params)
+    core.step()
+    core.abort("0")
+    ends, lengths = {}, {}
+    while core.has_unfinished():
+        for out in core.step():
+            if out.finished:
+                ends[out.request_id] = out.samples[0].finish_reason
+                lengths[out.request_id] = len(out.samples[0].output_token_ids)
+    assert ends == {"0": "abort", "1": "length", "2": "length"}
+    assert lengths["1"] == lengths["2"] == 3
+    assert core.block_manager.num_free_blocks == 16

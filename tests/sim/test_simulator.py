@@ -1,13 +1,15 @@
-"""The simulator drives the engine's own Scheduler and BlockManager end to end."""
+"""The simulator drives the engine's own core (scheduler, block manager, forks, aborts, grammars)
+end to end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from intaglio.config import EngineConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.report import summarize, timeline
-from intaglio.sim.runner import SchedulerSettings, simulate
+from intaglio.sim.runner import simulate
 from intaglio.sim.workload import sample_lengths, synthetic_workload, trace_workload
 from intaglio.toolkit.hardware import load_hardware
 from intaglio.toolkit.presets import load_model_config
@@ -21,7 +23,7 @@ def step_model():
 
 def _run(step_model, workload, blocks=4096, **settings):
     ex = SimulatedExecutor(step_model, blocks, 16)
-    return simulate(workload, ex, SchedulerSettings(**settings)), ex
+    return simulate(workload, ex, EngineConfig(**{"max_num_seqs": 256, **settings})), ex
 
 
 def test_every_request_finishes_with_its_tokens(step_model):
@@ -115,7 +117,7 @@ def test_thousands_of_requests_on_405b_in_seconds():
     wl = synthetic_workload(2000, "uniform:100:1000", "uniform:50:300", rate=8.0, seed=0)
     t0 = time.perf_counter()
     ex = SimulatedExecutor(model, plan.num_kv_blocks, 16)
-    result = simulate(wl, ex, SchedulerSettings(256, 4096))
+    result = simulate(wl, ex, EngineConfig(max_num_seqs=256, max_num_batched_tokens=4096))
     assert time.perf_counter() - t0 < 60
     assert len(result.timings) == 2000
 
@@ -171,5 +173,5 @@ def test_llama4_chunked_layers_get_their_own_kv_pool():
         model, plan.num_kv_blocks, 16, num_local_kv_blocks=plan.num_local_kv_blocks
     )
     wl = synthetic_workload(12, "uniform:9000:20000", "fixed:32", rate=4.0, seed=1)
-    result = simulate(wl, ex, SchedulerSettings(4, 2048))
+    result = simulate(wl, ex, EngineConfig(max_num_seqs=4, max_num_batched_tokens=2048))
     assert all(t.num_output_tokens == 32 for t in result.timings)

@@ -107,8 +107,9 @@ def test_structured_samples_and_forks_keep_their_grammar(llm: LLM) -> None:
     engine.fork("parent", "child", SamplingParams(seed=6, max_tokens=80, structured=structured))
     outs = {}
     while engine.has_unfinished():
-        for o in engine.step(finished_only=True):
-            outs[o.request_id] = o
+        for o in engine.step():
+            if o.finished:
+                outs[o.request_id] = o
     for rid in ("parent", "child"):
         jsonschema.validate(json.loads(outs[rid].outputs[0].text), SCHEMA)
     # A fork whose grammar cannot continue the inherited tokens is refused.

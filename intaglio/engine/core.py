@@ -1,0 +1,362 @@
+"""EngineCore: the token-level engine both the real engine and the simulator run.
+
+It admits requests (prompt token ids and SamplingParams; n samples forked from the first),
+forks and aborts them, and steps: schedule -> execute -> update (which applies the one stop
+check, engine/stop.py, to every sampled token). Each step
+returns, per user request it touched, only what is new: the tokens and logprobs each sample
+gained, and how the ones that ended ended. Text (tokenizing, detokenizing, stop strings) is the
+text layer's (engine.py); virtual time is the simulator's (sim/runner.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from intaglio.config import EngineConfig
+from intaglio.engine import stop as stops
+from intaglio.engine.outputs import RequestMetrics
+from intaglio.engine.request import FINISH_ABORT, Request
+from intaglio.engine.scheduler import Scheduler
+from intaglio.errors import RequestError
+from intaglio.executor.base import Executor
+from intaglio.sampling.params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The waiting queue is at max_num_waiting; retry later."""
+
+
+@dataclass
+class SampleUpdate:
+    """One sample's news this step."""
+
+    index: int
+    new_token_ids: list[int]
+    new_logprobs: list[dict[int, float]] | None
+    finish_reason: str | None
+    stop_reason: str | int | None
+    # The sample's whole output so far: the live list, for the detokenizer (do not modify).
+    output_token_ids: list[int]
+
+
+@dataclass
+class CoreOutput:
+    """What one user request gained this step; `finished` means the core has let it go."""
+
+    request_id: str
+    samples: list[SampleUpdate]
+    new_prompt_logprobs: list[dict[int, float] | None] | None
+    finished: bool
+    metrics: RequestMetrics
+    error: str | None = None
+
+
+@dataclass
+class _Group:
+    """One user request: its n samples share the prompt and are reported together."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    children: list[Request]
+    metrics: RequestMetrics
+    reported: list[int] = field(default_factory=list)  # per sample: tokens already reported
+    new_prompt_logprobs: list[dict[int, float] | None] | None = None
+    error: str | None = None
+    finished: bool = False
+
+
+class EngineCore:
+    def __init__(
+        self,
+        config: EngineConfig,
+        executor: Executor,
+        eos_token_ids: tuple[int, ...],
+        max_model_len_limit: int | None = None,
+        grammar_tokenizer: Any = None,
+    ) -> None:
+        """`grammar_tokenizer` (a HF tokenizer) gives structured requests their vocabulary."""
+        self.config = config
+        self.executor = executor
+        self.eos_token_ids = eos_token_ids
+        self.max_model_len = _max_model_len(config, executor, max_model_len_limit)
+        self.scheduler = Scheduler.from_config(config, executor)
+        self.block_manager = self.scheduler.block_manager
+        self._grammar_tokenizer = grammar_tokenizer
+        self._grammars: Any = None  # GrammarCompiler, built on the first structured request
+        self._groups: dict[str, _Group] = {}
+        self._group_of: dict[str, _Group] = {}  # sample request id -> its group
+        self._aborted: list[_Group] = []
+
+    # ---------------------------------------------------------------- admission
+    def add(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        priority: int = 0,
+        cache_salt: str | None = None,
+        arrival_time: float | None = None,
+    ) -> None:
+        """Queue a request; raises RequestError for bad input and QueueFullError at the limit.
+
+        `priority` orders requests under the priority policy (lower first); requests share
+        prefix-cache KV only with requests of the same `cache_salt`.
+        """
+        if request_id in self._groups:
+            raise RequestError(f"request id {request_id!r} is already in use", "request_id")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise RequestError(f"priority must be an integer, got {priority!r}", "priority")
+        if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
+            raise RequestError("cache_salt must be a non-empty string", "cache_salt")
+        if self.scheduler.num_new_waiting + params.n > self.config.max_num_waiting:
+            raise QueueFullError(
+                f"the waiting queue is full ({self.config.max_num_waiting} requests); retry later"
+            )
+        self._check_tokens(prompt_token_ids, params)
+        now = time.monotonic() if arrival_time is None else arrival_time
+        group = _Group(request_id, prompt_token_ids, [], RequestMetrics(now))
+        for i in range(params.n):
+            # Each sample gets its own seed stream; the same seed always gives the same samples.
+            seed = None if params.seed is None else params.seed + i
+            child = self._new_sample(
+                f"{request_id}#{i}", prompt_token_ids, params, priority, cache_salt, seed
+            )
+            child.arrival_time, child.sample_index = now, i
+            group.children.append(child)
+        # Register only once every sample was built, so a failure above leaves nothing behind.
+        self._register(group)
+        # Samples after the first fork from it once the prompt is computed, sharing its KV.
+        self.scheduler.add(group.children[0], group.children[1:])
+
+    def _check_tokens(self, token_ids: list[int], params: SamplingParams) -> None:
+        if not token_ids:
+            raise RequestError("the prompt is empty", "prompt")
+        if len(token_ids) >= self.max_model_len:
+            raise RequestError(
+                f"the prompt has {len(token_ids)} tokens; max_model_len is {self.max_model_len}, "
+                "which must leave room for at least one generated token",
+                "prompt",
+                "context_length_exceeded",
+            )
+        vocab = self.executor.vocab_size
+        for label, name, ids in (
+            ("prompt token ids", "prompt", token_ids),
+            ("stop_token_ids", "stop_token_ids", params.stop_token_ids),
+            ("logit_bias", "logit_bias", [t for t, _ in params.logit_bias]),
+        ):
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise RequestError(f"{label} out of range [0, {vocab}): {bad[:5]}", name)
+
+    def fork(
+        self, request_id: str, new_request_id: str, params: SamplingParams | None = None
+    ) -> None:
+        """Split a running single-sample request: the new one starts from its tokens so far and
+        shares their KV (copy on write), then continues independently with `params`."""
+        group = self._groups.get(request_id)
+        if group is None or group.finished or len(group.children) != 1:
+            raise RequestError(f"request {request_id!r} is not a running single-sample request")
+        if new_request_id in self._groups:
+            raise RequestError(f"request id {new_request_id!r} is already in use", "request_id")
+        parent = group.children[0]
+        if parent.is_finished:
+            raise RequestError(f"request {request_id!r} has finished")
+        params = params or parent.params
+        if params.n != 1:
+            raise RequestError("a fork is one sample; use n=1", "n")
+        if params.max_tokens is not None and params.max_tokens <= len(parent.output_token_ids):
+            raise RequestError(
+                "the fork's max_tokens leaves no room beyond the tokens it inherits", "max_tokens"
+            )
+        child = self._new_sample(
+            f"{new_request_id}#0",
+            parent.prompt_token_ids,
+            params,
+            parent.priority,
+            parent.cache_salt,
+            params.seed,
+        )
+        child.output_token_ids = list(parent.output_token_ids)
+        if child.matcher is not None:
+            for token in child.output_token_ids:
+                if not child.matcher.accept_token(token):
+                    raise RequestError(
+                        "the tokens so far do not fit the fork's structured grammar", "structured"
+                    )
+        if child.logprobs is not None:
+            child.logprobs = list(parent.logprobs or [])
+        metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
+        self._register(_Group(new_request_id, group.prompt_token_ids, [child], metrics))
+        self.scheduler.fork(parent, child)
+
+    def _register(self, group: _Group) -> None:
+        group.reported = [0] * len(group.children)  # a fork reports its inherited tokens too
+        self._groups[group.request_id] = group
+        for child in group.children:
+            self._group_of[child.request_id] = group
+
+    def _new_sample(
+        self,
+        request_id: str,
+        token_ids: list[int],
+        params: SamplingParams,
+        priority: int,
+        cache_salt: str | None,
+        seed: int | None,
+    ) -> Request:
+        room = self.max_model_len - len(token_ids)
+        request = Request(
+            request_id=request_id,
+            prompt_token_ids=token_ids,
+            params=params,
+            eos_token_ids=self.eos_token_ids,
+            max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
+            priority=priority,
+            cache_salt=cache_salt,
+            logprobs=[] if params.logprobs is not None else None,
+        )
+        if seed is not None:
+            request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
+        if params.structured is not None:  # compiled once per grammar (cached), then matched
+            request.matcher = self._compile_grammar(params).matcher()
+        return request
+
+    def _compile_grammar(self, params: SamplingParams) -> Any:
+        """Compile (cached, time-limited); a bad grammar raises ValueError for this request."""
+        if self._grammars is None:
+            from intaglio.structured import GrammarCompiler, TokenizerInfo
+
+            if self._grammar_tokenizer is None:
+                raise RequestError("structured output needs a tokenizer", "structured")
+            vocab = TokenizerInfo.from_hf_tokenizer(self._grammar_tokenizer, self.eos_token_ids)
+            self._grammars = GrammarCompiler(vocab)
+        try:
+            return self._grammars.compile(params.structured)
+        except RequestError:
+            raise
+        except ValueError as e:
+            raise RequestError(str(e), "structured") from e
+
+    def abort(self, request_id: str) -> None:
+        group = self._groups.get(request_id)
+        if group is None or group.finished:
+            return
+        for child in group.children:
+            self.scheduler.finish(child, FINISH_ABORT)
+        self._aborted.append(group)  # its final output goes out with the next step
+
+    def stop(self, request_id: str, index: int, stop: stops.Stop) -> bool:
+        """End sample `index` from outside (a stop string, a detokenizer failure); True when
+        that ends the whole request, which the core then lets go."""
+        group = self._groups[request_id]
+        child = group.children[index]
+        child.finish(stop.reason, stop.stop_reason)  # wins over an end reached this step
+        self.scheduler.finish(child, stop.reason, stop.stop_reason)
+        if stop.error is not None:
+            group.error = stop.error
+        return self._release_if_done(group)
+
+    def has_unfinished(self) -> bool:
+        """True while any request has not had its final output (aborted ones too)."""
+        return bool(self._groups)
+
+    # ---------------------------------------------------------------- stepping
+    def step(self) -> list[CoreOutput]:
+        """Run one step; return what every request it advanced (or aborted) gained."""
+        touched = {g.request_id: g for g in self._aborted}
+        self._aborted = []
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            if self.scheduler.has_unfinished():
+                raise RuntimeError("no request could be scheduled; the KV cache is too small")
+            return [self._output(g) for g in touched.values()]
+        result = self.executor.execute(sched)
+        for request in self.scheduler.update(sched, result.sampled):
+            if request.error is not None:
+                self._group_of[request.request_id].error = request.error
+        now = time.monotonic()
+        for s in sched.scheduled:
+            request = s.request
+            group = self._group_of[request.request_id]
+            touched[group.request_id] = group
+            entries = result.prompt_logprobs.get(request.request_id)
+            if entries is not None:  # only the first sample reports the shared prompt's
+                group.new_prompt_logprobs = [*(group.new_prompt_logprobs or []), *entries]
+                request.num_prompt_logprobs += len(entries)
+            if request.request_id not in result.sampled:
+                continue
+            if group.metrics.first_token_time is None:
+                group.metrics.first_token_time = now
+            if request.logprobs is not None:
+                request.logprobs.append(result.logprobs[request.request_id])
+        return [self._output(g) for g in touched.values()]
+
+    def _output(self, group: _Group) -> CoreOutput:
+        samples = []
+        for i, child in enumerate(group.children):
+            start = group.reported[i]
+            num = len(child.output_token_ids)
+            if num == start and not child.is_finished:
+                continue
+            group.reported[i] = num
+            samples.append(
+                SampleUpdate(
+                    index=i,
+                    new_token_ids=child.output_token_ids[start:num],
+                    new_logprobs=None if child.logprobs is None else child.logprobs[start:num],
+                    finish_reason=child.finish_reason,
+                    stop_reason=child.stop_reason,
+                    output_token_ids=child.output_token_ids,
+                )
+            )
+        new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None
+        return CoreOutput(
+            group.request_id,
+            samples,
+            new_prompt,
+            self._release_if_done(group),
+            group.metrics,
+            group.error,
+        )
+
+    def _release_if_done(self, group: _Group) -> bool:
+        if group.finished:
+            return True
+        if not all(c.is_finished for c in group.children):
+            return False
+        group.finished = True
+        group.metrics.finished_time = time.monotonic()
+        group.metrics.num_preemptions = sum(c.num_preemptions for c in group.children)
+        del self._groups[group.request_id]
+        for child in group.children:
+            del self._group_of[child.request_id]
+        return True
+
+
+def _max_model_len(
+    config: EngineConfig, executor: Executor, max_model_len_limit: int | None
+) -> int:
+    """The longest sequence: what the model supports and the KV cache holds, or the user's."""
+    limit = min(executor.max_position_embeddings, max_model_len_limit or 1 << 62)
+    max_model_len = config.max_model_len or limit
+    if max_model_len > limit:
+        raise ValueError(f"max_model_len {max_model_len} exceeds what the model supports ({limit})")
+    capacity = executor.num_kv_blocks * executor.block_size
+    if capacity < max_model_len:
+        if config.max_model_len is not None:
+            raise ValueError(
+                f"the KV cache holds {capacity} tokens, fewer than max_model_len "
+                f"{max_model_len}; raise kv_cache_memory_gib or lower max_model_len"
+            )
+        logger.warning(
+            "max_model_len lowered from %d to %d, what the KV cache holds", max_model_len, capacity
+        )
+        max_model_len = capacity
+    return max_model_len

@@ -1,0 +1,109 @@
+"""One engine step's types, read by the engine (which builds them) and every executor (which runs
+them): what the scheduler decided, and what came back.
+
+The executor sees a scheduled request through `SequenceView`, the part of the engine's Request
+it reads; `SchedulerOutput` is generic in the request type, so the scheduler gets its own
+Request type back without casts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import torch
+
+from intaglio.sampling.params import SamplingParams
+
+
+class SequenceView(Protocol):
+    """What an executor reads of a request (the engine's Request provides it)."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def prompt_token_ids(self) -> list[int]: ...
+
+    @property
+    def output_token_ids(self) -> list[int]: ...
+
+    @property
+    def params(self) -> SamplingParams: ...
+
+    @property
+    def num_computed_tokens(self) -> int: ...
+
+    @property
+    def block_ids(self) -> list[int]: ...
+
+    @property
+    def local_block_ids(self) -> list[int]: ...  # chunked local attention layers' own table
+
+    @property
+    def generator(self) -> torch.Generator | None: ...
+
+    @property
+    def num_prompt_logprobs(self) -> int: ...  # prompt positions already reported
+
+    @property
+    def matcher(self) -> Any: ...  # a structured request's grammar matcher, else None
+
+    @property
+    def banned_token_ids(self) -> list[int]: ...  # tokens that may not be drawn now
+
+    @property
+    def num_prompt_tokens(self) -> int: ...
+
+    @property
+    def num_tokens(self) -> int: ...
+
+    @property
+    def wants_prompt_logprobs(self) -> bool: ...
+
+
+def token_slice(request: SequenceView, start: int, end: int) -> list[int]:
+    """The request's tokens (prompt, then output) [start:end], without building the whole list."""
+    prompt, num_prompt = request.prompt_token_ids, request.num_prompt_tokens
+    if start >= num_prompt:
+        return request.output_token_ids[start - num_prompt : end - num_prompt]
+    return prompt[start:end] + request.output_token_ids[: max(end - num_prompt, 0)]
+
+
+R = TypeVar("R", bound=SequenceView, covariant=True)
+
+
+@dataclass
+class ScheduledRequest(Generic[R]):
+    request: R
+    num_new_tokens: int
+
+    @property
+    def samples(self) -> bool:
+        """True when this step reaches the end of the known tokens, so a new one is sampled."""
+        return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+
+
+@dataclass
+class SchedulerOutput(Generic[R]):
+    scheduled: list[ScheduledRequest[R]] = field(default_factory=list)
+    preempted: list[R] = field(default_factory=list)
+    # (source, destination) KV blocks to copy before the forward pass: copy-on-write of
+    # blocks that forked requests shared.
+    block_copies: list[tuple[int, int]] = field(default_factory=list)
+    local_block_copies: list[tuple[int, int]] = field(default_factory=list)  # chunked layers'
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class ExecutorOutput:
+    # request_id -> the token sampled this step (only for requests that reached their end)
+    sampled: dict[str, int] = field(default_factory=dict)
+    # request_id -> {token_id: logprob}, the sampled token first then the top N
+    logprobs: dict[str, dict[int, float]] = field(default_factory=dict)
+    # request_id -> entries for the prompt positions after request.num_prompt_logprobs that
+    # this step's logits reach (None for position 0, which nothing predicts)
+    prompt_logprobs: dict[str, list[dict[int, float] | None]] = field(default_factory=dict)
