@@ -19,8 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from intaglio.structured import GrammarCompiler, StructuredOutput, StructuredOutputError
-from intaglio.structured.vocab import TokenizerInfo
+from intaglio.structured import (
+    GrammarCompiler,
+    StructuredOutput,
+    StructuredOutputError,
+    TokenizerInfo,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ class StructuredOutput:
     `backend` names the grammar engine: "intaglio" (ours) or "xgrammar" (when installed).
     """
 
-    json_schema: str | None = None  # canonical JSON text, so the spec stays hashable
+    json_schema: str | dict[str, Any] | None = None  # a dict is kept as JSON text (hashable)
     regex: str | None = None
     grammar: str | None = None
     choice: tuple[str, ...] | None = None
@@ -52,7 +52,8 @@ class StructuredOutput:
 
     @property
     def schema(self) -> Any:
-        return None if self.json_schema is None else json.loads(self.json_schema)
+        schema = self.json_schema  # JSON text once constructed
+        return json.loads(schema) if isinstance(schema, str) else schema
 
     @classmethod
     def from_value(cls, value: Any) -> StructuredOutput:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from intaglio.structured import GrammarCompiler, StructuredOutput, TokenizerInfo
-from intaglio.structured.matcher import GrammarMatcher
+from intaglio.structured.runtime.matcher import GrammarMatcher
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 EOS = 0

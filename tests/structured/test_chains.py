@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from intaglio.structured import TokenizerInfo
-from intaglio.structured.automaton import CHAIN_MIN_COPIES, Automaton
-from intaglio.structured.ir import Grammar
-from intaglio.structured.regex import regex_to_ir
+from intaglio.structured.frontends.regex import regex_to_ir
+from intaglio.structured.grammar.automaton import CHAIN_MIN_COPIES, Automaton
+from intaglio.structured.grammar.ir import Grammar
 from tests.structured.helpers import (
     DATA,
     EOS,

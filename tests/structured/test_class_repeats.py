@@ -11,10 +11,10 @@ import jsonschema
 import numpy as np
 import pytest
 
-from intaglio.structured.ir import Intersect, Repeat, Seq
-from intaglio.structured.json_schema import _STRING_EXCLUDE, json_schema_to_grammar
-from intaglio.structured.json_schema_lengths import one_character
-from intaglio.structured.regex import regex_to_ir
+from intaglio.structured.frontends.regex import regex_to_ir
+from intaglio.structured.grammar.ir import Intersect, Repeat, Seq
+from intaglio.structured.json_schema.compiler import _STRING_EXCLUDE, json_schema_to_grammar
+from intaglio.structured.json_schema.lengths import one_character
 from tests.structured.helpers import EOS, assert_masks_equal_bytewise_walk, byte_vocab, compile_spec
 from tests.structured.test_chains import EXTRA, _compare_walks, _complete, string_prefix_ok
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from intaglio.structured import TokenizerInfo
-from intaglio.structured.loops import loop_top_walk
+from intaglio.structured.runtime.loops import loop_top_walk
 from tests.structured.helpers import DATA, byte_vocab, compile_spec
 
 # Tokens that leave a string body mid-token, escape, or split UTF-8 characters.

@@ -228,6 +228,11 @@ CASES = {
         [[], ["a"]],
         [["a", "a"]],
     ),
+    "uniqueItems over items of a list of types": (  # once a TypeError (unhashable list)
+        {"type": "array", "items": {"type": ["boolean", "null"]}, "uniqueItems": True},
+        [[], [True], [None]],
+        [[True, True]],
+    ),
     "enum values checked against the rest of the schema": (
         {"enum": ["ab", "abcd", 1], "maxLength": 3, "anyOf": [{"type": "string"}]},
         ["ab"],

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from intaglio.structured import StructuredOutputError
-from intaglio.structured.regex import top_level_branches
+from intaglio.structured.frontends.regex import top_level_branches
 from tests.structured.helpers import byte_vocab, compile_spec, generate
 
 PATTERNS = [r"(?:$|^[a-z][a-z0-9]*)", r"^a$|b", r"(^ab|c$)", r"^a|b$|^$", r"(?:^[0-9]+$|x)"]

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from intaglio.structured.automaton import Automaton
-from intaglio.structured.ir import NOTHING, Grammar
-from intaglio.structured.regex import regex_to_ir
-from intaglio.structured.regex_complement import complement
+from intaglio.structured.frontends.regex import regex_to_ir
+from intaglio.structured.frontends.regex_complement import complement
+from intaglio.structured.grammar.automaton import Automaton
+from intaglio.structured.grammar.ir import NOTHING, Grammar
 
 ALPHABET = "abc"
 MASK = sum(1 << ord(c) for c in ALPHABET)

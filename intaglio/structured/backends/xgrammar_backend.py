@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from intaglio.structured.ir import GrammarError
+from intaglio.structured.grammar.ir import GrammarError
+from intaglio.structured.runtime.vocab import TokenizerInfo
 from intaglio.structured.spec import StructuredOutput
-from intaglio.structured.vocab import TokenizerInfo
 
 
 class XGrammarMatcher:

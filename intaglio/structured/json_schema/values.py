@@ -11,9 +11,9 @@ import math
 import re
 from typing import Any, Protocol
 
-from intaglio.structured.ir import GrammarError, Node
-from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
-from intaglio.structured.json_schema_keywords import (
+from intaglio.structured.grammar.ir import GrammarError, Node
+from intaglio.structured.json_schema.formats import FORMATS, FREE_FORMATS
+from intaglio.structured.json_schema.keywords import (
     ANNOTATIONS,
     BY_TYPE,
     GENERIC,
@@ -21,7 +21,7 @@ from intaglio.structured.json_schema_keywords import (
     name_decided,
     name_matches,
 )
-from intaglio.structured.json_schema_merge import (
+from intaglio.structured.json_schema.merge import (
     AND,
     NOT_IN,
     NOT_PATTERN,
@@ -37,6 +37,7 @@ class Context(Protocol):
     def pattern(self, pattern: str) -> Node: ...
 
 
+_FINITE_TYPES: dict[str, list[Any]] = {"boolean": [True, False], "null": [None]}
 _TYPE_FREE = {"type", "nullable", "enum", "const", "$ref", "definitions", "$defs"}
 
 
@@ -77,8 +78,8 @@ def finite_values(schema: Any, ctx: Context) -> list[Any] | None:
     if not isinstance(schema, dict):
         return None
     values = enum_values(schema)
-    if values is None:
-        values = {"boolean": [True, False], "null": [None]}.get(schema.get("type"))
+    if values is None and isinstance(schema.get("type"), str):
+        values = _FINITE_TYPES.get(schema["type"])
     if values is None:
         return None
     rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from intaglio.structured.automaton import Automaton
-from intaglio.structured.loops import loop_shape, loop_top_walk
-from intaglio.structured.trie import expand_ranges
-from intaglio.structured.vocab import TokenizerInfo
+from intaglio.structured.grammar.automaton import Automaton
+from intaglio.structured.runtime.loops import loop_shape, loop_top_walk
+from intaglio.structured.runtime.trie import expand_ranges
+from intaglio.structured.runtime.vocab import TokenizerInfo
 
 # Below this many live trie nodes and tokens under them, a walk finishes in Python.
 _TAIL_NODES = 16

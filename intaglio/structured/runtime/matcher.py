@@ -22,11 +22,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-from intaglio.structured.automaton import Automaton
-from intaglio.structured.chains import ChainIndex, ChainPosition
-from intaglio.structured.loops import finish_walk, loop_top_walk
-from intaglio.structured.trie_walk import TrieWalker
-from intaglio.structured.vocab import TokenizerInfo
+from intaglio.structured.grammar.automaton import Automaton
+from intaglio.structured.runtime.chains import ChainIndex, ChainPosition
+from intaglio.structured.runtime.loops import finish_walk, loop_top_walk
+from intaglio.structured.runtime.trie_walk import TrieWalker
+from intaglio.structured.runtime.vocab import TokenizerInfo
 
 Stack = tuple[int, ...]
 State = frozenset[Stack]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from intaglio.structured.ir import EMPTY, NOTHING, Bytes, Node, Repeat, alt, literal, seq
+from intaglio.structured.grammar.ir import EMPTY, NOTHING, Bytes, Node, Repeat, alt, literal, seq
 
 DIGITS = Bytes(sum(1 << b for b in range(0x30, 0x3A)))
 NONZERO = Bytes(sum(1 << b for b in range(0x31, 0x3A)))

@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from intaglio.structured.automaton import Automaton
-from intaglio.structured.ir import Alt, Bytes, Grammar, GrammarError, Node, Ref, Repeat, Seq
+from intaglio.structured.grammar.automaton import Automaton
+from intaglio.structured.grammar.ir import Alt, Bytes, Grammar, GrammarError, Node, Ref, Repeat, Seq
 
 # Keywords that only annotate; they never change which instances validate.
 ANNOTATIONS = {
@@ -79,6 +79,8 @@ GENERIC = {
     "else",
 }
 ALL_TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
+# The JSON type of a Python value that is neither null, a boolean nor a number.
+TYPE_NAMES: dict[type, str] = {str: "string", list: "array", dict: "object"}
 
 
 def count(schema: dict[str, Any], key: str, default: int | None) -> Any:
@@ -99,7 +101,7 @@ def json_type(value: Any) -> str:
         return "integer"
     if isinstance(value, float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
+    return TYPE_NAMES[type(value)]
 
 
 def _types(schema: Any) -> set[str] | None:

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from intaglio.structured.ir import NOTHING, GrammarError, Node, Ref, Repeat, alt, literal, opt, seq
-from intaglio.structured.json_schema_keywords import count
-from intaglio.structured.json_schema_values import finite_values
+from intaglio.structured.grammar.ir import (
+    NOTHING,
+    GrammarError,
+    Node,
+    Ref,
+    Repeat,
+    alt,
+    literal,
+    opt,
+    seq,
+)
+from intaglio.structured.json_schema.keywords import count
+from intaglio.structured.json_schema.values import finite_values
 
 MAX_COUNTED = 64  # min/maxProperties beyond what required implies: one state per count
 

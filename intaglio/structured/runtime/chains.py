@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from intaglio.structured.automaton import Automaton, ChainSpan
-from intaglio.structured.loops import finish_walk
-from intaglio.structured.trie import TokenTrie, expand_ranges
-from intaglio.structured.vocab import TokenizerInfo
+from intaglio.structured.grammar.automaton import Automaton, ChainSpan
+from intaglio.structured.runtime.loops import finish_walk
+from intaglio.structured.runtime.trie import TokenTrie, expand_ranges
+from intaglio.structured.runtime.vocab import TokenizerInfo
 
 _LOCK = threading.Lock()
 _ITEM_DFAS: dict[tuple, ItemDFA | None] = {}

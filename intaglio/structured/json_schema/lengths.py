@@ -5,13 +5,13 @@ state for every (pattern state, length) pair: all distinct, none on a cycle, so 
 visit costs a full vocabulary walk. When the pattern is one character class repeated
 (`^C+$`, `^C*$`, `^C{m,n}$`), each of its characters is one JSON string character written
 as itself, so the intersection is simply the class repeated within both bounds: a bounded
-repeat, which the automaton builds as a chain of identical copies (chains.py) whose masks
+repeat, which the automaton builds as a chain of identical copies (runtime/chains.py) whose masks
 one counting vocabulary walk answers.
 """
 
 from __future__ import annotations
 
-from intaglio.structured.ir import Alt, Bytes, Node, Repeat, Seq
+from intaglio.structured.grammar.ir import Alt, Bytes, Node, Repeat, Seq
 
 _ASCII = (1 << 0x80) - 1
 # Bytes a JSON string must escape: controls, the quote and the backslash.
@@ -36,11 +36,11 @@ def one_character(node: Node) -> bool:
     if isinstance(node, Bytes):
         return _subset(node.mask, _ASCII & ~_ESCAPED)
     if isinstance(node, Seq):
-        items = node.items
-        lead = _LEADS.get(len(items))
+        items = [b for b in node.items if isinstance(b, Bytes)]
+        lead = _LEADS.get(len(node.items))
         return (
             lead is not None
-            and all(isinstance(b, Bytes) for b in items)
+            and len(items) == len(node.items)
             and _subset(items[0].mask, lead)
             and all(_subset(b.mask, _CONTINUATION) for b in items[1:])
         )

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from intaglio.structured.automaton import Automaton
-from intaglio.structured.trie import TokenTrie, expand_ranges
-from intaglio.structured.vocab import TokenizerInfo
+from intaglio.structured.grammar.automaton import Automaton
+from intaglio.structured.runtime.trie import TokenTrie, expand_ranges
+from intaglio.structured.runtime.vocab import TokenizerInfo
 
 # A state's loop is worth sharing when this many bytes keep it inside (JSON strings: ~190).
 MIN_LOOP_BYTES = 64

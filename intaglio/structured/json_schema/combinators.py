@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from intaglio.structured.ir import GrammarError
-from intaglio.structured.json_schema_keywords import disjoint
-from intaglio.structured.json_schema_merge import (
+from intaglio.structured.grammar.ir import GrammarError
+from intaglio.structured.json_schema.keywords import TYPE_NAMES, disjoint
+from intaglio.structured.json_schema.merge import (
     AND,
     CONDITIONAL,
     NOT_IN,
@@ -43,7 +43,7 @@ class Union:
     negation, so one of possibly several ways to fail a schema) may be dropped when it uses
     something we cannot enforce, which only generates less."""
 
-    def __init__(self, keyword: str, branches: list[Any], optional: list[Any] = ()) -> None:
+    def __init__(self, keyword: str, branches: list[Any], optional: Sequence[Any] = ()) -> None:
         self.keyword = keyword
         self.branches = branches
         self.optional = list(optional)
@@ -243,7 +243,7 @@ def _type_of(v: Any) -> str:
         return "boolean"
     if isinstance(v, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}[type(v)]
+    return TYPE_NAMES[type(v)]
 
 
 def _plain(text: str) -> bool:

@@ -12,8 +12,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from intaglio.structured.ir import GrammarError
-from intaglio.structured.json_schema_keywords import ANNOTATIONS, BY_TYPE, GENERIC, json_type
+from intaglio.structured.grammar.ir import GrammarError
+from intaglio.structured.json_schema.keywords import ANNOTATIONS, BY_TYPE, GENERIC, json_type
 
 NEVER: dict[str, Any] = {"not": {}}  # the schema no value satisfies
 AND = "x-intaglio-and"  # conjuncts not merged yet (a combinator already present in the merge)

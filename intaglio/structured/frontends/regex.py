@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
-from intaglio.structured.ir import (
+from intaglio.structured.grammar.ir import (
     EMPTY,
     MAX_CODE_POINT,
     GrammarError,

@@ -13,7 +13,9 @@ import math
 from typing import Any
 from urllib.parse import unquote
 
-from intaglio.structured.ir import (
+from intaglio.structured.frontends.regex import regex_to_ir, top_level_branches, unwrap_group
+from intaglio.structured.frontends.regex_complement import complement
+from intaglio.structured.grammar.ir import (
     NOTHING,
     Grammar,
     GrammarError,
@@ -28,9 +30,9 @@ from intaglio.structured.ir import (
     seq,
     surely_nullable,
 )
-from intaglio.structured.json_schema_combinators import Union, expand
-from intaglio.structured.json_schema_formats import FORMATS, FREE_FORMATS
-from intaglio.structured.json_schema_keywords import (
+from intaglio.structured.json_schema.combinators import Union, expand
+from intaglio.structured.json_schema.formats import FORMATS, FREE_FORMATS
+from intaglio.structured.json_schema.keywords import (
     ALL_TYPES,
     ANNOTATIONS,
     BY_TYPE,
@@ -38,9 +40,9 @@ from intaglio.structured.json_schema_keywords import (
     name_matches,
     surely_empty,
 )
-from intaglio.structured.json_schema_lengths import bounded_class_repeat
-from intaglio.structured.json_schema_members import member_chain, unique_array
-from intaglio.structured.json_schema_merge import (
+from intaglio.structured.json_schema.lengths import bounded_class_repeat
+from intaglio.structured.json_schema.members import member_chain, unique_array
+from intaglio.structured.json_schema.merge import (
     NOT_IN,
     NOT_PATTERN,
     PATTERNS,
@@ -48,11 +50,9 @@ from intaglio.structured.json_schema_merge import (
     enum_values,
     never,
 )
-from intaglio.structured.json_schema_objects import fold_patterns
-from intaglio.structured.json_schema_values import value_ok
-from intaglio.structured.numbers import bounded_number, integer_bounds, integer_range
-from intaglio.structured.regex import regex_to_ir, top_level_branches, unwrap_group
-from intaglio.structured.regex_complement import complement
+from intaglio.structured.json_schema.numbers import bounded_number, integer_bounds, integer_range
+from intaglio.structured.json_schema.objects import fold_patterns
+from intaglio.structured.json_schema.values import value_ok
 
 # Characters a JSON string may hold unescaped: anything but `"`, `\` and controls.
 _UNESCAPED = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0x10FFFF)]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from intaglio.structured.ir import (
+from intaglio.structured.frontends.regex import regex_to_ir
+from intaglio.structured.grammar.ir import (
     EMPTY,
     Grammar,
     GrammarError,
@@ -25,7 +26,6 @@ from intaglio.structured.ir import (
     opt,
     seq,
 )
-from intaglio.structured.regex import regex_to_ir
 
 _COMMON = {
     "DIGIT": r"[0-9]",

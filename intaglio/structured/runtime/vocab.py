@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from intaglio.structured.trie import TokenTrie
+from intaglio.structured.runtime.trie import TokenTrie
 
 
 def gpt2_byte_decoder() -> dict[str, int]:
@@ -72,15 +72,17 @@ class TokenizerInfo:
     def from_tokenizer_json(
         cls, data: dict[str, Any] | str | Path, eos_token_ids: tuple[int, ...] = ()
     ) -> TokenizerInfo:
-        if not isinstance(data, dict):
-            data = json.loads(Path(data).read_text(encoding="utf-8"))
-        model = data["model"]
+        if isinstance(data, dict):
+            tokenizer = data
+        else:
+            tokenizer = json.loads(Path(data).read_text(encoding="utf-8"))
+        model = tokenizer["model"]
         vocab = model["vocab"]
         if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
             vocab = {piece: i for i, (piece, _) in enumerate(vocab)}
-        decoder = json.dumps(data.get("decoder") or {})
+        decoder = json.dumps(tokenizer.get("decoder") or {})
         byte_level = '"ByteLevel"' in decoder
-        n = max([*vocab.values(), *(t["id"] for t in data.get("added_tokens", []))]) + 1
+        n = max([*vocab.values(), *(t["id"] for t in tokenizer.get("added_tokens", []))]) + 1
         out: list[bytes | None] = [None] * n
         if byte_level:
             for piece, i in vocab.items():
@@ -88,13 +90,16 @@ class TokenizerInfo:
         else:
             for piece, i in vocab.items():
                 out[i] = _from_sentencepiece(piece)
-        for t in data.get("added_tokens", []):
+        for t in tokenizer.get("added_tokens", []):
             out[t["id"]] = None if t.get("special", True) else t["content"].encode()
         return cls(out, eos_token_ids)
 
     @classmethod
     def from_vocab_json(
-        cls, path: str | Path, special: dict[str, int] | None = None, eos_token_ids=()
+        cls,
+        path: str | Path,
+        special: dict[str, int] | None = None,
+        eos_token_ids: tuple[int, ...] = (),
     ) -> TokenizerInfo:
         """Byte-level BPE in the slow `vocab.json` format (GPT-2, Qwen2)."""
         vocab = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -106,14 +111,14 @@ class TokenizerInfo:
 
     @classmethod
     def from_tiktoken(
-        cls, path: str | Path, num_special: int = 0, eos_token_ids=()
+        cls, path: str | Path, num_special: int = 0, eos_token_ids: tuple[int, ...] = ()
     ) -> TokenizerInfo:
         """tiktoken BPE ranks (`base64-token rank` per line), as Llama 3 ships them."""
         pairs = []
         for line in Path(path).read_text().splitlines():
             if line.strip():
-                token, rank = line.split()
-                pairs.append((int(rank), base64.b64decode(token)))
+                token, rank_text = line.split()
+                pairs.append((int(rank_text), base64.b64decode(token)))
         out: list[bytes | None] = [None] * (max(r for r, _ in pairs) + 1 + num_special)
         for rank, data in pairs:
             out[rank] = data

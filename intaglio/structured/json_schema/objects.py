@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from intaglio.structured.ir import GrammarError, Node
-from intaglio.structured.json_schema_keywords import name_decided
-from intaglio.structured.json_schema_merge import SchemaMerger
+from intaglio.structured.grammar.ir import GrammarError, Node
+from intaglio.structured.json_schema.keywords import name_decided
+from intaglio.structured.json_schema.merge import SchemaMerger
 
 
 class Context(Protocol):

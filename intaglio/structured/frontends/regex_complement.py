@@ -7,8 +7,19 @@ elimination. Both steps can blow up, so each is bounded and gives None past its 
 
 from __future__ import annotations
 
-from intaglio.structured.automaton import Automaton
-from intaglio.structured.ir import EMPTY, NOTHING, Alt, Bytes, Grammar, Node, Repeat, Seq, alt, seq
+from intaglio.structured.grammar.automaton import Automaton
+from intaglio.structured.grammar.ir import (
+    EMPTY,
+    NOTHING,
+    Alt,
+    Bytes,
+    Grammar,
+    Node,
+    Repeat,
+    Seq,
+    alt,
+    seq,
+)
 
 MAX_DFA_STATES = 64
 MAX_NODES = 20_000  # size of the expression once written out as a tree
@@ -42,8 +53,8 @@ def _eliminate(edges: list[dict[int, int]], finals: list[int]) -> Node | None:
     eliminated yet; a fresh start (n) and end (n + 1) are joined by the result."""
     n = len(edges)
     r: dict[int, dict[int, Node]] = {i: {} for i in range(n + 2)}
-    for i, out in enumerate(edges):
-        for j, mask in out.items():
+    for i, row in enumerate(edges):
+        for j, mask in row.items():
             r[i][j] = Bytes(mask)
     r[n][0] = EMPTY
     for f in finals:

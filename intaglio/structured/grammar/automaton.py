@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from intaglio.structured.ir import (
+from intaglio.structured.grammar.ir import (
     Alt,
     Bytes,
     Grammar,
@@ -34,7 +34,8 @@ from intaglio.structured.ir import (
 MAX_NFA_STATES = 2_000_000
 _INLINE_LIMIT = 4_000  # NFA-size estimate above which a rule used twice is called, not copied
 # A bounded repeat of a regular item with at least this many copies is built as a chain
-# (identical copies laid out at a fixed stride), whose masks chains.py shares across positions.
+# (identical copies laid out at a fixed stride), whose masks runtime/chains.py shares across
+# positions.
 CHAIN_MIN_COPIES = 8
 
 
@@ -267,10 +268,10 @@ class Automaton:
             s = self._new()
             self.calls[s] = ((self.rule_id[node.name], nxt),)
             return s
-        key = (node.name, nxt)
-        if key not in self._inline_memo:
-            self._inline_memo[key] = self._build(self._grammar.rules[node.name], nxt)
-        return self._inline_memo[key]
+        memo_key = (node.name, nxt)
+        if memo_key not in self._inline_memo:
+            self._inline_memo[memo_key] = self._build(self._grammar.rules[node.name], nxt)
+        return self._inline_memo[memo_key]
 
     def _chainable(self, node: Repeat) -> bool:
         if self._no_chain:
@@ -284,6 +285,8 @@ class Automaton:
         """Build one copy of the item, then clone it max - 1 times by offset, so every
         position is provably the same automaton (see ChainSpan for the layout). open_end:
         more items may follow the max-th (`item{max,}`)."""
+        copies = node.max
+        assert copies is not None, "a chain is a bounded repeat (callers bound an open one)"
         end = self._new()
         self.eps[end] = (nxt,)
         base = len(self.eps)
@@ -298,7 +301,7 @@ class Automaton:
         if start == end:  # the item matches only the empty string, so the repeat does too
             return nxt
         stride = size + 1
-        if base + node.max * stride > MAX_NFA_STATES:
+        if base + copies * stride > MAX_NFA_STATES:
             raise GrammarError(f"grammar too large (more than {MAX_NFA_STATES} automaton states)")
         # The copy's states only lead to each other and to `end`, the boundary just below
         # it; copy k is the template shifted by k strides, its `end` included.
@@ -309,7 +312,7 @@ class Automaton:
         self.edges.append(_NONE)
         self.calls.append(_NONE)
         nothing = [_NONE] * stride
-        for k in range(1, node.max):
+        for k in range(1, copies):
             self.deadline.check()
             add = (k * stride).__add__
             self.eps.extend([tuple(map(add, e)) if e else _NONE for e in eps])
@@ -317,10 +320,10 @@ class Automaton:
                 [tuple(zip(m, map(add, t))) if m else _NONE for m, t in zip(masks, targets)]
             )
             self.calls.extend(nothing)
-        span = ChainSpan(base, size, start - base, node.min, node.max, nxt, open_end)
+        span = ChainSpan(base, size, start - base, node.min, copies, nxt, open_end)
         if open_end:
             self.eps[end] = (start, nxt)
-        for j in range(node.max):
+        for j in range(copies):
             b = span.copy_base(j) + size
             first = b - size + span.start
             self.eps[b] = (first, nxt) if j >= node.min else (first,)
