@@ -1,6 +1,6 @@
 """Validate the co-design toolkit against the real engine on this machine.
 
-1. Calibrate: microbenchmarks (intaglio/bench/calibrate.py), then fit overheads and the
+1. Calibrate: microbenchmarks (intaglio/toolkit/calibrate.py), then fit overheads and the
    attention efficiency on a TRAINING set of real engine steps.
 2. Per-step validation: a HELD-OUT mix of prefill, decode and mixed batches, real time (best of
    3) against the cost model's prediction.
@@ -20,20 +20,21 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from intaglio.bench.calibrate import fit_to_steps, measure_cpu
 from intaglio.bench.random_model import build_random_llama
-from intaglio.bench.step_timing import time_step
 from intaglio.bench.throughput import make_workload
 from intaglio.config import EngineConfig
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.runner import simulate
+from intaglio.sim.step_timing import time_step
 from intaglio.sim.workload import SimRequest
+from intaglio.toolkit.calibrate import fit_to_steps, measure_cpu
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.hardware import from_dict
 from intaglio.toolkit.ops import SeqShape
@@ -105,7 +106,7 @@ def main() -> None:
         doc = fit_to_steps(doc, samples)
         hw = from_dict(doc)
         model = StepCostModel(cfg, hw)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, batch in {**TRAIN, **HELD_OUT}.items():
             q = np.array([n for n, _ in batch])
             c = np.array([c for _, c in batch])

@@ -70,7 +70,8 @@ def _time_pair(
     """Seconds per call of each layer, timed in alternation so that load from other processes
     falls on both alike; one warm-up call each first (first touch of the weights)."""
     moe(x), dense(x)
-    moe_s, dense_s = [], []
+    moe_s: list[float] = []
+    dense_s: list[float] = []
     for _ in range(repeats):
         for fn, times in ((moe, moe_s), (dense, dense_s)):
             t0 = time.perf_counter()

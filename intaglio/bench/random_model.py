@@ -76,14 +76,14 @@ def build_random_llama(name: str, folder: Path, seed: int = 0) -> Path:
         raise ValueError(f"unknown random config {name!r}; choose one of {sorted(RANDOM_CONFIGS)}")
     kwargs = dict(RANDOM_CONFIGS[name])
     llama4 = kwargs.pop("model_type", "llama") == "llama4_text"
-    config_cls, model_cls = (
-        (tf.Llama4TextConfig, tf.Llama4ForCausalLM)
-        if llama4
-        else (tf.LlamaConfig, tf.LlamaForCausalLM)
-    )
-    config = config_cls(**kwargs, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    kwargs.update(tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(seed)
-    model = model_cls(config)  # HF's own init: normal(0, 0.02), unit norms
+    # HF's own init: normal(0, 0.02), unit norms.
+    model: tf.PreTrainedModel = (
+        tf.Llama4ForCausalLM(tf.Llama4TextConfig(**kwargs))
+        if llama4
+        else tf.LlamaForCausalLM(tf.LlamaConfig(**kwargs))
+    )
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     copy_tokenizer(folder)

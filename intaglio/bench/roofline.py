@@ -1,13 +1,17 @@
-"""Roofline of a decoder on measured machine limits: the fastest a workload could run.
+"""Roofline of a benchmark workload on measured machine limits: the fastest it could run.
 
-A decode step of batch B at context c reads every weight once plus each sequence's KV cache,
-and does 2 FLOPs per weight per sequence plus the attention's dot products; its time is at
-least max(bytes / bandwidth, FLOPs / matmul throughput). Prefill is taken as compute bound.
-The embedding table is a gather of B rows, so it is left out of both weights and FLOPs.
-Mixture-of-experts layers count the routed experts' FLOPs and the bytes of every expert the
-batch touches; chunked-attention layers read at most a chunk of KV.
-Bytes are counted at the model's dtype (weights and KV cache); the matmul throughput passed in
-is the caller's choice of ceiling (the bench takes the faster of the model dtype and fp32).
+The work is the co-design toolkit's, not a second count: each step the roofline stands for is
+captured from the model code on the `meta` device (toolkit/capture.py), so its FLOPs and bytes
+are those of the ops the engine runs: every weight a step multiplies by (for a mixture of
+experts, the experts uniform routing would touch), the KV cache read (chunked-attention layers:
+their chunk) and written, the activations, and the logits of the sampled rows only. A step
+takes at least max(bytes / read bandwidth, FLOPs / matmul throughput) on the limits measured
+by toolkit/machine.py. Bytes are counted at the model's dtype; the matmul throughput is the
+caller's choice of ceiling (the bench takes the faster of the model dtype and fp32).
+
+The workload's floor is one prefill step over every prompt plus, for the remaining output
+tokens, decode steps of the engine's batch at the workload's mean context; the bytes those
+steps move, divided by a measured time, give the achieved memory bandwidth.
 """
 
 from __future__ import annotations
@@ -15,125 +19,122 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from intaglio.bench.machine import MachineLimits
 from intaglio.model.config import ModelConfig
+from intaglio.toolkit import ops as K
+from intaglio.toolkit.capture import capture_step
+from intaglio.toolkit.machine import MachineLimits
+from intaglio.toolkit.memory import count_parameters
+from intaglio.toolkit.ops import Op, SeqShape
 
 
 @dataclass(frozen=True)
-class ModelCost:
-    num_params: int  # every parameter, the embedding table included
-    matmul_params: int  # parameters a token's forward multiplies by (layers and lm_head)
-    bytes_per_param: int
-    kv_bytes_per_token: int  # K and V of one token over all layers
-    attn_flops_per_token_per_ctx: int  # QK^T and PV FLOPs of one query per context token
-    # Mixture of experts: matmul_params counts the experts a token is routed to; a batch reads
-    # every expert that any of its tokens is routed to.
-    expert_params: int = 0  # one expert in every MoE layer
-    num_experts: int = 0
-    experts_per_token: int = 0
-    # Chunked local attention (Llama 4): these layers attend to at most a chunk of context.
-    chunked_layer_fraction: float = 0.0
-    attention_chunk_size: int = 0
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig) -> ModelCost:
-        h, q, kv, inter = cfg.hidden_size, cfg.q_size, cfg.kv_size, cfg.intermediate_size
-        attn = h * (q + 2 * kv) + q * h + 2 * h  # + the two norms
-        num_moe = len(cfg.moe_layers)
-        # MoE layers: the router and the shared expert are dense; the experts are routed.
-        moe_dense = h * cfg.num_experts + 3 * h * cfg.shared_expert_intermediate_size
-        expert = 3 * h * cfg.moe_intermediate_size
-        embed = cfg.vocab_size * h
-        lm_head = cfg.vocab_size * h
-        layers = (
-            cfg.num_layers * attn
-            + (cfg.num_layers - num_moe) * 3 * h * inter
-            + num_moe * moe_dense
-            + h  # the final norm
-        )
-        elem = _element_size(cfg)
-        return cls(
-            num_params=embed
-            + layers
-            + num_moe * cfg.num_experts * expert
-            + (0 if cfg.tie_word_embeddings else lm_head),
-            matmul_params=layers + lm_head + num_moe * cfg.num_experts_per_tok * expert,
-            bytes_per_param=elem,
-            kv_bytes_per_token=2 * cfg.num_layers * kv * elem,
-            attn_flops_per_token_per_ctx=4 * cfg.num_layers * q,
-            expert_params=num_moe * expert,
-            num_experts=cfg.num_experts,
-            experts_per_token=cfg.num_experts_per_tok,
-            chunked_layer_fraction=sum(cfg.uses_chunked_attention(i) for i in range(cfg.num_layers))
-            / cfg.num_layers,
-            attention_chunk_size=cfg.attention_chunk_size or 0,
-        )
-
-    def attended_context(self, context: float) -> float:
-        """Mean context per layer that attention reads (chunked layers: at most a chunk)."""
-        if not self.attention_chunk_size:
-            return context
-        local = min(context, self.attention_chunk_size)
-        return (1 - self.chunked_layer_fraction) * context + self.chunked_layer_fraction * local
-
-    def weight_bytes(self, batch: int) -> float:
-        """Bytes of weights one decode step of `batch` tokens reads, with routing uniform:
-        each expert is missed by all of them with probability (1 - k / E) ** batch."""
-        params = float(self.matmul_params)
-        if self.num_experts:
-            hit = self.num_experts * (1 - (1 - self.experts_per_token / self.num_experts) ** batch)
-            params += (hit - self.experts_per_token) * self.expert_params
-        return params * self.bytes_per_param
-
-
-def _element_size(cfg: ModelConfig) -> int:
-    import torch
-
-    return torch.empty(0, dtype=cfg.dtype).element_size()
-
-
-@dataclass(frozen=True)
-class DecodeRoofline:
-    batch: int
-    context: float  # mean context length the step attends over
-    weight_bytes: float
-    kv_bytes: float
+class StepRoofline:
     flops: float
-    memory_time_s: float
-    compute_time_s: float
+    weight_bytes: float
+    kv_bytes: float  # KV cache read and written
+    act_bytes: float  # activations read and written (logits of the sampled rows included)
+    bytes: float  # all of the above: the step's memory traffic
+    memory_time_s: float  # bytes / read bandwidth
+    compute_time_s: float  # FLOPs / matmul throughput
     bound: str  # "memory" or "compute"
-    tokens_per_s: float  # batch / max(memory_time_s, compute_time_s)
+    time_s: float  # max(memory_time_s, compute_time_s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def decode_roofline(
-    cost: ModelCost, limits: MachineLimits, dtype_tflops: float, batch: int, context: float
-) -> DecodeRoofline:
-    weight_bytes = cost.weight_bytes(batch)
-    attended = cost.attended_context(context)
-    kv_bytes = batch * attended * cost.kv_bytes_per_token
-    flops = batch * (2 * cost.matmul_params + cost.attn_flops_per_token_per_ctx * attended)
-    t_mem = (weight_bytes + kv_bytes) / (limits.read_bandwidth_gbs * 1e9)
-    t_compute = flops / (dtype_tflops * 1e12)
-    return DecodeRoofline(
-        batch=batch,
-        context=context,
-        weight_bytes=weight_bytes,
-        kv_bytes=kv_bytes,
+def step_roofline(ops: list[Op], limits: MachineLimits, tflops: float) -> StepRoofline:
+    """The roofline time of one captured step on the measured read bandwidth and `tflops`."""
+    flops = K.total(ops, "flops")
+    weights = K.total(ops, "weight_bytes")
+    kv = K.total(ops, "kv_bytes")
+    traffic = K.total(ops, "bytes")
+    t_mem = traffic / (limits.read_bandwidth_gbs * 1e9)
+    t_compute = flops / (tflops * 1e12)
+    return StepRoofline(
         flops=flops,
+        weight_bytes=weights,
+        kv_bytes=kv,
+        act_bytes=traffic - weights - kv,
+        bytes=traffic,
         memory_time_s=t_mem,
         compute_time_s=t_compute,
         bound="memory" if t_mem >= t_compute else "compute",
-        tokens_per_s=batch / max(t_mem, t_compute),
+        time_s=max(t_mem, t_compute),
     )
 
 
-def prefill_floor_s(cost: ModelCost, dtype_tflops: float, prompt_lens: list[int]) -> float:
-    """Compute-bound time to prefill every prompt (causal attention: half the square)."""
-    flops = sum(
-        2 * cost.matmul_params * n + cost.attn_flops_per_token_per_ctx * n * (n + 1) / 2
-        for n in prompt_lens
+@dataclass(frozen=True)
+class DecodeRoofline(StepRoofline):
+    batch: int
+    context: int  # context of every sequence once the step's token is written
+    tokens_per_s: float  # batch / time_s
+
+
+def decode_roofline(
+    cfg: ModelConfig, limits: MachineLimits, tflops: float, batch: int, context: float
+) -> DecodeRoofline:
+    """One decode step of `batch` sequences, each at `context` (rounded to a token)."""
+    ctx = max(1, round(context))
+    step = step_roofline(capture_step(cfg, [SeqShape(1, ctx)] * batch), limits, tflops)
+    return DecodeRoofline(
+        **step.to_dict(), batch=batch, context=ctx, tokens_per_s=batch / step.time_s
     )
-    return flops / (dtype_tflops * 1e12)
+
+
+def prefill_roofline(
+    cfg: ModelConfig, limits: MachineLimits, tflops: float, prompt_lens: list[int]
+) -> StepRoofline:
+    """Every prompt prefilled in one step (weights read once, causal attention per prompt,
+    logits for each prompt's last token)."""
+    return step_roofline(capture_step(cfg, [SeqShape(n, n) for n in prompt_lens]), limits, tflops)
+
+
+@dataclass(frozen=True)
+class WorkloadRoofline:
+    decode: DecodeRoofline
+    prefill: StepRoofline
+    num_decode_tokens: int  # output tokens after each request's first (which prefill makes)
+
+    @property
+    def decode_floor_s(self) -> float:
+        return self.num_decode_tokens / self.decode.tokens_per_s
+
+    @property
+    def floor_s(self) -> float:
+        return self.prefill.time_s + self.decode_floor_s
+
+    @property
+    def bytes(self) -> float:
+        """Memory traffic of the floor's steps: the prefill and the decode steps."""
+        return self.prefill.bytes + self.num_decode_tokens / self.decode.batch * self.decode.bytes
+
+
+def workload_roofline(
+    cfg: ModelConfig,
+    limits: MachineLimits,
+    tflops: float,
+    prompt_lens: list[int],
+    output_lens: list[int],
+    batch: int,
+) -> WorkloadRoofline:
+    """Steady-state decode: `batch` sequences at once, each halfway through its output."""
+    n = len(prompt_lens)
+    context = (sum(prompt_lens) + sum(output_lens) / 2) / n
+    return WorkloadRoofline(
+        decode=decode_roofline(cfg, limits, tflops, batch, context),
+        prefill=prefill_roofline(cfg, limits, tflops, prompt_lens),
+        num_decode_tokens=sum(output_lens) - n,
+    )
+
+
+def model_params(cfg: ModelConfig) -> tuple[int, int]:
+    """(every parameter, the parameters one token's forward multiplies by).
+
+    The second is the weights of a one-token step's matrix ops as captured: the layers'
+    projections, the routed experts the token reaches and the output head (not the embedding
+    table, which is a lookup, nor the norms).
+    """
+    ops = capture_step(cfg, [SeqShape(1, 1)])
+    matmul = sum(o.weight_elems for o in ops if o.kind in K.MATRIX_KINDS)
+    return count_parameters(cfg)[0], round(matmul)

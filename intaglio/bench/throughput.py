@@ -4,7 +4,9 @@ The workload follows nano-vllm's bench: N requests whose prompts are random toke
 whose input and output lengths are drawn uniformly (seeded); EOS is ignored so every request
 produces exactly its output length. Intaglio runs it through `LLM.generate`; HF transformers
 runs the same weights in static batches with left padding. The table ends with the machine's
-measured limits and the roofline they imply, so a number is read next to what is possible.
+measured limits and the roofline they imply (FLOPs and bytes of the steps captured by the
+co-design toolkit, bench/roofline.py), so a number is read next to what is possible, and with
+the memory bandwidth it achieved (GB/s) beside its tokens per second.
 
     intaglio bench throughput --random-config 120m --dtype bfloat16 --single-stream
     intaglio bench throughput --random-config 120m --dtype bfloat16 --num-requests 64 \
@@ -29,9 +31,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from intaglio.bench.machine import MachineLimits, dtype_name, measure_machine
 from intaglio.bench.random_model import RANDOM_CONFIGS, build_random_llama
-from intaglio.bench.roofline import ModelCost, decode_roofline, prefill_floor_s
+from intaglio.bench.roofline import model_params, workload_roofline
+from intaglio.model.config import ModelConfig
+from intaglio.toolkit.machine import MachineLimits, dtype_name, measure_machine
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +275,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"(mean {w['mean_output_len']:.1f}), {w['num_prompt_tokens']} + "
         f"{w['num_output_tokens']} tokens, EOS ignored",
         "",
-        f"{'':24}{'elapsed s':>10}{'output tok/s':>14}{'total tok/s':>13}"
-        f"{'mean TTFT s':>13}{'decode tok/s':>14}{'roofline':>10}",
+        f"{'':24}{'elapsed s':>10}{'output tok/s':>14}{'total tok/s':>13}{'GB/s':>7}"
+        f"{'mean TTFT s':>13}{'decode tok/s':>14}{'GB/s':>7}{'roofline':>10}",
     ]
     rows = [("intaglio", r["intaglio"])]
     if r.get("hf"):
@@ -281,13 +284,18 @@ def format_report(r: dict[str, Any]) -> str:
     for name, row in rows:
         lines.append(
             f"{name:<24}{row['elapsed_s']:>10.2f}{row['output_tok_s']:>14.1f}"
-            f"{row['total_tok_s']:>13.1f}{_fmt(row.get('mean_ttft_s'), '.3f'):>13}"
+            f"{row['total_tok_s']:>13.1f}{row['achieved_gbs']:>7.1f}"
+            f"{_fmt(row.get('mean_ttft_s'), '.3f'):>13}"
             f"{_fmt(row.get('decode_tok_s_per_stream'), '.1f'):>14}"
-            f"{row['roofline_fraction']:>10.1%}"
+            f"{_fmt(row.get('decode_gbs'), '.1f'):>7}{row['roofline_fraction']:>10.1%}"
         )
     if r.get("hf"):
         lines.append(f"intaglio / hf: {r['hf']['elapsed_s'] / r['intaglio']['elapsed_s']:.2f}x")
-    lines.append("(decode tok/s: per stream, (n_out - 1) / decode time; roofline: floor / elapsed)")
+    lines += [
+        "(decode tok/s: per stream, (n_out - 1) / decode time; roofline: floor / elapsed;",
+        " GB/s: achieved, the bytes of the floor's steps / elapsed, and one decode step's bytes"
+        " x decode tok/s)",
+    ]
     tf = ", ".join(
         f"{k} {v:.3f} TFLOP/s (n={lim['matmul_sizes'][k]})" for k, v in lim["matmul_tflops"].items()
     )
@@ -298,18 +306,21 @@ def format_report(r: dict[str, Any]) -> str:
         f" GB/s; matmul {tf}",
         f"decode roofline (batch {d['batch']}, context {d['context']:.0f}, "
         f"{roof['compute_dtype']} matmuls): "
-        f"weights {d['weight_bytes'] / 1e6:.0f} MB + KV {d['kv_bytes'] / 1e6:.0f} MB -> "
+        f"weights {d['weight_bytes'] / 1e6:.0f} MB + KV {d['kv_bytes'] / 1e6:.0f} MB + "
+        f"activations {d['act_bytes'] / 1e6:.0f} MB -> "
         f"{d['memory_time_s'] * 1e3:.2f} ms; {d['flops'] / 1e9:.1f} GFLOP -> "
         f"{d['compute_time_s'] * 1e3:.2f} ms; {d['bound']} bound, "
         f"{d['tokens_per_s']:.1f} tok/s",
         f"workload floor: prefill {roof['prefill_floor_s']:.3f} s + decode "
-        f"{roof['decode_floor_s']:.3f} s = {roof['floor_s']:.3f} s",
+        f"{roof['decode_floor_s']:.3f} s = {roof['floor_s']:.3f} s, moving "
+        f"{roof['floor_bytes'] / 1e9:.2f} GB (FLOPs and bytes: the toolkit's captured steps)",
     ]
     ours = r["intaglio"].get("decode_tok_s_per_stream")
     if w["num_requests"] == 1 and ours:
         lines.append(
             f"single-stream decode: intaglio {ours:.1f} tok/s = "
-            f"{ours / d['tokens_per_s']:.1%} of the decode roofline"
+            f"{ours / d['tokens_per_s']:.1%} of the decode roofline, "
+            f"{r['intaglio']['decode_gbs']:.1f} GB/s of {lim['read_bandwidth_gbs']:.1f}"
         )
     return "\n".join(lines)
 
@@ -370,7 +381,7 @@ def run_throughput_benchmark(args: argparse.Namespace, eargs: dict[str, Any]) ->
 
 def build_result(
     name: str,
-    cfg: Any,
+    cfg: ModelConfig,
     work: Workload,
     in_len: tuple[int, int],
     out_len: tuple[int, int],
@@ -380,10 +391,7 @@ def build_result(
     hf: dict[str, Any] | None,
     limits: MachineLimits,
 ) -> dict[str, Any]:
-    cost = ModelCost.from_config(cfg)
     n = len(work.prompts)
-    mean_in = work.num_prompt_tokens / n
-    mean_out = work.num_output_tokens / n
     # Half-precision weights can always be widened to fp32 for the multiply, so the compute
     # ceiling is the faster of the model dtype's matmul and fp32's (CPUs without bf16 units
     # run bf16 matmuls several times slower than fp32). Bytes stay at the model's dtype.
@@ -392,30 +400,35 @@ def build_result(
     )
     tflops = limits.matmul_tflops[compute_dtype]
     # Steady-state decode: as many sequences as the engine runs at once, halfway through.
-    decode = decode_roofline(cost, limits, tflops, min(n, max_num_seqs), mean_in + mean_out / 2)
-    prefill = prefill_floor_s(cost, tflops, work.input_lens)
-    # The first output token of each request comes out of its prefill.
-    decode_floor = (work.num_output_tokens - n) / decode.tokens_per_s
-    floor = prefill + decode_floor
+    roof = workload_roofline(
+        cfg, limits, tflops, work.input_lens, work.output_lens, min(n, max_num_seqs)
+    )
+    decode = roof.decode
     for row in (ours, hf):
         if row is not None:
-            row["roofline_fraction"] = floor / row["elapsed_s"]
+            row["roofline_fraction"] = roof.floor_s / row["elapsed_s"]
+            # Achieved bandwidth: the bytes of the floor's steps over the measured time, and
+            # gpt-fast's decode figure, bytes of one decode step times decode steps a second.
+            row["achieved_gbs"] = roof.bytes / row["elapsed_s"] / 1e9
+            rate = row.get("decode_tok_s_per_stream")
+            row["decode_gbs"] = rate * decode.bytes / 1e9 if rate else None
+    num_params, matmul_params = model_params(cfg)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "torch": torch.__version__,
         "model": {
             "name": name,
             "dtype": dtype_name(cfg.dtype),
-            "num_params": cost.num_params,
-            "matmul_params": cost.matmul_params,
+            "num_params": num_params,
+            "matmul_params": matmul_params,
         },
         "engine_args": eargs,
         "workload": {
             "num_requests": n,
             "input_len": list(in_len),
             "output_len": list(out_len),
-            "mean_input_len": mean_in,
-            "mean_output_len": mean_out,
+            "mean_input_len": work.num_prompt_tokens / n,
+            "mean_output_len": work.num_output_tokens / n,
             "num_prompt_tokens": work.num_prompt_tokens,
             "num_output_tokens": work.num_output_tokens,
         },
@@ -423,10 +436,13 @@ def build_result(
         "hf": hf,
         "machine": limits.to_dict(),
         "roofline": {
+            "source": "toolkit capture (intaglio/toolkit/capture.py) on the measured limits",
             "decode": decode.to_dict(),
-            "prefill_floor_s": prefill,
-            "decode_floor_s": decode_floor,
-            "floor_s": floor,
+            "prefill": roof.prefill.to_dict(),
+            "prefill_floor_s": roof.prefill.time_s,
+            "decode_floor_s": roof.decode_floor_s,
+            "floor_s": roof.floor_s,
+            "floor_bytes": roof.bytes,
             "compute_dtype": compute_dtype,
             "compute_tflops": tflops,
         },

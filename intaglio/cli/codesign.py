@@ -310,7 +310,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from intaglio.bench.calibrate import measure_cpu
+    from intaglio.toolkit.calibrate import measure_cpu
 
     doc = measure_cpu(args.num_threads)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")

@@ -65,6 +65,14 @@ def _role(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+def _weight(m: nn.Module) -> torch.Tensor:
+    """A leaf's `weight` parameter (nn.Module types attributes as tensor or module)."""
+    w = m.weight
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{type(m).__name__}.weight is not a tensor")
+    return w
+
+
 def _linear_ops(m: nn.Module, ctx: LeafContext, args: tuple, out: torch.Tensor) -> list[Op]:
     x = args[0]  # [m, k]
     rows, k, n = x.numel() // x.shape[-1], x.shape[-1], out.shape[-1]
@@ -81,7 +89,7 @@ def _linear_ops(m: nn.Module, ctx: LeafContext, args: tuple, out: torch.Tensor) 
             weight_elems=k * n + (n if bias else 0),
             act_in_elems=rows * k,
             act_out_elems=rows * n,
-            weight_dtype=_dtype(m.weight),
+            weight_dtype=_dtype(_weight(m)),
             act_dtype=_dtype(x),
             kv_dtype=_dtype(x),
             shape=(rows, k, n),
@@ -99,10 +107,10 @@ def _norm_ops(m: nn.Module, ctx: LeafContext, args: tuple, out: torch.Tensor) ->
             _role(ctx.name),
             ctx.layer,
             flops=4.0 * x.numel(),
-            weight_elems=m.weight.numel(),
+            weight_elems=_weight(m).numel(),
             act_in_elems=x.numel(),
             act_out_elems=out.numel(),
-            weight_dtype=_dtype(m.weight),
+            weight_dtype=_dtype(_weight(m)),
             act_dtype=_dtype(x),
             kv_dtype=_dtype(x),
             shape=tuple(x.shape),
@@ -143,7 +151,7 @@ def _embedding_ops(m: nn.Module, ctx: LeafContext, args: tuple, out: torch.Tenso
             weight_elems=out.numel(),  # only the looked-up rows are read
             act_in_elems=ids.numel(),
             act_out_elems=out.numel(),
-            weight_dtype=_dtype(m.weight),
+            weight_dtype=_dtype(_weight(m)),
             act_dtype=_dtype(out),
             kv_dtype=_dtype(out),
             shape=tuple(out.shape),
@@ -244,6 +252,11 @@ class _CaptureAttention:
                 K.ATTENTION,
                 "attention",
                 layer,
+                flops=work["flops"],
+                act_in_elems=work["act_in_elems"],
+                act_out_elems=work["act_out_elems"],
+                kv_read_elems=work["kv_read_elems"],
+                kv_write_elems=work["kv_write_elems"],
                 act_dtype=_dtype(q),
                 kv_dtype=_dtype(k_cache),
                 shape=(int(self.q_lens.sum()), heads, d),
@@ -254,7 +267,6 @@ class _CaptureAttention:
                     "window": window,
                     "chunk": chunk,
                 },
-                **work,
             )
         )
         return torch.empty_like(q)

@@ -79,7 +79,7 @@ def plan_memory(
     blocks, local_blocks, _ = split_kv_blocks(
         cfg,
         int(free),
-        2 * block_size * kv_heads * cfg.head_dim * kv_bytes,
+        int(2 * block_size * kv_heads * cfg.head_dim * kv_bytes),  # whole bytes, even at fp4
         block_size,
         max_num_seqs,
         max_num_batched_tokens,

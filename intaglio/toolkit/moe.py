@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +24,8 @@ from intaglio.model.moe import MoE
 from intaglio.toolkit import ops as K
 from intaglio.toolkit.capture import LeafContext, register_opaque_leaf
 from intaglio.toolkit.ops import Op, canonical_dtype
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -39,60 +42,68 @@ def moe_block_ops(
     name: str, layer: int | None, tokens: int, shape: MoEShape, weight_dtype: str, act_dtype: str
 ) -> list[Op]:
     h, inter, e, k = shape.hidden, shape.expert_intermediate, shape.num_experts, shape.top_k
-    dt = {"weight_dtype": weight_dtype, "act_dtype": act_dtype, "kv_dtype": act_dtype}
     routed = tokens * k
     rows = routed / e
     touched = 1.0 - (1.0 - k / e) ** tokens
+
+    def op(op_name: str, kind: str, role: str, **counts: Any) -> Op:
+        return Op(
+            op_name,
+            kind,
+            role,
+            layer,
+            weight_dtype=weight_dtype,
+            act_dtype=act_dtype,
+            kv_dtype=act_dtype,
+            **counts,
+        )
+
     ops = [
-        Op(
+        op(
             f"{name}.router",
             K.ROUTER,
             "router",
-            layer,
             flops=2.0 * tokens * h * e + 5.0 * tokens * e,  # logits, then softmax and top-k
             weight_elems=h * e,
             act_in_elems=tokens * h,
             act_out_elems=tokens * k * 2,  # expert ids and gate weights
             shape=(tokens, h, e),
-            **dt,
         )
     ]
     common = {"group": name, "hidden": h, "routed_tokens": routed, "num_experts": e, "top_k": k}
     # Every expert's gate/up, then the activations, then every down projection: the order a
     # grouped-GEMM kernel runs them, so fuse_moe_grouped_gemm can merge each role.
-    gate_up, acts, down = [], [], []
+    gate_up: list[Op] = []
+    acts: list[Op] = []
+    down: list[Op] = []
     for x in range(e):
         for role, kk, n, dest in (
             ("expert_gate_up", h, 2 * inter, gate_up),
             ("expert_down", inter, h, down),
         ):
             dest.append(
-                Op(
+                op(
                     f"{name}.experts.{x}.{role}",
                     K.EXPERT_MATMUL,
                     role,
-                    layer,
                     flops=2.0 * rows * kk * n,
                     weight_elems=touched * kk * n,
                     act_in_elems=rows * kk,
                     act_out_elems=rows * n,
                     shape=(round(rows), kk, n),
                     attrs=dict(common, expert=x),
-                    **dt,
                 )
             )
         acts.append(
-            Op(
+            op(
                 f"{name}.experts.{x}.act",
                 K.ELEMENTWISE,
                 "act",
-                layer,
                 flops=5.0 * rows * inter,  # silu(gate) * up
                 act_in_elems=2 * rows * inter,
                 act_out_elems=rows * inter,
                 shape=(round(rows), inter),
                 attrs=dict(common, expert=x),
-                **dt,
             )
         )
     ops += gate_up + acts + down
@@ -100,39 +111,36 @@ def moe_block_ops(
         si = shape.shared_intermediate * shape.num_shared_experts
         for role, kk, n in (("shared_gate_up", h, 2 * si), ("shared_down", si, h)):
             ops.append(
-                Op(
+                op(
                     f"{name}.shared.{role}",
                     K.MATMUL,
                     role,
-                    layer,
                     flops=2.0 * tokens * kk * n,
                     weight_elems=kk * n,
                     act_in_elems=tokens * kk,
                     act_out_elems=tokens * n,
                     shape=(tokens, kk, n),
-                    **dt,
                 )
             )
     ops.append(
-        Op(
+        op(
             f"{name}.combine",
             K.ELEMENTWISE,
             "moe_combine",
-            layer,
             flops=2.0 * routed * h,  # gate-weighted sum of each token's expert outputs
             act_in_elems=routed * h + tokens * k,
             act_out_elems=tokens * h,
             shape=(tokens, h),
-            **dt,
         )
     )
     return ops
 
 
-def register_moe_module(cls: type, shape_of: Callable[[nn.Module], MoEShape]) -> None:
+def register_moe_module(cls: type[M], shape_of: Callable[[M], MoEShape]) -> None:
     """Capture every `cls` module as moe_block_ops under balanced routing."""
 
     def handler(module: nn.Module, ctx: LeafContext, args: tuple) -> tuple[list[Op], torch.Tensor]:
+        assert isinstance(module, cls)  # capture calls the handler of the module's own class
         x = args[0]  # [num_tokens, hidden]
         weight = next(module.parameters())
         ops = moe_block_ops(

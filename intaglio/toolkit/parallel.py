@@ -143,11 +143,11 @@ def expert_parallel(ep: int) -> Pass:
         last: dict[str, int] = {}
         for i, op in enumerate(ops):
             if op.kind == K.EXPERT_MATMUL:
-                first.setdefault(op.attrs.get("group"), i)
-                last[op.attrs.get("group")] = i
+                first.setdefault(op.attrs["group"], i)
+                last[op.attrs["group"]] = i
         out: list[Op] = []
         for i, op in enumerate(ops):
-            group = op.attrs.get("group")
+            group: str = op.attrs.get("group", "")
             if op.kind == K.EXPERT_MATMUL and first[group] == i:
                 out.append(_all_to_all(f"{group}.dispatch", op, ep))
             expert = op.attrs.get("expert")

@@ -73,8 +73,8 @@ def parse_batch(spec: str) -> list[SeqShape]:
                 n = int(rest)
                 seqs.append(SeqShape(n, n))
             elif kind == "chunk":
-                n, _, ctx = rest.partition("@")
-                seqs.append(SeqShape(int(n), int(ctx)))
+                tokens, _, ctx = rest.partition("@")
+                seqs.append(SeqShape(int(tokens), int(ctx)))
             else:
                 raise ValueError(kind)
         except ValueError:

@@ -9,6 +9,8 @@ import numpy as np
 
 from intaglio.toolkit.cost import StepCost
 
+Values = Sequence[float] | np.ndarray  # one number per point
+
 
 def _pyplot():
     import matplotlib
@@ -68,8 +70,8 @@ def breakdown(parts: dict[str, float], stem: Path, title: str) -> list[Path]:
 
 
 def series(
-    x: Sequence[float],
-    ys: dict[str, Sequence[float]],
+    x: Values,
+    ys: dict[str, Values],
     xlabel: str,
     stem: Path,
     title: str,

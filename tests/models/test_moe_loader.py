@@ -90,21 +90,31 @@ _MAVERICK = dict(
 
 @pytest.mark.parametrize("text", [LLAMA4_SCOUT_TEXT, _MAVERICK], ids=["scout", "maverick"])
 def test_full_size_llama4_on_meta_matches_hf(text):
-    """Llama 4 Scout and Maverick text configs: the same parameter count as HF's model, the
-    roofline's count agrees, and Scout's llama3 RoPE (high == low freq factor) is finite."""
+    """Llama 4 Scout and Maverick text configs: the same parameter count as HF's model; the
+    bench roofline's counts, from the toolkit's capture, agree with HF's (all parameters, and
+    those one token multiplies by: no embedding table, no norms, top-k of the routed experts);
+    Scout's llama3 RoPE (high == low freq factor) is finite."""
     import transformers as tf
     from transformers.models.llama4.modeling_llama4 import Llama4TextRotaryEmbedding
 
-    from intaglio.bench.roofline import ModelCost
+    from intaglio.bench.roofline import model_params
     from intaglio.model.decoder import DecoderForCausalLM
     from intaglio.model.layers import RotaryEmbedding
 
     hf_cfg = tf.Llama4TextConfig(**text, architectures=["Llama4ForCausalLM"])
     with torch.device("meta"):
-        hf_count = sum(p.numel() for p in tf.Llama4ForCausalLM(hf_cfg).parameters())
+        hf_params = dict(tf.Llama4ForCausalLM(hf_cfg).named_parameters())
         cfg = ModelConfig.from_hf(hf_cfg.to_dict(), "bfloat16")
         ours = sum(p.numel() for p in DecoderForCausalLM(cfg).parameters())
-    assert ours == hf_count == ModelCost.from_config(cfg).num_params
+    hf_count = sum(p.numel() for p in hf_params.values())
+    embed, norms, experts = (
+        sum(p.numel() for n, p in hf_params.items() if key in n)
+        for key in ("embed_tokens", "norm", ".experts.")
+    )
+    top_k = text.get("num_experts_per_tok", 1) / text["num_local_experts"]
+    num_params, matmul_params = model_params(cfg)
+    assert ours == hf_count == num_params
+    assert matmul_params == hf_count - embed - norms - round(experts * (1 - top_k))
     rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, interleaved=True)
     hf_rope = Llama4TextRotaryEmbedding(hf_cfg)
     assert torch.isfinite(rope.inv_freq).all()

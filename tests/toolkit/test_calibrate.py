@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from intaglio.bench.calibrate import fit_to_steps
 from intaglio.model.config import ModelConfig
+from intaglio.toolkit.calibrate import fit_to_steps
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import cost_step
 from intaglio.toolkit.hardware import from_dict

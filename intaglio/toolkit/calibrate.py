@@ -1,7 +1,7 @@
 """`intaglio codesign calibrate`: a hardware description of this CPU, measured with torch.
 
 Peaks: read bandwidth of a 1 GiB tensor and square-matmul throughput per dtype
-(intaglio/bench/machine.py). Efficiency curves: matmuls of the shapes an LLM step runs (rows
+(intaglio/toolkit/machine.py). Efficiency curves: matmuls of the shapes an LLM step runs (rows
 1 to 1024 against 768- to 4096-wide weights) give the matmul curve where they are compute
 bound; GEMVs and elementwise adds of 4 KB to 400 MB give the memory curve. The per-op overhead
 is the time of a tiny op (torch dispatch from Python). `fit_to_steps` then sets the per-step
@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from intaglio.bench.machine import dtype_name, measure_bandwidth, measure_matmul
 from intaglio.toolkit import ops as K
 from intaglio.toolkit.cost import OpTable, op_times
 from intaglio.toolkit.hardware import Hardware, from_dict
+from intaglio.toolkit.machine import dtype_name, measure_bandwidth, measure_matmul
 from intaglio.toolkit.ops import Op
 
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
