@@ -9,11 +9,14 @@ Request type back without casts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import torch
 
 from intaglio.sampling.params import SamplingParams
+
+if TYPE_CHECKING:
+    from intaglio.structured import TokenMatcher
 
 
 class SequenceView(Protocol):
@@ -47,7 +50,7 @@ class SequenceView(Protocol):
     def num_prompt_logprobs(self) -> int: ...  # prompt positions already reported
 
     @property
-    def matcher(self) -> Any: ...  # a structured request's grammar matcher, else None
+    def matcher(self) -> TokenMatcher | None: ...  # a structured request's grammar
 
     @property
     def banned_token_ids(self) -> list[int]: ...  # tokens that may not be drawn now

@@ -85,9 +85,9 @@ class LLM:
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
         """Answer each conversation ([{"role": ..., "content": ...}, ...]) as the assistant."""
-        if conversations and isinstance(conversations[0], dict):
-            conversations = [conversations]  # type: ignore[list-item]
-        prompts = [self.chat_prompt(c) for c in conversations]  # type: ignore[arg-type]
+        one = bool(conversations) and isinstance(conversations[0], dict)
+        batch = [conversations] if one else list(conversations)
+        prompts = [self.chat_prompt(c) for c in batch]  # type: ignore[arg-type]
         return self.generate(prompts, sampling_params, use_tqdm)
 
     def chat_prompt(self, conversation: Conversation) -> list[int]:

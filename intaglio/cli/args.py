@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from typing import Any
@@ -56,6 +57,18 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     add_dataclass_flags(parser, SamplingParams, skip=_SAMPLING_SKIP)
+
+
+def load_llm(args: argparse.Namespace) -> tuple[Any, SamplingParams] | None:
+    """The LLM and sampling params the flags ask for; None (after saying why) if they are bad."""
+    from intaglio.api.llm import LLM
+
+    try:
+        llm = LLM(args.model, **engine_args(args))
+        return llm, llm.with_defaults(**sampling_args(args))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 def engine_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, sampling_args
+from intaglio.cli.args import add_engine_flags, add_sampling_flags, load_llm
 
 PROMPT = ">>> "
 
@@ -31,14 +31,10 @@ def register(subparsers: Any) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from intaglio.api.llm import LLM
-
-    try:
-        llm = LLM(args.model, **engine_args(args))
-        params = llm.with_defaults(**sampling_args(args))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    loaded = load_llm(args)
+    if loaded is None:
         return 2
+    llm, params = loaded
     opening = [{"role": "system", "content": args.system}] if args.system else []
     history = list(opening)
     if args.message is not None:

@@ -11,11 +11,10 @@ from pathlib import Path
 from intaglio.cli import chat as chat_cli
 from intaglio.cli import codesign as codesign_cli
 from intaglio.cli import serve as serve_cli
-from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, sampling_args
+from intaglio.cli.args import add_engine_flags, add_sampling_flags, engine_args, load_llm
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from intaglio.api.llm import LLM
 
     prompts = list(args.prompt)
     if args.prompts_file:
@@ -24,12 +23,10 @@ def _generate(args: argparse.Namespace) -> int:
     if not prompts:
         print("error: give at least one PROMPT or --prompts-file", file=sys.stderr)
         return 2
-    try:
-        llm = LLM(args.model, **engine_args(args))
-        params = llm.with_defaults(**sampling_args(args))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    loaded = load_llm(args)
+    if loaded is None:
         return 2
+    llm, params = loaded
     outputs = llm.generate(prompts, params, use_tqdm=len(prompts) > 1 and not args.json)
     failed = 0
     for out in outputs:

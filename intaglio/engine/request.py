@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +13,7 @@ from intaglio.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from intaglio.engine.prefix_cache import Node
+    from intaglio.structured import TokenMatcher
 
 
 class RequestStatus(enum.Enum):
@@ -55,7 +56,7 @@ class Request:
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None
     num_prompt_logprobs: int = 0  # prompt positions whose logprobs were already reported
-    matcher: Any = None  # grammar matcher of a structured request (intaglio.structured)
+    matcher: TokenMatcher | None = None  # a structured request's grammar matcher
     error: str | None = None  # why it failed, when it ended with finish_reason "error"
 
     @property

@@ -212,6 +212,7 @@ class ModelExecutor:
         """[len(requests), vocab_size] bool: the tokens each request's grammar allows next."""
         packed = np.zeros((len(requests), -(-self.vocab_size // 8)), dtype=np.uint8)
         for row, r in enumerate(requests):
+            assert r.matcher is not None  # only constrained requests come here
             r.matcher.fill_next_token_bitmask(packed[row])
         return np.unpackbits(packed, axis=1, count=self.vocab_size, bitorder="little").view(bool)
 

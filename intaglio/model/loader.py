@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -48,7 +49,7 @@ def _safetensors_sources(files: list[Path]) -> Iterator[TensorSource]:
     for file in files:
         with safe_open(str(file), framework="pt") as f:
             for name in f.keys():
-                yield file.name, name, lambda f=f, name=name: f.get_tensor(name)
+                yield file.name, name, partial(f.get_tensor, name)
 
 
 def load_model(

@@ -3,6 +3,8 @@ end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from intaglio.config import EngineConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.report import summarize, timeline
 from intaglio.sim.runner import simulate
-from intaglio.sim.workload import sample_lengths, synthetic_workload, trace_workload
+from intaglio.sim.workload import SimRequest, sample_lengths, synthetic_workload, trace_workload
 from intaglio.toolkit.hardware import load_hardware
 from intaglio.toolkit.presets import load_model_config
 from intaglio.toolkit.step_model import StepCostModel
@@ -175,3 +177,58 @@ def test_llama4_chunked_layers_get_their_own_kv_pool():
     wl = synthetic_workload(12, "uniform:9000:20000", "fixed:32", rate=4.0, seed=1)
     result = simulate(wl, ex, EngineConfig(max_num_seqs=4, max_num_batched_tokens=2048))
     assert all(t.num_output_tokens == 32 for t in result.timings)
+
+
+def test_n_samples_fork_from_the_first_and_share_its_prompt(step_model):
+    wl = [
+        dataclasses.replace(r, n=4)
+        for r in synthetic_workload(10, "fixed:300", "fixed:20", rate=10.0, seed=2)
+    ]
+    result, ex = _run(step_model, wl, prefix_caching=False)
+    assert all(t.num_output_tokens == 4 * 20 for t in result.timings)
+    # The prompt is computed once (its last token samples, so it is not counted as prefill);
+    # each sibling recomputes only that last token, to sample from its own logits.
+    assert sum(s.num_prefill_tokens for s in ex.steps) == 10 * 299
+    assert sum(s.num_tokens for s in ex.steps) == 10 * (300 + 3 + 4 * 19)
+
+
+def test_aborted_requests_end_at_their_abort_time_and_free_their_kv(step_model):
+    wl = synthetic_workload(20, "fixed:100", "fixed:400", rate=None, seed=3)
+    wl = [dataclasses.replace(r, abort_s=0.05) if i % 2 else r for i, r in enumerate(wl)]
+    result, ex = _run(step_model, wl, prefix_caching=False)
+    for i, t in enumerate(result.timings):
+        if i % 2:
+            assert t.finish_reasons == ["abort"] and 0 < t.num_output_tokens < 400
+            assert t.finish_s >= 0.05
+        else:
+            assert t.finish_reasons == ["length"] and t.num_output_tokens == 400
+    assert result.kv[-1].usage == 0.0 and result.kv[-1].num_running == 0
+
+
+def test_an_urgent_arrival_preempts_running_low_priority_work(step_model):
+    background = synthetic_workload(8, "fixed:400", "fixed:200", rate=None, priorities=1, seed=4)
+    background = [dataclasses.replace(r, priority=5) for r in background]
+    urgent = SimRequest("urgent", 0.05, tuple(range(10, 410)), 50, priority=0)
+    result, _ = _run(step_model, [*background, urgent], blocks=200, scheduling_policy="priority")
+    assert result.num_preemptions > 0
+    t = result.timings[-1]
+    others = [x.first_token_s for x in result.timings[:-1]]
+    assert t.num_output_tokens == 50 and t.finish_s < max(x.finish_s for x in result.timings[:-1])
+    assert t.first_token_s - 0.05 < max(others)
+
+
+def test_a_grammar_constrained_request_runs_through_the_simulated_executor():
+    from transformers import AutoTokenizer
+
+    from intaglio.model.checkpoint import EMBEDDED_MODEL
+
+    cfg = load_model_config(str(EMBEDDED_MODEL))
+    model = StepCostModel(cfg, load_hardware("h100-sxm"))
+    tokenizer = AutoTokenizer.from_pretrained(str(EMBEDDED_MODEL))
+    free = synthetic_workload(3, "fixed:20", "fixed:30", rate=None, vocab_size=cfg.vocab_size)
+    digits = SimRequest("digits", 0.0, tuple(range(5, 25)), 30, structured={"regex": "[0-9]{3}"})
+    ex = SimulatedExecutor(model, 256, 16)
+    result = simulate([*free, digits], ex, EngineConfig(), grammar_tokenizer=tokenizer)
+    t = result.timings[-1]
+    assert t.finish_reasons == ["stop"] and 1 <= t.num_output_tokens <= 3
+    assert all(x.num_output_tokens == 30 for x in result.timings[:-1])
