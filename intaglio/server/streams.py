@@ -1,7 +1,7 @@
 """Reading a request's outputs off its queue: in order for streaming, watched for disconnects.
 
-Streamed outputs are deltas (each holds only what is new), so every one is read; a slow reader
-takes all that are ready at once.
+Streamed outputs are deltas (each holds only what is new); a reader that fell behind takes all
+that are ready at once and merges each request's into one, so it sends one chunk per choice.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -48,11 +49,37 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 async def next_outputs(queue: asyncio.Queue[RequestOutput]) -> list[RequestOutput]:
-    """Wait for at least one output, then take all that are ready, in order."""
-    outs = [await queue.get()]
-    while not queue.empty():
-        outs.append(queue.get_nowait())
-    return outs
+    """Wait for at least one output, then take all that are ready: one per request, each
+    request's deltas merged in order."""
+    merged: dict[str, RequestOutput] = {}
+    out = await queue.get()
+    while True:
+        earlier = merged.get(out.request_id)
+        merged[out.request_id] = out if earlier is None else _merge(earlier, out)
+        if queue.empty():
+            return list(merged.values())
+        out = queue.get_nowait()
+
+
+def _merge(first: RequestOutput, then: RequestOutput) -> RequestOutput:
+    """Two delta outputs of one request as one (the later one's state, both one's news)."""
+    if first.error is not None or then.error is not None:  # a failed request ends there
+        return first if first.error is not None else then
+    by_index = {c.index: c for c in first.outputs}
+    completions = []
+    for c in then.outputs:
+        a = by_index.pop(c.index, None)
+        if a is not None:
+            logprobs = None if c.logprobs is None else [*(a.logprobs or []), *c.logprobs]
+            c = replace(
+                c, text=a.text + c.text, token_ids=a.token_ids + c.token_ids, logprobs=logprobs
+            )
+        completions.append(c)
+    prompt_logprobs = first.prompt_logprobs
+    if then.prompt_logprobs is not None:
+        prompt_logprobs = [*(prompt_logprobs or []), *then.prompt_logprobs]
+    outputs = sorted([*by_index.values(), *completions], key=lambda c: c.index)
+    return replace(then, outputs=outputs, prompt_logprobs=prompt_logprobs)
 
 
 async def wait_for_disconnect(request: Request) -> None:

@@ -13,8 +13,6 @@ assumed routing (see toolkit/moe.py) and returns an output of the right shape.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,34 +25,19 @@ from intaglio.model.config import ModelConfig
 from intaglio.model.decoder import DecoderForCausalLM
 from intaglio.model.layers import RMSNorm, RotaryEmbedding
 from intaglio.ops.linear import Linear
+
+# The model's own MoE block is data-dependent: toolkit/moe.py registers it as an opaque leaf.
+from intaglio.toolkit import moe as _moe  # noqa: F401  (imported for that registration)
 from intaglio.toolkit import ops as K
 from intaglio.toolkit.attention_cost import attention_work
+from intaglio.toolkit.leaves import (
+    LEAVES,
+    OPAQUE,
+    LeafContext,
+    OpaqueHandler,
+    register_leaf,
+)
 from intaglio.toolkit.ops import Op, SeqShape, canonical_dtype
-
-
-@dataclass(frozen=True)
-class LeafContext:
-    name: str  # qualified module name
-    layer: int | None
-
-
-# (module, ctx, args, output) -> ops, for leaves that run normally.
-LeafHandler = Callable[[nn.Module, LeafContext, tuple, torch.Tensor], list[Op]]
-# (module, ctx, args) -> (ops, output), for opaque leaves whose forward is not run.
-OpaqueHandler = Callable[[nn.Module, LeafContext, tuple], tuple[list[Op], torch.Tensor]]
-
-_LEAVES: dict[type, LeafHandler] = {}
-_OPAQUE: dict[type, OpaqueHandler] = {}
-
-
-def register_leaf(cls: type, handler: LeafHandler) -> None:
-    """Record every `cls` module as the ops `handler` returns (its internals are not traced)."""
-    _LEAVES[cls] = handler
-
-
-def register_opaque_leaf(cls: type, handler: OpaqueHandler) -> None:
-    """Replace `cls`'s forward during capture by `handler` (for data-dependent code, e.g. MoE)."""
-    _OPAQUE[cls] = handler
 
 
 def _dtype(t: torch.Tensor | torch.dtype) -> str:
@@ -319,8 +302,8 @@ def _install_hooks(model: nn.Module, rec: _Recorder) -> list[Any]:
     handles: list[Any] = []
     for static_name, module in model.named_modules():
         static = static_name.removeprefix("model.")
-        leaf = next((h for c, h in _LEAVES.items() if type(module) is c), None)
-        opaque = next((h for c, h in _OPAQUE.items() if isinstance(module, c)), None)
+        leaf = next((h for c, h in LEAVES.items() if type(module) is c), None)
+        opaque = next((h for c, h in OPAQUE.items() if isinstance(module, c)), None)
         if opaque is not None:
             handles.append(_swap_forward(module, static, opaque, rec))
             continue
@@ -374,7 +357,3 @@ def _swap_forward(
 
     module.forward = forward  # type: ignore[method-assign]
     return _Restore(module)
-
-
-# The model's own MoE block is data-dependent: register it as an opaque leaf (toolkit/moe.py).
-from intaglio.toolkit import moe as _moe  # noqa: E402, F401

@@ -22,7 +22,7 @@ from torch import nn
 
 from intaglio.model.moe import MoE
 from intaglio.toolkit import ops as K
-from intaglio.toolkit.capture import LeafContext, register_opaque_leaf
+from intaglio.toolkit.leaves import LeafContext, register_opaque_leaf
 from intaglio.toolkit.ops import Op, canonical_dtype
 
 M = TypeVar("M", bound=nn.Module)
