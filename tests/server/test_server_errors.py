@@ -159,7 +159,9 @@ def test_disconnect_during_non_streaming_request_aborts(server: RunningServer) -
     wait_until(lambda: engine_idle(url), what="an idle engine before the test")
     aborts_before = metrics(url).get('intaglio_requests_total{finish_reason="abort"}', 0.0)
     body = {"prompt": "a", "max_tokens": 500, "ignore_eos": True}
-    with httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=0.3)) as c:
+    # The client leaves long before 500 tokens can be out: the tiny model needs about 0.5 ms
+    # a step on a fast quiet machine (0.25 s in all), so 0.3 s was not always enough.
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=0.02)) as c:
         with pytest.raises(httpx.ReadTimeout):
             c.post(COMPLETIONS, json=body)
     wait_until(lambda: engine_idle(url), what="the abandoned request to be aborted")
