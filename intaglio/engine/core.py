@@ -42,8 +42,9 @@ class SampleUpdate:
     new_logprobs: list[dict[int, float]] | None
     finish_reason: str | None
     stop_reason: str | int | None
-    # The sample's whole output so far: the live list, for the detokenizer (do not modify).
+    # The sample's whole output and logprobs so far: the request's live lists (do not modify).
     output_token_ids: list[int]
+    output_logprobs: list[dict[int, float]] | None
 
 
 @dataclass
@@ -63,7 +64,6 @@ class _Group:
     """One user request: its n samples share the prompt and are reported together."""
 
     request_id: str
-    prompt_token_ids: list[int]
     children: list[Request]
     metrics: RequestMetrics
     reported: list[int] = field(default_factory=list)  # per sample: tokens already reported
@@ -121,7 +121,7 @@ class EngineCore:
             )
         self._check_tokens(prompt_token_ids, params)
         now = time.monotonic() if arrival_time is None else arrival_time
-        group = _Group(request_id, prompt_token_ids, [], RequestMetrics(now))
+        group = _Group(request_id, [], RequestMetrics(now))
         for i in range(params.n):
             # Each sample gets its own seed stream; the same seed always gives the same samples.
             seed = None if params.seed is None else params.seed + i
@@ -193,7 +193,7 @@ class EngineCore:
         if child.logprobs is not None:
             child.logprobs = list(parent.logprobs or [])
         metrics = RequestMetrics(time.monotonic(), group.metrics.first_token_time)
-        self._register(_Group(new_request_id, group.prompt_token_ids, [child], metrics))
+        self._register(_Group(new_request_id, [child], metrics))
         self.scheduler.fork(parent, child)
 
     def _register(self, group: _Group) -> None:
@@ -239,8 +239,6 @@ class EngineCore:
             self._grammars = GrammarCompiler(vocab)
         try:
             return self._grammars.compile(params.structured)
-        except RequestError:
-            raise
         except ValueError as e:
             raise RequestError(str(e), "structured") from e
 
@@ -314,6 +312,7 @@ class EngineCore:
                     finish_reason=child.finish_reason,
                     stop_reason=child.stop_reason,
                     output_token_ids=child.output_token_ids,
+                    output_logprobs=child.logprobs,
                 )
             )
         new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None

@@ -40,7 +40,8 @@ def encode_prompt(tokenizer: Any, prompt: str, add_special_tokens: bool = True) 
 @dataclass
 class _Sample:
     detokenizer: IncrementalDetokenizer
-    token_ids: list[int] = field(default_factory=list)  # the live output list (from the core)
+    # The request's live output lists (from the core); copied only into cumulative outputs.
+    token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, float]] | None = None
     num_chars_sent: int = 0  # delta outputs: text already handed out
     finish_reason: str | None = None
@@ -156,9 +157,7 @@ class LLMEngine:
         """Record one sample's news and detokenize it; True when a stop string ended the
         whole request."""
         sample = text.samples[update.index]
-        sample.token_ids = update.output_token_ids
-        if sample.logprobs is not None and update.new_logprobs is not None:
-            sample.logprobs.extend(update.new_logprobs)
+        sample.token_ids, sample.logprobs = update.output_token_ids, update.output_logprobs
         sample.finish_reason, sample.stop_reason = update.finish_reason, update.stop_reason
         if not text.params.detokenize:
             return False

@@ -9,6 +9,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from intaglio.engine.stop import (
+    FINISH_ABORT,
+    FINISH_ERROR,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    banned_token_ids,
+)
 from intaglio.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
@@ -23,11 +30,7 @@ class RequestStatus(enum.Enum):
     FINISHED = "finished"
 
 
-# OpenAI/vLLM finish reasons.
-FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
-FINISH_ABORT = "abort"
-FINISH_ERROR = "error"
+__all__ = ["FINISH_ABORT", "FINISH_ERROR", "FINISH_LENGTH", "FINISH_STOP", "Request"]
 
 
 @dataclass(eq=False)  # identity, not field-by-field comparison, in queues and lists
@@ -83,8 +86,6 @@ class Request:
 
     @property
     def banned_token_ids(self) -> list[int]:
-        from intaglio.engine.stop import banned_token_ids  # stop.py reads Request's fields
-
         return banned_token_ids(self)
 
     def finish(self, reason: str, stop_reason: str | int | None = None) -> None:

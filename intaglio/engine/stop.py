@@ -13,11 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from intaglio.engine.request import FINISH_ERROR, FINISH_LENGTH, FINISH_STOP
 from intaglio.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from intaglio.engine.request import Request
+
+
+# OpenAI/vLLM finish reasons.
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_ABORT = "abort"
+FINISH_ERROR = "error"
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,10 @@ class GGUFCheckpoint:
     def tensor_types(self) -> set[str]:
         return {t.tensor_type.name for t in self.reader.tensors}
 
+    @cached_property
+    def _by_name(self) -> dict[str, Any]:
+        return {t.name: t for t in self.reader.tensors}
+
     def hf_config(self) -> dict[str, Any]:
         """The config.json a Hugging Face folder of the same model would hold."""
         heads = int(self._arch_field("attention.head_count"))
@@ -124,7 +128,6 @@ class GGUFCheckpoint:
         vocab = self._arch_field("vocab_size", len(tokens.data) if tokens is not None else None)
         if vocab is None:
             raise ModelLoadError(f"{self.path.name}: GGUF metadata gives no vocabulary size")
-        names = {t.name for t in self.reader.tensors}
         config: dict[str, Any] = {
             "architectures": [GGUF_ARCHITECTURES[self.arch]],
             "vocab_size": int(vocab),
@@ -137,7 +140,7 @@ class GGUFCheckpoint:
             "rms_norm_eps": float(self._arch_field("attention.layer_norm_rms_epsilon", 1e-6)),
             "rope_theta": float(self._arch_field("rope.freq_base", 10000.0)),
             "max_position_embeddings": int(self._arch_field("context_length", 2048)),
-            "tie_word_embeddings": "output.weight" not in names,
+            "tie_word_embeddings": "output.weight" not in self._by_name,
             "torch_dtype": self.natural_dtype(),
             "use_sliding_window": False,
         }
@@ -158,9 +161,10 @@ class GGUFCheckpoint:
 
     def _rope_scaling(self) -> dict[str, Any] | None:
         kind = self._arch_field("rope.scaling.type", None)
-        if "rope_freqs.weight" in {t.name for t in self.reader.tensors}:
+        freqs = self._by_name.get("rope_freqs.weight")
+        if freqs is not None:
             # Llama 3.1+: llama.cpp stores the 'llama3' rescaling as per-frequency divisors.
-            factors = self._dequantize(self._tensor("rope_freqs.weight"))
+            factors = self._dequantize(freqs)
             return {"rope_type": "freq_factors", "factors": factors.flatten().tolist()}
         if kind in (None, "none"):
             return None
@@ -170,12 +174,6 @@ class GGUFCheckpoint:
             f"{self.path.name}: unsupported rope scaling {kind!r} ({self.arch}.rope.scaling.type); "
             "supported: linear and llama3 frequency factors"
         )
-
-    def _tensor(self, name: str) -> Any:
-        for t in self.reader.tensors:
-            if t.name == name:
-                return t
-        raise ModelLoadError(f"{self.path.name}: no tensor {name!r}")
 
     def _dequantize(self, t: Any) -> np.ndarray:
         from gguf.quants import dequantize
