@@ -1,9 +1,10 @@
-"""Batched sampler: raw logits -> (penalties, temperature, min-p, top-k, top-p) -> token ids.
+"""Batched sampler: raw logits -> one processing chain -> token ids.
 
-Order follows vLLM: logprobs come from the raw logits; logit bias, banned tokens and penalties
-apply to every row; greedy rows take the argmax of the penalized logits; random rows are tempered,
-truncated and sampled with the exponential race (argmax of probs / q, q ~ Exp(1)), which
-lets a seeded row draw q from its own generator so its tokens never depend on its neighbours.
+Order follows vLLM: logprobs come from the raw logits; logit bias, banned tokens, penalties and
+the grammar mask apply to every row; greedy rows take the argmax of the result; random rows are
+tempered, truncated (min-p, top-k, top-p) and sampled with the exponential race (argmax of
+probs / q, q ~ Exp(1)), which lets a seeded row draw q from its own generator so its tokens
+never depend on its neighbours. `target_logits` is the chain, `draw` the choice.
 """
 
 from __future__ import annotations
@@ -181,11 +182,28 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
+        raw_logprobs = (
+            logits.float().log_softmax(dim=-1) if meta.max_num_logprobs is not None else None
+        )
+        token_ids = self.draw(self.target_logits(logits, meta), meta)
+        if raw_logprobs is None:
+            return SamplerOutput(token_ids, None, None, None)
+        assert meta.max_num_logprobs is not None
+        sampled = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)
+        top = raw_logprobs.topk(meta.max_num_logprobs, dim=-1, sorted=True)
+        return SamplerOutput(token_ids, sampled, top.values, top.indices)
+
+    @staticmethod
+    def target_logits(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
+        """The distribution each row samples from, as float32 logits [B, V].
+
+        The one processing chain: bias, bans, penalties and the grammar mask for every row;
+        then for random rows temperature, min-p, top-k and top-p. A greedy row's target is the
+        argmax of its result. Speculative verification accepts drafts against these same
+        logits, so a speculated request samples exactly what it asked for.
+        """
         # A float32 input would alias the caller's tensor; clone so edits stay local.
         logits = logits.to(torch.float32, copy=True)
-
-        raw_logprobs = logits.log_softmax(dim=-1) if meta.max_num_logprobs is not None else None
-
         apply_logit_bias(logits, meta.logit_bias)
         apply_banned_tokens(logits, meta.banned_token_ids)
         logits = apply_penalties(
@@ -198,31 +216,24 @@ class Sampler:
         )
         if meta.allowed_token_mask is not None:
             logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
-
-        greedy_ids = None if meta.all_random else logits.argmax(dim=-1)
         if meta.all_greedy:
-            assert greedy_ids is not None
-            token_ids = greedy_ids
-        else:
-            random_ids = self._sample_random(logits, meta)
-            if greedy_ids is None:
-                token_ids = random_ids
-            else:
-                token_ids = torch.where(meta.temperature == 0.0, greedy_ids, random_ids)
-
-        if raw_logprobs is None:
-            return SamplerOutput(token_ids, None, None, None)
-        assert meta.max_num_logprobs is not None
-        sampled = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)
-        top = raw_logprobs.topk(meta.max_num_logprobs, dim=-1, sorted=True)
-        return SamplerOutput(token_ids, sampled, top.values, top.indices)
+            return logits
+        temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)
+        tempered = logits / temperature[:, None]
+        if meta.min_p is not None:
+            tempered = apply_min_p(tempered, meta.min_p)
+        tempered = apply_top_k_top_p(tempered, meta.top_k, meta.top_p)
+        if meta.all_random:
+            return tempered
+        # Greedy rows keep their untempered logits (same argmax, no division by zero).
+        return torch.where((meta.temperature == 0.0)[:, None], logits, tempered)
 
     @staticmethod
-    def _sample_random(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
-        # logits: [B, V] penalized -> [B] int64; greedy rows get a value the caller discards.
-        temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)
-        logits = logits / temperature[:, None]
-        if meta.min_p is not None:
-            logits = apply_min_p(logits, meta.min_p)
-        logits = apply_top_k_top_p(logits, meta.top_k, meta.top_p)
-        return exponential_race(logits.softmax(dim=-1), meta.generators)
+    def draw(target: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
+        """One token per row from target_logits' result: [B, V] -> [B] int64."""
+        if meta.all_greedy:
+            return target.argmax(dim=-1)
+        random_ids = exponential_race(target.softmax(dim=-1), meta.generators)
+        if meta.all_random:
+            return random_ids
+        return torch.where(meta.temperature == 0.0, target.argmax(dim=-1), random_ids)
