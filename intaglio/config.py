@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 SCHEDULING_POLICIES = ("fcfs", "priority", "cache-aware")
 INTERLEAVE_POLICIES = ("stall-free", "prefill-first", "decode-first")
+SPECULATIVE_METHODS = ("ngram", "suffix")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class EngineConfig:
     priority_aging_s: float = 10.0  # waiting this long raises a request one priority level
     interleave_policy: str = "stall-free"  # stall-free, prefill-first or decode-first
     decode_first_max_wait_steps: int = 8  # decode-first: decode steps before prefill runs
+    # Speculative decoding (intaglio/spec): who proposes drafts (ngram, suffix; None: off),
+    # the most draft tokens per request per step, whether that number adapts to measured
+    # acceptance and step cost, and the match lengths the lookup proposers try.
+    speculative_method: str | None = None
+    num_speculative_tokens: int = 4
+    speculative_adaptive: bool = True
+    prompt_lookup_min: int = 2
+    prompt_lookup_max: int = 5
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -59,3 +68,9 @@ class EngineConfig:
             fail(f"priority_aging_s must be >= 0 (0 turns aging off), got {self.priority_aging_s}")
         if self.decode_first_max_wait_steps < 1:
             fail("decode_first_max_wait_steps must be positive")
+        if self.speculative_method not in (None, *SPECULATIVE_METHODS):
+            fail(f"speculative_method must be one of {SPECULATIVE_METHODS} or None")
+        if not 1 <= self.num_speculative_tokens <= 32:
+            fail(f"num_speculative_tokens must be in [1, 32], got {self.num_speculative_tokens}")
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            fail("prompt_lookup_min and prompt_lookup_max must satisfy 1 <= min <= max")

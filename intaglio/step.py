@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-import torch
-
 from intaglio.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
@@ -44,7 +42,7 @@ class SequenceView(Protocol):
     def local_block_ids(self) -> list[int]: ...  # chunked local attention layers' own table
 
     @property
-    def generator(self) -> torch.Generator | None: ...
+    def seed(self) -> int | None: ...  # noise at sequence position p comes from (seed, p)
 
     @property
     def num_prompt_logprobs(self) -> int: ...  # prompt positions already reported
@@ -79,12 +77,22 @@ R = TypeVar("R", bound=SequenceView, covariant=True)
 @dataclass
 class ScheduledRequest(Generic[R]):
     request: R
-    num_new_tokens: int
+    num_new_tokens: int  # including the draft tokens
+    # Draft tokens to verify after the request's last token (speculative decoding); the step
+    # computes them and reports what it drew at each of the 1 + len(spec_token_ids) positions.
+    spec_token_ids: list[int] = field(default_factory=list)
 
     @property
     def samples(self) -> bool:
         """True when this step reaches the end of the known tokens, so a new one is sampled."""
-        return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+        request = self.request
+        end = request.num_computed_tokens + self.num_new_tokens - len(self.spec_token_ids)
+        return end == request.num_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        """One query row per token over the cached context: a decode or a verification."""
+        return self.num_new_tokens == 1 or bool(self.spec_token_ids)
 
 
 @dataclass
@@ -103,10 +111,11 @@ class SchedulerOutput(Generic[R]):
 
 @dataclass
 class ExecutorOutput:
-    # request_id -> the token sampled this step (only for requests that reached their end)
-    sampled: dict[str, int] = field(default_factory=dict)
-    # request_id -> {token_id: logprob}, the sampled token first then the top N
-    logprobs: dict[str, dict[int, float]] = field(default_factory=dict)
+    # request_id -> the tokens this step emits (only for requests that reached their end): one,
+    # or under speculation the drafts accepted followed by the token drawn after them
+    sampled: dict[str, list[int]] = field(default_factory=dict)
+    # request_id -> per emitted token {token_id: logprob}, the sampled token first then the top N
+    logprobs: dict[str, list[dict[int, float]]] = field(default_factory=dict)
     # request_id -> entries for the prompt positions after request.num_prompt_logprobs that
     # this step's logits reach (None for position 0, which nothing predicts)
     prompt_logprobs: dict[str, list[dict[int, float] | None]] = field(default_factory=dict)

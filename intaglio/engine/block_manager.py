@@ -142,8 +142,15 @@ class BlockManager:
             ids[i] = copy
         for _ in range(extra):
             ids.append(self.pool.take())
-        self._cache_full_blocks(request, end)
+        # Draft tokens (speculative decoding) may be rejected: only known tokens are cached.
+        self._cache_full_blocks(request, min(end, request.num_tokens))
         return True
+
+    def trim(self, request: Request) -> None:
+        """Return blocks wholly past the request's tokens (held for drafts it rejected)."""
+        keep = self.blocks_needed(request.num_tokens)
+        while len(request.block_ids) > keep:
+            self.pool.decref(request.block_ids.pop())
 
     def _cache_full_blocks(self, request: Request, num_tokens: int) -> None:
         """Put the request's blocks that num_tokens fills into the prefix cache.

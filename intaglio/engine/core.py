@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from intaglio.config import EngineConfig
 from intaglio.engine import stop as stops
 from intaglio.engine.outputs import RequestMetrics
 from intaglio.engine.request import FINISH_ABORT, Request
 from intaglio.engine.scheduler import Scheduler
+from intaglio.engine.speculator import Speculator
 from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
+from intaglio.spec import SpecStats
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class EngineCore:
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, _Group] = {}  # sample request id -> its group
         self._aborted: list[_Group] = []
+        self._speculator = Speculator.from_config(config) if config.speculative_method else None
 
     # ---------------------------------------------------------------- admission
     def add(
@@ -222,8 +223,7 @@ class EngineCore:
             cache_salt=cache_salt,
             logprobs=[] if params.logprobs is not None else None,
         )
-        if seed is not None:
-            request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
+        request.seed = seed
         if params.structured is not None:  # compiled once per grammar (cached), then matched
             request.matcher = self._compile_grammar(params).matcher()
         return request
@@ -275,10 +275,16 @@ class EngineCore:
             if self.scheduler.has_unfinished():
                 raise RuntimeError("no request could be scheduled; the KV cache is too small")
             return [self._output(g) for g in touched.values()]
+        start = time.perf_counter()
         result = self.executor.execute(sched)
+        if self._speculator is not None:
+            num_tokens = sum(s.num_new_tokens for s in sched.scheduled)
+            self._speculator.controller.observe_step(num_tokens, time.perf_counter() - start)
         for request in self.scheduler.update(sched, result.sampled):
             if request.error is not None:
                 self._group_of[request.request_id].error = request.error
+            if self._speculator is not None:
+                self._speculator.finish(request)
         now = time.monotonic()
         for s in sched.scheduled:
             request = s.request
@@ -292,8 +298,11 @@ class EngineCore:
                 continue
             if group.metrics.first_token_time is None:
                 group.metrics.first_token_time = now
-            if request.logprobs is not None:
-                request.logprobs.append(result.logprobs[request.request_id])
+            if request.logprobs is not None:  # one entry per token kept (a stop drops the rest)
+                kept = len(request.output_token_ids) - len(request.logprobs)
+                request.logprobs.extend(result.logprobs[request.request_id][:kept])
+        if self._speculator is not None:
+            self._speculator.propose(self.scheduler)
         return [self._output(g) for g in touched.values()]
 
     def _output(self, group: _Group) -> CoreOutput:
@@ -333,6 +342,10 @@ class EngineCore:
         group.finished = True
         group.metrics.finished_time = time.monotonic()
         group.metrics.num_preemptions = sum(c.num_preemptions for c in group.children)
+        if self._speculator is not None:
+            group.metrics.spec = SpecStats()
+            for child in group.children:
+                group.metrics.spec.add(child.spec)
         del self._groups[group.request_id]
         for child in group.children:
             del self._group_of[child.request_id]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from intaglio.spec import SpecStats
+
 
 @dataclass
 class RequestMetrics:
@@ -12,6 +14,7 @@ class RequestMetrics:
     first_token_time: float | None = None
     finished_time: float | None = None
     num_preemptions: int = 0
+    spec: SpecStats | None = None  # speculative decoding: drafts and acceptance, when it ran
 
     @property
     def time_to_first_token(self) -> float | None:

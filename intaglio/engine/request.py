@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
-
 from intaglio.engine.stop import (
     FINISH_ABORT,
     FINISH_ERROR,
@@ -17,6 +15,7 @@ from intaglio.engine.stop import (
     banned_token_ids,
 )
 from intaglio.sampling.params import SamplingParams
+from intaglio.spec import SpecStats
 
 if TYPE_CHECKING:
     from intaglio.engine.prefix_cache import Node
@@ -54,13 +53,18 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it
-    generator: torch.Generator | None = None
+    seed: int | None = None  # each position draws its noise from (seed, position)
     num_preemptions: int = 0
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None
     num_prompt_logprobs: int = 0  # prompt positions whose logprobs were already reported
     matcher: TokenMatcher | None = None  # a structured request's grammar matcher
     error: str | None = None  # why it failed, when it ended with finish_reason "error"
+    # Speculative decoding: drafts to verify in the next step, and this request's record of
+    # drafts tried and accepted (its acceptance rate sizes its next drafts).
+    spec_token_ids: list[int] = field(default_factory=list)
+    spec: SpecStats = field(default_factory=SpecStats)
+    num_spec_tried: int = 0  # drafts reached by verification (those after a rejection are not)
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -20,6 +20,7 @@ from intaglio.engine.request import FINISH_STOP, Request, RequestStatus
 from intaglio.engine.scheduling_policy import Interleaver, RankKey, rank_key
 from intaglio.engine.stop import check_token
 from intaglio.executor.base import Executor
+from intaglio.spec import SpecStats
 from intaglio.step import ScheduledRequest, SchedulerOutput
 
 # Cache-aware ordering matches every waiting request against the cache each step; past this
@@ -54,6 +55,7 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_computed_tokens = 0  # tokens run through the model so far (all steps)
         self.num_new_waiting = 0  # never-scheduled requests waiting (what max_num_waiting caps)
+        self.spec_stats = SpecStats()
 
     @classmethod
     def from_config(cls, config: EngineConfig, executor: Executor) -> Scheduler:
@@ -139,9 +141,13 @@ class Scheduler:
                 break
             if request.status is not RequestStatus.RUNNING:
                 continue  # preempted earlier this step
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            remaining = request.num_tokens - request.num_computed_tokens
+            drafts = request.spec_token_ids if remaining == 1 else []
+            num_new = min(remaining + len(drafts), budget)
+            # Drafts share the step's token budget with prefill chunks and decodes.
+            drafts = drafts[: num_new - min(remaining, num_new)]
             if self._make_room(request, num_new, out):
-                self._record(request, num_new, out)
+                self._record(request, num_new, out, drafts)
                 budget -= num_new
         return budget
 
@@ -200,31 +206,49 @@ class Scheduler:
             self._preempt(worst)
             out.preempted.append(worst)
 
-    def _record(self, request: Request, num_new: int, out: SchedulerOutput[Request]) -> None:
-        out.scheduled.append(ScheduledRequest(request, num_new))
+    def _record(
+        self,
+        request: Request,
+        num_new: int,
+        out: SchedulerOutput[Request],
+        drafts: list[int] | None = None,
+    ) -> None:
+        out.scheduled.append(ScheduledRequest(request, num_new, drafts or []))
         self._scheduled_now.add(id(request))
         self.num_computed_tokens += num_new
 
     # ------------------------------------------------------------------ update
-    def update(self, out: SchedulerOutput[Request], sampled: dict[str, int]) -> list[Request]:
+    def update(self, out: SchedulerOutput[Request], sampled: dict[str, list[int]]) -> list[Request]:
         """Advance progress, append sampled tokens, end the requests the stop check (stop.py)
         ends; return those."""
         finished = []
         for s in out.scheduled:
             request = s.request
-            request.num_computed_tokens += s.num_new_tokens
-            token = sampled.get(request.request_id)
-            if token is None:
+            request.spec_token_ids = []  # used; the next step gets fresh drafts
+            tokens = sampled.get(request.request_id)
+            if tokens is None:
+                request.num_computed_tokens += s.num_new_tokens
                 continue  # a prefill chunk that did not reach the end of the prompt
-            request.output_token_ids.append(token)
+            # Rejected drafts roll back: their K/V stays in slots the next step overwrites.
+            num_accepted = len(tokens) - 1
+            request.num_computed_tokens += s.num_new_tokens - len(s.spec_token_ids) + num_accepted
+            if s.spec_token_ids:
+                self.spec_stats.record(s.spec_token_ids, num_accepted)
+                request.spec.record(s.spec_token_ids, num_accepted)
+                request.num_spec_tried += num_accepted + (num_accepted < len(s.spec_token_ids))
             siblings = self._siblings.pop(request.request_id, None)
             if siblings:
                 self._fork_siblings(request, siblings)
-            end = check_token(request, token)
-            if end is not None:
-                request.finish(end.reason, end.stop_reason)
-                request.error = end.error
-                finished.append(request)
+            for token in tokens:
+                request.output_token_ids.append(token)
+                end = check_token(request, token)
+                if end is not None:  # tokens after it are dropped
+                    request.finish(end.reason, end.stop_reason)
+                    request.error = end.error
+                    finished.append(request)
+                    break
+            else:
+                self.block_manager.trim(request)
         for request in finished:
             self._remove(request)
         return finished
@@ -261,6 +285,7 @@ class Scheduler:
 
     def _preempt(self, request: Request) -> None:
         self.block_manager.free(request)
+        request.spec_token_ids = []
         request.num_computed_tokens = 0
         request.status = RequestStatus.PREEMPTED
         request.num_preemptions += 1

@@ -19,7 +19,9 @@ from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.loader import load_model
 from intaglio.ops.cpu_kernels import cpu_kernels
 from intaglio.ops.linear import HALF_DTYPES, cache_fp32_weights
+from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
+from intaglio.spec import accepted_tokens, position_seed
 from intaglio.step import (
     ExecutorOutput,
     ScheduledRequest,
@@ -103,24 +105,28 @@ class ModelExecutor:
     def execute(self, out: SchedulerOutput[SequenceView]) -> ExecutorOutput:
         self._copy_blocks(out.block_copies, chunked=False)
         self._copy_blocks(out.local_block_copies, chunked=True)
-        batch = sorted(out.scheduled, key=lambda s: s.num_new_tokens != 1)  # decodes first
+        batch = sorted(out.scheduled, key=lambda s: not s.is_decode)  # decodes first
         input_ids, positions, meta, local_meta, starts = self._prepare(batch)
+        samplers = [s for s in batch if s.samples]
         # Grammar masks are filled on a worker thread while the forward pass runs (torch
         # releases the GIL inside its kernels).
-        constrained = [s.request for s in batch if s.samples and s.request.matcher is not None]
-        masks = self._mask_pool().submit(self._grammar_masks, constrained) if constrained else None
+        constrained = any(s.request.matcher is not None for s in samplers)
+        masks = self._mask_pool().submit(self._grammar_masks, samplers) if constrained else None
         hidden = self.model(input_ids, positions, self.kv_caches, meta, local_meta)
 
-        # Rows whose logits we need: each sampling request's last token, plus prompt positions
-        # of requests asking for prompt logprobs.
-        sample_rows = [starts[i] + s.num_new_tokens - 1 for i, s in enumerate(batch) if s.samples]
-        samplers = [s.request for s in batch if s.samples]
+        # Rows whose logits we need: each sampling request's last token and the drafts after it
+        # (the positions it verifies), plus prompt positions of requests asking for prompt
+        # logprobs.
+        sample_rows = [
+            starts[i] + s.num_new_tokens - 1 - len(s.spec_token_ids) + j
+            for i, s in enumerate(batch)
+            if s.samples
+            for j in range(len(s.spec_token_ids) + 1)
+        ]
         result = ExecutorOutput()
         if samplers:
             logits = self.model.compute_logits(hidden[sample_rows])
-            allowed = None
-            if masks is not None:
-                allowed = self._allowed_mask(samplers, constrained, masks.result())
+            allowed = None if masks is None else torch.from_numpy(masks.result()).to(self.device)
             self._sample(samplers, logits, result, allowed)
         for i, s in enumerate(batch):
             if s.request.wants_prompt_logprobs:
@@ -148,6 +154,7 @@ class ModelExecutor:
             start = s.request.num_computed_tokens
             starts.append(len(ids))
             ids.extend(token_slice(s.request, start, start + s.num_new_tokens))
+            ids.extend(s.spec_token_ids)  # the slice stops at the known tokens
             pos_chunks.append(np.arange(start, start + s.num_new_tokens, dtype=np.int64))
         meta = self._metadata(batch, pos_chunks, starts, [s.request.block_ids for s in batch])
         local_meta = None
@@ -173,15 +180,17 @@ class ModelExecutor:
         )
         slot_mapping = block_of_token * bs + positions % bs
 
-        nd = sum(1 for s in batch if s.num_new_tokens == 1)  # decodes come first
+        # Decodes come first, one row per token: a verification's k + 1 tokens are k + 1 rows
+        # on the same block table, row i seeing the keys up to its own position.
+        num_decodes = sum(1 for s in batch if s.is_decode)
+        nd = sum(s.num_new_tokens for s in batch[:num_decodes])
         decode_tables = key_range = None
         if nd:
-            lens = np.array([s.request.num_computed_tokens + 1 for s in batch[:nd]], dtype=np.int64)
-            max_len = int(lens.max())
-            tables = np.zeros((nd, -(-max_len // bs)), dtype=np.int64)
-            for row, table in enumerate(block_tables[:nd]):
-                blocks = table[: tables.shape[1]]
-                tables[row, : len(blocks)] = blocks
+            lens = positions[:nd] + 1
+            tables = np.zeros((nd, -(-int(lens.max()) // bs)), dtype=np.int64)
+            for i in range(num_decodes):
+                blocks = block_tables[i][: tables.shape[1]]
+                tables[starts[i] : starts[i] + batch[i].num_new_tokens, : len(blocks)] = blocks
             decode_tables = torch.from_numpy(tables).to(self.device)
             ranges = np.stack((np.zeros_like(lens), lens), axis=1)
             key_range = torch.from_numpy(ranges).to(self.device)
@@ -193,7 +202,7 @@ class ModelExecutor:
                 block_table=torch.tensor(block_tables[i], dtype=torch.int64, device=self.device),
             )
             for i, s in enumerate(batch)
-            if i >= nd
+            if i >= num_decodes
         ]
         return AttentionMetadata(
             slot_mapping=torch.from_numpy(slot_mapping).to(self.device),
@@ -208,56 +217,75 @@ class ModelExecutor:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar-mask")
         return self._pool
 
-    def _grammar_masks(self, requests: list[SequenceView]) -> np.ndarray:
-        """[len(requests), vocab_size] bool: the tokens each request's grammar allows next."""
-        packed = np.zeros((len(requests), -(-self.vocab_size // 8)), dtype=np.uint8)
-        for row, r in enumerate(requests):
-            assert r.matcher is not None  # only constrained requests come here
-            r.matcher.fill_next_token_bitmask(packed[row])
+    def _grammar_masks(self, samplers: list[ScheduledRequest]) -> np.ndarray:
+        """[sampled rows, vocab_size] bool: the tokens each row's grammar allows (all tokens for
+        requests without one). A verification's row i is the state after its first i drafts,
+        which the speculator checked the grammar accepts."""
+        rows = sum(len(s.spec_token_ids) + 1 for s in samplers)
+        packed = np.full((rows, -(-self.vocab_size // 8)), 255, dtype=np.uint8)
+        row = 0
+        for s in samplers:
+            matcher = s.request.matcher
+            if matcher is not None:
+                for i, draft in enumerate([*s.spec_token_ids, None]):
+                    matcher.fill_next_token_bitmask(packed[row + i])
+                    if draft is not None:
+                        assert matcher.accept_token(draft)
+                matcher.rollback(len(s.spec_token_ids))
+            row += len(s.spec_token_ids) + 1
         return np.unpackbits(packed, axis=1, count=self.vocab_size, bitorder="little").view(bool)
-
-    def _allowed_mask(
-        self, samplers: list[SequenceView], constrained: list[SequenceView], rows: np.ndarray
-    ) -> torch.Tensor:
-        allowed = np.ones((len(samplers), self.vocab_size), dtype=bool)
-        index = {id(r): i for i, r in enumerate(constrained)}
-        for i, r in enumerate(samplers):
-            if id(r) in index:
-                allowed[i] = rows[index[id(r)]]
-        return torch.from_numpy(allowed).to(self.device)
 
     def _sample(
         self,
-        requests: list[SequenceView],
+        samplers: list[ScheduledRequest],
         logits: torch.Tensor,
         result: ExecutorOutput,
         allowed: torch.Tensor | None = None,
     ) -> None:
+        """Draw a token at every verified position (one per plain decode), each from the
+        position's own noise, and keep the drafts that match (spec/verify.py)."""
+        params: list[SamplingParams] = []
+        prompts: list[list[int]] = []
+        outputs: list[list[int]] = []
+        banned: list[list[int]] = []
+        generators: dict[int, torch.Generator] = {}
+        for s in samplers:
+            r = s.request
+            for i in range(len(s.spec_token_ids) + 1):
+                if r.seed is not None:
+                    seed = position_seed(r.seed, r.num_tokens + i)
+                    generator = torch.Generator(device=self.device).manual_seed(seed)
+                    generators[len(params)] = generator
+                params.append(r.params)
+                prompts.append(r.prompt_token_ids)
+                # Penalties at row i see the drafts before it as output.
+                output = r.output_token_ids
+                outputs.append(output + s.spec_token_ids[:i] if i else output)
+                banned.append(r.banned_token_ids)  # the speculator keeps rows alike
         meta = SamplingMetadata.build(
-            [r.params for r in requests],
-            [r.prompt_token_ids for r in requests],
-            [r.output_token_ids for r in requests],
-            {i: r.generator for i, r in enumerate(requests) if r.generator is not None},
-            [r.banned_token_ids for r in requests],
-            logits.shape[-1],
-            self.device,
+            params, prompts, outputs, generators, banned, logits.shape[-1], self.device
         )
         meta.allowed_token_mask = allowed
         sampled = self.sampler(logits, meta)
-        token_ids = sampled.token_ids.tolist()
-        for i, r in enumerate(requests):
-            result.sampled[r.request_id] = token_ids[i]
-        if sampled.logprobs is None:
-            return
-        assert sampled.top_logprobs is not None and sampled.top_token_ids is not None
-        lps = sampled.logprobs.tolist()
-        top_lps, top_ids = sampled.top_logprobs.tolist(), sampled.top_token_ids.tolist()
-        for i, r in enumerate(requests):
+        drawn = sampled.token_ids.tolist()
+        lps = top_lps = top_ids = None
+        if sampled.logprobs is not None:
+            assert sampled.top_logprobs is not None and sampled.top_token_ids is not None
+            lps = sampled.logprobs.tolist()
+            top_lps, top_ids = sampled.top_logprobs.tolist(), sampled.top_token_ids.tolist()
+        row = 0
+        for s in samplers:
+            r, drafts = s.request, s.spec_token_ids
+            tokens = accepted_tokens(drawn[row : row + len(drafts) + 1], drafts)
+            result.sampled[r.request_id] = tokens
             n = r.params.logprobs
             if n is not None:
-                result.logprobs[r.request_id] = _logprob_entry(
-                    token_ids[i], lps[i], top_ids[i][:n], top_lps[i][:n]
-                )
+                assert lps is not None and top_lps is not None and top_ids is not None
+                result.logprobs[r.request_id] = [
+                    _logprob_entry(t, lps[row + i], top_ids[row + i][:n], top_lps[row + i][:n])
+                    for i, t in enumerate(tokens)
+                ]
+            row += len(drafts) + 1
 
     def _prompt_logprobs(
         self, s: ScheduledRequest, hidden: torch.Tensor, row0: int, result: ExecutorOutput

@@ -4,6 +4,10 @@ It receives the scheduler's real SchedulerOutput, costs the step on a hardware d
 (toolkit StepCostModel), advances a virtual clock by that time, and returns a synthetic token
 for every request whose step reaches its end, exactly where ModelExecutor would sample one:
 `synthetic_token`, or for a structured request the lowest token its grammar allows.
+
+Speculative decoding is simulated with an acceptance profile measured by the real engine
+(`acceptance[i]`: the chance that draft i is accepted when every draft before it was): each
+verification keeps a random number of its drafts drawn from the profile, then one token.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class SimulatedExecutor:
         block_size: int,
         synthetic_token: int = 0,
         num_local_kv_blocks: int = 0,
+        acceptance: tuple[float, ...] = (),
+        seed: int = 0,
     ) -> None:
         cfg = step_model.cfg
         self.device = torch.device("cpu")
@@ -51,22 +57,25 @@ class SimulatedExecutor:
         self.synthetic_token = synthetic_token
         self.clock_s = 0.0
         self.steps: list[StepRecord] = []
+        self.acceptance = acceptance
+        self._rng = np.random.default_rng(seed)
 
     def execute(self, out: SchedulerOutput[SequenceView]) -> ExecutorOutput:
         n = len(out.scheduled)
         q = np.empty(n, dtype=np.int64)
         c = np.empty(n, dtype=np.int64)
-        sampled: dict[str, int] = {}
-        prefill = 0
+        sampled: dict[str, list[int]] = {}
+        prefill = num_rows = 0
         for i, s in enumerate(out.scheduled):
             r = s.request
             q[i] = s.num_new_tokens
             c[i] = r.num_computed_tokens + s.num_new_tokens
             # Tokens still inside the known sequence (prompt, or a recompute after preemption).
             prefill += max(0, min(s.num_new_tokens, r.num_tokens - 1 - r.num_computed_tokens))
-            if c[i] == r.num_tokens:  # the step reaches the end: a token is sampled
-                sampled[r.request_id] = self._token(r)
-        duration, flops, traffic = self.step_model.estimate(q, c, len(sampled))
+            if s.samples:  # the step reaches the end: tokens are drawn (one per verified row)
+                sampled[r.request_id] = self._tokens(r, s.spec_token_ids)
+                num_rows += len(s.spec_token_ids) + 1
+        duration, flops, traffic = self.step_model.estimate(q, c, num_rows)
         self.steps.append(
             StepRecord(
                 self.clock_s, duration, n, int(q.sum()), prefill, len(sampled), flops, traffic
@@ -75,10 +84,20 @@ class SimulatedExecutor:
         self.clock_s += duration
         return ExecutorOutput(sampled=sampled)
 
-    def _token(self, request: SequenceView) -> int:
-        if request.matcher is None:
-            return self.synthetic_token
+    def _tokens(self, request: SequenceView, drafts: list[int]) -> list[int]:
+        num_kept = 0
+        while num_kept < min(len(drafts), len(self.acceptance)):
+            if self._rng.random() >= self.acceptance[num_kept]:
+                break
+            num_kept += 1
+        kept = drafts[:num_kept]
+        matcher = request.matcher
+        if matcher is None:
+            return [*kept, self.synthetic_token]
+        for token in kept:  # the speculator checked that the grammar accepts them
+            matcher.accept_token(token)
         packed = np.zeros(-(-self.vocab_size // 8), dtype=np.uint8)
-        request.matcher.fill_next_token_bitmask(packed)
+        matcher.fill_next_token_bitmask(packed)
+        matcher.rollback(len(kept))
         allowed = np.flatnonzero(np.unpackbits(packed, bitorder="little"))
-        return int(allowed[0]) if len(allowed) else self.synthetic_token
+        return [*kept, int(allowed[0]) if len(allowed) else self.synthetic_token]

@@ -32,6 +32,10 @@ def assert_kv_consistent(bm: BlockManager, requests: list[Request]) -> None:
     for r in requests:
         assert len(set(r.block_ids)) == len(r.block_ids), "a request holds a block twice"
         assert [n.block_id for n in r.cache_path] == r.block_ids[: len(r.cache_path)]
+        # A cached block holds the request's own tokens (never draft tokens it rejected).
+        tokens = [*r.prompt_token_ids, *r.output_token_ids]
+        for i, node in enumerate(r.cache_path):
+            assert node.key == tuple(tokens[i * bm.block_size : (i + 1) * bm.block_size])
     for block in range(pool.num_blocks):
         assert pool.ref_counts[block] == holders[block], f"block {block}: wrong ref count"
     free = list(pool.free)

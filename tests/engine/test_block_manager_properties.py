@@ -1,5 +1,5 @@
 """Property tests of the block pool, radix cache and copy-on-write: random request lifecycles
-(admit, grow, fork, preempt, finish) keep every reference count exact, never let a block be
+(admit, grow, speculate, fork, preempt, finish) keep every reference count exact, never let a block be
 both free and held, leak nothing, and evict only unreferenced leaves in LRU order."""
 
 from __future__ import annotations
@@ -65,6 +65,29 @@ class BlockManagerMachine(RuleBasedStateMachine):
         for src, dst in copies:  # every copy replaces a block that was shared
             assert src in before and dst in request.block_ids and self.bm.pool.ref_counts[src] >= 1
         request.num_computed_tokens += num_new
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), drafts=tokens, num_accepted=st.integers(0, 9))
+    def speculate(self, data: st.DataObject, drafts: list[int], num_accepted: int) -> None:
+        """A verification step: the last token and its drafts get KV, the rejected drafts roll
+        back (spec decoding), and blocks held only for them return."""
+        request = data.draw(st.sampled_from(self.running))
+        if request.num_computed_tokens == request.num_tokens:
+            request.output_token_ids.append(0)  # the token the last step drew
+        if request.num_tokens - request.num_computed_tokens != 1:
+            return  # mid-prefill: no drafts
+        before = list(request.block_ids)
+        if not self.bm.allocate(request, 1 + len(drafts)):
+            assert request.block_ids == before
+            return
+        self.bm.take_copies()
+        num_accepted = min(num_accepted, len(drafts))
+        request.output_token_ids.extend([*drafts[:num_accepted], 1])
+        request.num_computed_tokens += 1 + num_accepted
+        self.bm.trim(request)
+        held = len(request.block_ids)
+        assert self.bm.blocks_needed(request.num_computed_tokens) <= held
+        assert held <= self.bm.blocks_needed(request.num_tokens)
 
     @precondition(lambda self: self.running)
     @rule(data=st.data())

@@ -28,7 +28,7 @@ def _request(
 def _step(sched: Scheduler) -> dict[str, int]:
     """Schedule once, pretend the model ran, sample token 7 where due; return tokens per id."""
     out = sched.schedule()
-    sampled = {s.request.request_id: 7 for s in out.scheduled if s.samples}
+    sampled = {s.request.request_id: [7] for s in out.scheduled if s.samples}
     plan = {s.request.request_id: s.num_new_tokens for s in out.scheduled}
     sched.update(out, sampled)
     return plan
@@ -95,7 +95,7 @@ class _TokenSevenExecutor:
         self.num_kv_blocks, self.block_size = num_kv_blocks, block_size
 
     def execute(self, out: SchedulerOutput) -> ExecutorOutput:
-        return ExecutorOutput(sampled={s.request.request_id: 7 for s in out.scheduled if s.samples})
+        return ExecutorOutput(sampled={s.request.request_id: [7] for s in out.scheduled if s.samples})
 
 
 def test_finish_and_abort_return_every_block():

@@ -23,7 +23,7 @@ def _unique(rid: str, n: int) -> list[int]:
 
 def _step(sched: Scheduler) -> dict[str, int]:
     out = sched.schedule()
-    sched.update(out, {s.request.request_id: 7 for s in out.scheduled if s.samples})
+    sched.update(out, {s.request.request_id: [7] for s in out.scheduled if s.samples})
     return {s.request.request_id: s.num_new_tokens for s in out.scheduled}
 
 

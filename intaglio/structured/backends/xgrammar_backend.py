@@ -36,6 +36,10 @@ class XGrammarMatcher:
     def is_terminated(self) -> bool:
         return bool(self._matcher.is_terminated())
 
+    def rollback(self, num_tokens: int) -> None:
+        if num_tokens:
+            self._matcher.rollback(num_tokens)
+
 
 class XGrammarCompiled:
     def __init__(self, xg: Any, compiled: Any, vocab_size: int) -> None:

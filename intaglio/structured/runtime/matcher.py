@@ -18,7 +18,7 @@ maxLength) reads it off the walk its chain shares with all its positions (chains
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import numpy as np
 
@@ -32,6 +32,8 @@ Stack = tuple[int, ...]
 State = frozenset[Stack]
 
 _MASK_CACHE_BYTES = 256 * 2**20
+# Tokens a matcher can take back: more than any speculative step verifies.
+_MAX_ROLLBACK = 64
 _GROUP_MIN = 32
 # A group of uncertain tokens this big with one stack left to read them finishes vectorised.
 _VECTOR_GROUP = 256
@@ -277,6 +279,8 @@ class GrammarMatcher:
         self.runtime = runtime
         self.state: State = runtime.initial
         self._ended = False  # EOS accepted
+        # (state, ended) before each of the last accepted tokens, for rollback.
+        self._history: deque[tuple[State, bool]] = deque(maxlen=_MAX_ROLLBACK)
 
     @property
     def can_end(self) -> bool:
@@ -294,6 +298,7 @@ class GrammarMatcher:
         rt = self.runtime
         if token_id in rt.vocab.eos_token_ids:
             if self.can_end and not self._ended:
+                self._history.append((self.state, False))
                 self._ended = True
                 return True
             return False
@@ -305,8 +310,15 @@ class GrammarMatcher:
         nxt = rt.advance_bytes(self.state, data)
         if not nxt:
             return False
+        self._history.append((self.state, self._ended))
         self.state = nxt
         return True
+
+    def rollback(self, num_tokens: int) -> None:
+        if num_tokens > len(self._history):
+            raise ValueError(f"cannot roll back {num_tokens} tokens; {len(self._history)} kept")
+        for _ in range(num_tokens):
+            self.state, self._ended = self._history.pop()
 
     def accept_bytes(self, data: bytes) -> bool:
         nxt = self.runtime.advance_bytes(self.state, data)

@@ -21,6 +21,10 @@ class TokenMatcher(Protocol):
         """True once nothing but the end can follow (or EOS was accepted)."""
         ...
 
+    def rollback(self, num_tokens: int) -> None:
+        """Undo the last num_tokens accepted tokens (speculative drafts that were only tried)."""
+        ...
+
     def fill_next_token_bitmask(self, out: np.ndarray) -> None:
         """Write the allowed next tokens into out: [>= ceil(vocab_size / 8)] uint8, bit t of
         byte t // 8 is token t (little bit order)."""

@@ -1,0 +1,81 @@
+"""Speculator: gives each running decode its draft tokens for the next step.
+
+The proposer (intaglio/spec) guesses; this file decides how many guesses each request may have
+and trims them to what the request may emit: the adaptive controller's length, the room left
+under max_tokens, the min_tokens boundary (every verified position of one request must ban the
+same end tokens), and for a structured request the longest prefix its grammar accepts, so a
+constrained request verifies only drafts it could emit.
+"""
+
+from __future__ import annotations
+
+from intaglio.config import EngineConfig
+from intaglio.engine.request import Request
+from intaglio.engine.scheduler import Scheduler
+from intaglio.spec import DraftLengthController, Proposer, acceptance_rate, build_proposer
+from intaglio.structured import TokenMatcher
+
+
+class Speculator:
+    def __init__(self, proposer: Proposer, controller: DraftLengthController, budget: int):
+        self.proposer = proposer
+        self.controller = controller
+        self.max_num_batched_tokens = budget
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> Speculator:
+        assert config.speculative_method is not None
+        proposer = build_proposer(
+            config.speculative_method, config.prompt_lookup_min, config.prompt_lookup_max
+        )
+        controller = DraftLengthController(
+            config.num_speculative_tokens, config.speculative_adaptive
+        )
+        return cls(proposer, controller, config.max_num_batched_tokens)
+
+    def propose(self, scheduler: Scheduler) -> None:
+        """Set spec_token_ids of every running request whose next step is a decode."""
+        decodes, other = [], 0
+        for r in scheduler.running:
+            remaining = r.num_tokens - r.num_computed_tokens
+            if remaining == 1:
+                decodes.append(r)
+            else:
+                other += remaining
+        if not decodes:
+            return
+        other += sum(r.num_tokens for r in scheduler.waiting)
+        other = min(other, max(self.max_num_batched_tokens - len(decodes), 0))
+        alphas = [acceptance_rate(r.spec.num_accepted_tokens, r.num_spec_tried) for r in decodes]
+        for request, k in zip(decodes, self.controller.draft_lengths(alphas, other)):
+            k = min(k, _room(request))
+            if k <= 0:
+                continue
+            tokens = request.prompt_token_ids + request.output_token_ids
+            drafts = self.proposer.propose(request.request_id, tokens, k)[:k]
+            if request.matcher is not None:
+                drafts = grammar_prefix(request.matcher, drafts)
+            request.spec_token_ids = drafts
+
+    def finish(self, request: Request) -> None:
+        self.proposer.finish(request.request_id, request.output_token_ids)
+
+
+def _room(request: Request) -> int:
+    """The most drafts a step may verify: it emits the accepted ones plus one more token."""
+    num_output = len(request.output_token_ids)
+    room = request.max_tokens - num_output - 1
+    if num_output < request.params.min_tokens:  # stay before the boundary, all rows alike
+        room = min(room, request.params.min_tokens - num_output - 1)
+    return room
+
+
+def grammar_prefix(matcher: TokenMatcher, drafts: list[int]) -> list[int]:
+    """The longest prefix of drafts the grammar accepts (the matcher is left as it was)."""
+    num = 0
+    for token in drafts:
+        if matcher.is_terminated() or not matcher.accept_token(token):
+            break
+        num += 1
+    matcher.rollback(num)
+    return drafts[:num]
