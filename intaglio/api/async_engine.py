@@ -25,13 +25,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from intaglio.engine.engine import LLMEngine
 from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
+from intaglio.spec import SpecStats
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class EngineStats:
     num_preemptions: int = 0
     prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
     prefix_cache_hits: int = 0  # of those, tokens found
+    spec: SpecStats = field(default_factory=SpecStats)  # speculative decoding so far
 
 
 @dataclass
@@ -347,6 +349,10 @@ class AsyncEngine:
             num_preemptions=scheduler.num_preemptions,
             prefix_cache_queries=self.engine.block_manager.num_queried_tokens,
             prefix_cache_hits=self.engine.block_manager.num_hit_tokens,
+            spec=replace(
+                scheduler.spec_stats,
+                accepted_per_position=list(scheduler.spec_stats.accepted_per_position),
+            ),
         )
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:

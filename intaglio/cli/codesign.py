@@ -102,6 +102,15 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--priorities", type=int, default=1)
     w.add_argument("--trace", default=None, help="JSONL/CSV trace instead of a synthetic load")
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument(
+        "--spec-acceptance",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="P",
+        help="with --speculative-method: the chance draft i is accepted after the ones before "
+        "it (as `intaglio bench spec` measures)",
+    )
 
 
 def _value(text: str) -> Any:
@@ -137,6 +146,7 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         priorities=args.priorities,
         trace=args.trace,
         seed=args.seed,
+        spec_acceptance=tuple(args.spec_acceptance),
     )
 
 

@@ -279,7 +279,10 @@ class EngineCore:
         result = self.executor.execute(sched)
         if self._speculator is not None:
             num_tokens = sum(s.num_new_tokens for s in sched.scheduled)
-            self._speculator.controller.observe_step(num_tokens, time.perf_counter() - start)
+            seconds = result.duration_s
+            if seconds is None:
+                seconds = time.perf_counter() - start
+            self._speculator.controller.observe_step(num_tokens, seconds)
         for request in self.scheduler.update(sched, result.sampled):
             if request.error is not None:
                 self._group_of[request.request_id].error = request.error

@@ -17,10 +17,9 @@ from intaglio.structured import TokenMatcher
 
 
 class Speculator:
-    def __init__(self, proposer: Proposer, controller: DraftLengthController, budget: int):
+    def __init__(self, proposer: Proposer, controller: DraftLengthController) -> None:
         self.proposer = proposer
         self.controller = controller
-        self.max_num_batched_tokens = budget
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Speculator:
@@ -31,23 +30,13 @@ class Speculator:
         controller = DraftLengthController(
             config.num_speculative_tokens, config.speculative_adaptive
         )
-        return cls(proposer, controller, config.max_num_batched_tokens)
+        return cls(proposer, controller)
 
     def propose(self, scheduler: Scheduler) -> None:
         """Set spec_token_ids of every running request whose next step is a decode."""
-        decodes, other = [], 0
-        for r in scheduler.running:
-            remaining = r.num_tokens - r.num_computed_tokens
-            if remaining == 1:
-                decodes.append(r)
-            else:
-                other += remaining
-        if not decodes:
-            return
-        other += sum(r.num_tokens for r in scheduler.waiting)
-        other = min(other, max(self.max_num_batched_tokens - len(decodes), 0))
+        decodes = [r for r in scheduler.running if r.num_tokens - r.num_computed_tokens == 1]
         alphas = [acceptance_rate(r.spec.num_accepted_tokens, r.num_spec_tried) for r in decodes]
-        for request, k in zip(decodes, self.controller.draft_lengths(alphas, other)):
+        for request, k in zip(decodes, self.controller.draft_lengths(alphas)):
             k = min(k, _room(request))
             if k <= 0:
                 continue

@@ -54,6 +54,31 @@ class _EngineCollector(Collector):
             "Prompt tokens found in the prefix cache.",
             s.prefix_cache_hits,
         )
+        # Speculative decoding, as vLLM names it: acceptance rate = accepted / draft tokens,
+        # mean acceptance length = 1 + accepted / drafts.
+        yield CounterMetricFamily(
+            "intaglio_spec_decode_num_drafts",
+            "Verification steps of one request with at least one draft token.",
+            s.spec.num_drafts,
+        )
+        yield CounterMetricFamily(
+            "intaglio_spec_decode_num_draft_tokens",
+            "Draft tokens verified.",
+            s.spec.num_draft_tokens,
+        )
+        yield CounterMetricFamily(
+            "intaglio_spec_decode_num_accepted_tokens",
+            "Draft tokens accepted.",
+            s.spec.num_accepted_tokens,
+        )
+        per_position = CounterMetricFamily(
+            "intaglio_spec_decode_num_accepted_tokens_per_pos",
+            "Draft tokens accepted, by position in the draft.",
+            labels=["position"],
+        )
+        for position, count in enumerate(s.spec.accepted_per_position):
+            per_position.add_metric([str(position)], count)
+        yield per_position
 
 
 class ServerMetrics:

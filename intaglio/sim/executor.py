@@ -28,7 +28,7 @@ class StepRecord:
     num_seqs: int
     num_tokens: int
     num_prefill_tokens: int
-    num_sampled: int
+    num_sampled: int  # tokens emitted (under speculation, several per request)
     flops: float
     bytes: float  # memory traffic
 
@@ -76,13 +76,14 @@ class SimulatedExecutor:
                 sampled[r.request_id] = self._tokens(r, s.spec_token_ids)
                 num_rows += len(s.spec_token_ids) + 1
         duration, flops, traffic = self.step_model.estimate(q, c, num_rows)
+        num_emitted = sum(len(tokens) for tokens in sampled.values())
         self.steps.append(
             StepRecord(
-                self.clock_s, duration, n, int(q.sum()), prefill, len(sampled), flops, traffic
+                self.clock_s, duration, n, int(q.sum()), prefill, num_emitted, flops, traffic
             )
         )
         self.clock_s += duration
-        return ExecutorOutput(sampled=sampled)
+        return ExecutorOutput(sampled=sampled, duration_s=duration)
 
     def _tokens(self, request: SequenceView, drafts: list[int]) -> list[int]:
         num_kept = 0

@@ -55,6 +55,9 @@ class Study:
     priorities: int = 1
     trace: str | None = None
     seed: int = 0
+    # Speculative decoding (engine.speculative_method set): the chance that draft i is accepted
+    # after drafts 0..i-1 were, as `intaglio bench spec` measures it on the real engine.
+    spec_acceptance: tuple[float, ...] = ()
 
     def config(self) -> ModelConfig:
         return load_model_config(self.model, self.dtype, self.model_overrides)
@@ -113,6 +116,8 @@ def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
         engine.num_kv_blocks or plan.num_kv_blocks,
         engine.block_size,
         num_local_kv_blocks=plan.num_local_kv_blocks,
+        acceptance=study.spec_acceptance,
+        seed=study.seed,
     )
     return simulate(study.workload(), executor, engine), plan
 

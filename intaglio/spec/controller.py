@@ -7,10 +7,11 @@ more than that time. Two estimates drive the choice, both measured as the engine
 - the step time as a line in the number of tokens run, t = a + b * tokens (least squares with
   exponential forgetting), so each verified token costs b seconds.
 Starting from plain decoding (B tokens in a + b * B seconds), drafts are added in order of
-expected gain while a draft's tokens per second (alpha**j / b) beat the step's average; at
+expected gain while a draft's tokens per second (alpha**j / b) beat the decodes' average; at
 batch 1 on memory-bound hardware b << a and most drafts pay, while at large batch b * B
 dominates and speculation backs off to none: throughput never falls below plain decoding's
-by more than the estimate's error.
+by more than the estimate's error. Prefill chunks in the same step are left out: their cost
+is paid with or without drafts, so it says nothing about what a draft is worth.
 """
 
 from __future__ import annotations
@@ -62,9 +63,8 @@ class DraftLengthController:
         a = max(y / n - b * x / n, 1e-9)
         return a, max(b, 1e-3 * a)  # a token is never free
 
-    def draft_lengths(self, acceptance: list[float], num_other_tokens: int) -> list[int]:
-        """Draft tokens for each decode (acceptance: each one's alpha), given the step's other
-        tokens (prefill chunks) that share its time."""
+    def draft_lengths(self, acceptance: list[float]) -> list[int]:
+        """Draft tokens for each decode of the next step (acceptance: each one's alpha)."""
         k = self.max_draft_tokens
         if not self.adaptive or not acceptance:
             return [k] * len(acceptance)
@@ -73,7 +73,7 @@ class DraftLengthController:
             return [0] * len(acceptance)  # time one plain step first
         a, b = cost
         tokens = float(len(acceptance))  # expected tokens this step yields
-        seconds = a + b * (len(acceptance) + num_other_tokens)
+        seconds = a + b * len(acceptance)
         lengths = [0] * len(acceptance)
         # Max-heap of each request's next draft by expected gain alpha**(j + 1).
         heap = [(-alpha, i) for i, alpha in enumerate(acceptance) if alpha > 0 and k > 0]

@@ -18,6 +18,14 @@ def occurrences(corpus: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     return np.flatnonzero((windows == pattern).all(axis=1))
 
 
+def continuation(tokens: np.ndarray, start: int, num: int) -> np.ndarray:
+    """num tokens from tokens[start] on, as the repeat that the match implies: past the end of
+    the sequence it continues with its own drafts (period len - start), so a loop near the end
+    (a repeated line, a run of one token) still drafts num tokens."""
+    period = len(tokens) - start
+    return tokens[start + np.arange(num) % period]
+
+
 class NgramProposer:
     def __init__(self, min_match: int = 2, max_match: int = 5) -> None:
         self.min_match = min_match
@@ -29,7 +37,7 @@ class NgramProposer:
             found = occurrences(tokens, tokens[-n:])
             if len(found):
                 start = int(found[-1]) + n  # the latest occurrence: the nearest context
-                return tokens[start : start + max_tokens].tolist()
+                return continuation(tokens, start, max_tokens).tolist()
         return []
 
     def finish(self, key: str, output_token_ids: Sequence[int]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from intaglio.spec.ngram import occurrences
+from intaglio.spec.ngram import continuation, occurrences
 
 _SEPARATOR = -1  # between corpus entries, so no match spans two outputs
 _MAX_CANDIDATES = 64  # the most recent occurrences vote; bounds the work per step
@@ -40,13 +40,13 @@ class SuffixProposer:
 
     def propose(self, key: str, token_ids: Sequence[int], max_tokens: int) -> list[int]:
         tokens = np.asarray(token_ids, dtype=np.int64)
-        for n in range(min(self.max_match, len(tokens) - 1), self.min_match - 1, -1):
+        for n in range(min(self.max_match, len(tokens)), self.min_match - 1, -1):
             pattern = tokens[-n:]
             own = occurrences(tokens, pattern) + n  # continuation starts in the sequence itself
             shared = occurrences(self._corpus, pattern) + n
             if not len(own) and not len(shared):
                 continue
-            candidates = [tokens[s : s + max_tokens] for s in own[-_MAX_CANDIDATES:]]
+            candidates = [continuation(tokens, s, max_tokens) for s in own[-_MAX_CANDIDATES:]]
             candidates += [self._corpus[s : s + max_tokens] for s in shared[-_MAX_CANDIDATES:]]
             return self._vote([c for c in candidates if len(c)], max_tokens)
         return []

@@ -1,6 +1,6 @@
 """Property tests of the block pool, radix cache and copy-on-write: random request lifecycles
-(admit, grow, speculate, fork, preempt, finish) keep every reference count exact, never let a block be
-both free and held, leak nothing, and evict only unreferenced leaves in LRU order."""
+(admit, grow, speculate, fork, preempt, finish) keep every reference count exact, never let a
+block be both free and held, leak nothing, and evict only unreferenced leaves in LRU order."""
 
 from __future__ import annotations
 

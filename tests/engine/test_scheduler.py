@@ -95,7 +95,9 @@ class _TokenSevenExecutor:
         self.num_kv_blocks, self.block_size = num_kv_blocks, block_size
 
     def execute(self, out: SchedulerOutput) -> ExecutorOutput:
-        return ExecutorOutput(sampled={s.request.request_id: [7] for s in out.scheduled if s.samples})
+        return ExecutorOutput(
+            sampled={s.request.request_id: [7] for s in out.scheduled if s.samples}
+        )
 
 
 def test_finish_and_abort_return_every_block():

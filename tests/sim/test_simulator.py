@@ -232,3 +232,26 @@ def test_a_grammar_constrained_request_runs_through_the_simulated_executor():
     t = result.timings[-1]
     assert t.finish_reasons == ["stop"] and 1 <= t.num_output_tokens <= 3
     assert all(x.num_output_tokens == 30 for x in result.timings[:-1])
+
+
+def test_speculation_with_a_measured_acceptance_profile(step_model):
+    """One request at a time: drafts accepted at the profile's rates cut the decode steps and
+    the latency; many at once: the adaptive length backs off, so throughput holds."""
+    profile = (0.8, 0.7, 0.6, 0.5)
+
+    def run(workload, **settings):
+        ex = SimulatedExecutor(step_model, 4096, 16, acceptance=profile, seed=1)
+        config = EngineConfig(**{"max_num_seqs": 256, **settings})
+        return simulate(workload, ex, config), ex
+
+    lone = synthetic_workload(4, "fixed:256", "fixed:200", rate=None, seed=2)
+    plain, plain_ex = run(lone, max_num_seqs=1)
+    spec, spec_ex = run(lone, max_num_seqs=1, speculative_method="ngram")
+    assert all(t.num_output_tokens == 200 for t in spec.timings)
+    # Expected tokens per step with 4 drafts at this profile: 1 + .8 + .56 + .336 + .168 = 2.86
+    assert len(plain_ex.steps) / len(spec_ex.steps) > 2.0
+    assert spec.makespan_s < 0.6 * plain.makespan_s
+    crowd = synthetic_workload(256, "fixed:256", "fixed:64", rate=None, seed=2)
+    plain, _ = run(crowd)
+    spec, _ = run(crowd, speculative_method="ngram")
+    assert spec.makespan_s <= 1.02 * plain.makespan_s

@@ -173,7 +173,9 @@ def test_structured_request_with_speculation_is_valid_and_finishes(checkpoint):
         "required": ["a", "b"],
         "additionalProperties": False,
     }
-    params = SamplingParams(temperature=0.0, max_tokens=120, structured={"json_schema": schema}, seed=3)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=120, structured={"json_schema": schema}, seed=3
+    )
     prompt = 'Give {"a": 1, "b": ["x", "y", "x", "y"]} {"a": 1, "b": ["x", "y", "x", "y"]} {"a": 1'
     outs = {}
     for method in (None, "ngram", "suffix"):
