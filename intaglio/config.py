@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 SCHEDULING_POLICIES = ("fcfs", "priority", "cache-aware")
 INTERLEAVE_POLICIES = ("stall-free", "prefill-first", "decode-first")
-SPECULATIVE_METHODS = ("ngram", "suffix")
+SPECULATIVE_METHODS = ("ngram", "suffix", "draft_model")
+# Methods whose drafts come from a network the executor runs (it reserves lookahead slots).
+MODEL_DRAFT_METHODS = ("draft_model",)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class EngineConfig:
     # the most draft tokens per request per step, whether that number adapts to measured
     # acceptance and step cost, and the match lengths the lookup proposers try.
     speculative_method: str | None = None
+    speculative_model: str | None = None  # draft_model: its checkpoint (default: see README)
     num_speculative_tokens: int = 4
     speculative_adaptive: bool = True
     prompt_lookup_min: int = 2
@@ -72,5 +75,10 @@ class EngineConfig:
             fail(f"speculative_method must be one of {SPECULATIVE_METHODS} or None")
         if not 1 <= self.num_speculative_tokens <= 32:
             fail(f"num_speculative_tokens must be in [1, 32], got {self.num_speculative_tokens}")
+        if (
+            self.speculative_model is not None
+            and self.speculative_method not in MODEL_DRAFT_METHODS
+        ):
+            fail(f"speculative_model needs speculative_method in {MODEL_DRAFT_METHODS}")
         if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
             fail("prompt_lookup_min and prompt_lookup_max must satisfy 1 <= min <= max")

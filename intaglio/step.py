@@ -119,6 +119,8 @@ class ExecutorOutput:
     # request_id -> entries for the prompt positions after request.num_prompt_logprobs that
     # this step's logits reach (None for position 0, which nothing predicts)
     prompt_logprobs: dict[str, list[dict[int, float] | None]] = field(default_factory=dict)
+    # request_id -> draft tokens for its next step, from an executor that runs a draft network
+    draft_token_ids: dict[str, list[int]] = field(default_factory=dict)
     # The step's duration when the executor keeps its own clock (the simulator's virtual
     # time); None: the engine times the call itself.
     duration_s: float | None = None

@@ -11,8 +11,10 @@ Chunked local attention (Llama 4's RoPE layers) sees a different view of the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 
@@ -34,6 +36,43 @@ class AttentionMetadata:
     prefills: list[PrefillChunk]
     # Chunked local attention: a query at position p sees only positions [p - p % C, p].
     attention_chunk_size: int | None = None
+
+
+def decode_rows(
+    block_tables: Sequence[Sequence[int]],  # per row, indexed by position // block_size
+    positions: np.ndarray,  # [rows] int64: each row's own position
+    block_size: int,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decode_block_tables, decode_key_range) for rows that each see positions [0, own]."""
+    lens = positions + 1
+    tables = np.zeros((len(lens), -(-int(lens.max()) // block_size)), dtype=np.int64)
+    for row, table in enumerate(block_tables):
+        blocks = table[: tables.shape[1]]
+        tables[row, : len(blocks)] = blocks
+    ranges = np.stack((np.zeros_like(lens), lens), axis=1)
+    return torch.from_numpy(tables).to(device), torch.from_numpy(ranges).to(device)
+
+
+def decode_metadata(
+    block_tables: Sequence[Sequence[int]],
+    positions: np.ndarray,
+    block_size: int,
+    device: torch.device | str,
+) -> AttentionMetadata:
+    """A step of single-token rows (draft models' autoregressive steps): row i writes its K/V
+    at its position's slot and attends to everything before it."""
+    slots = [
+        t[p // block_size] * block_size + p % block_size for t, p in zip(block_tables, positions)
+    ]
+    tables, key_range = decode_rows(block_tables, positions, block_size, device)
+    return AttentionMetadata(
+        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+        num_decode_tokens=len(positions),
+        decode_block_tables=tables,
+        decode_key_range=key_range,
+        prefills=[],
+    )
 
 
 def chunked_local_metadata(

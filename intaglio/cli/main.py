@@ -76,6 +76,13 @@ def _bench_scheduling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_spec(args: argparse.Namespace) -> int:
+    from intaglio.bench.spec import run_spec_benchmark
+
+    run_spec_benchmark(args, engine_args(args))
+    return 0
+
+
 def _bench_moe(args: argparse.Namespace) -> int:
     from intaglio.bench.moe_layer import run_moe_benchmark
 
@@ -115,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(sched)
     sched.set_defaults(func=_bench_scheduling)
     serve_cli.register_bench(bench_sub)
+    spec = bench_sub.add_parser("spec", help="speculative decoding per proposer and batch size")
+    from intaglio.bench.spec import add_spec_bench_flags
+
+    add_spec_bench_flags(spec)
+    add_engine_flags(spec)
+    spec.set_defaults(func=_bench_spec)
     moe = bench_sub.add_parser("moe", help="an MoE layer versus a dense layer of equal active size")
     from intaglio.bench.moe_layer import add_moe_flags
 

@@ -305,7 +305,7 @@ class EngineCore:
                 kept = len(request.output_token_ids) - len(request.logprobs)
                 request.logprobs.extend(result.logprobs[request.request_id][:kept])
         if self._speculator is not None:
-            self._speculator.propose(self.scheduler)
+            self._speculator.propose(self.scheduler, result.draft_token_ids)
         return [self._output(g) for g in touched.values()]
 
     def _output(self, group: _Group) -> CoreOutput:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import itertools
 
-from intaglio.config import EngineConfig
+from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import FINISH_STOP, Request, RequestStatus
 from intaglio.engine.scheduling_policy import Interleaver, RankKey, rank_key
@@ -38,6 +38,7 @@ class Scheduler:
         priority_aging_s: float = 0.0,
         interleave_policy: str = "stall-free",
         decode_first_max_wait_steps: int = 8,
+        num_lookahead_tokens: int = 0,
     ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
@@ -56,6 +57,8 @@ class Scheduler:
         self.num_computed_tokens = 0  # tokens run through the model so far (all steps)
         self.num_new_waiting = 0  # never-scheduled requests waiting (what max_num_waiting caps)
         self.spec_stats = SpecStats()
+        # Slots reserved past a sampling step's tokens for a draft network's next drafts.
+        self.num_lookahead_tokens = num_lookahead_tokens
 
     @classmethod
     def from_config(cls, config: EngineConfig, executor: Executor) -> Scheduler:
@@ -75,6 +78,9 @@ class Scheduler:
             config.priority_aging_s,
             config.interleave_policy,
             config.decode_first_max_wait_steps,
+            config.num_speculative_tokens
+            if config.speculative_method in MODEL_DRAFT_METHODS
+            else 0,
         )
 
     # ------------------------------------------------------------------ queue
@@ -146,14 +152,16 @@ class Scheduler:
             num_new = min(remaining + len(drafts), budget)
             # Drafts share the step's token budget with prefill chunks and decodes.
             drafts = drafts[: num_new - min(remaining, num_new)]
-            if self._make_room(request, num_new, out):
+            # A draft network writes its next drafts' K/V past this step's tokens.
+            lookahead = self.num_lookahead_tokens if num_new >= remaining else 0
+            if self._make_room(request, num_new + lookahead, out):
                 self._record(request, num_new, out, drafts)
                 budget -= num_new
         return budget
 
-    def _make_room(self, request: Request, num_new: int, out: SchedulerOutput[Request]) -> bool:
+    def _make_room(self, request: Request, num_slots: int, out: SchedulerOutput[Request]) -> bool:
         """Allocate, preempting the lowest-ranked requests not yet scheduled this step."""
-        while not self.block_manager.allocate(request, num_new):
+        while not self.block_manager.allocate(request, num_slots):
             victim = next(r for r in reversed(self.running) if id(r) not in self._scheduled_now)
             self.running.remove(victim)
             self._preempt(victim)

@@ -17,7 +17,8 @@ from intaglio.structured import TokenMatcher
 
 
 class Speculator:
-    def __init__(self, proposer: Proposer, controller: DraftLengthController) -> None:
+    def __init__(self, proposer: Proposer | None, controller: DraftLengthController) -> None:
+        """`proposer`: a lookup proposer, or None when the executor drafts with a network."""
         self.proposer = proposer
         self.controller = controller
 
@@ -32,22 +33,27 @@ class Speculator:
         )
         return cls(proposer, controller)
 
-    def propose(self, scheduler: Scheduler) -> None:
-        """Set spec_token_ids of every running request whose next step is a decode."""
+    def propose(self, scheduler: Scheduler, drafted: dict[str, list[int]]) -> None:
+        """Set spec_token_ids of every running request whose next step is a decode, from the
+        lookup proposer or from what the executor's draft network `drafted` this step."""
         decodes = [r for r in scheduler.running if r.num_tokens - r.num_computed_tokens == 1]
         alphas = [acceptance_rate(r.spec.num_accepted_tokens, r.num_spec_tried) for r in decodes]
         for request, k in zip(decodes, self.controller.draft_lengths(alphas)):
             k = min(k, _room(request))
             if k <= 0:
                 continue
-            tokens = request.prompt_token_ids + request.output_token_ids
-            drafts = self.proposer.propose(request.request_id, tokens, k)[:k]
+            if self.proposer is None:
+                drafts = drafted.get(request.request_id, [])[:k]
+            else:
+                tokens = request.prompt_token_ids + request.output_token_ids
+                drafts = self.proposer.propose(request.request_id, tokens, k)[:k]
             if request.matcher is not None:
                 drafts = grammar_prefix(request.matcher, drafts)
             request.spec_token_ids = drafts
 
     def finish(self, request: Request) -> None:
-        self.proposer.finish(request.request_id, request.output_token_ids)
+        if self.proposer is not None:
+            self.proposer.finish(request.request_id, request.output_token_ids)
 
 
 def _room(request: Request) -> int:

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from intaglio.attention.metadata import AttentionMetadata, PrefillChunk
+from intaglio.attention.metadata import AttentionMetadata, PrefillChunk, decode_rows
 from intaglio.config import EngineConfig
+from intaglio.executor.drafter import DraftModel
+from intaglio.model.checkpoint import default_draft_model
 from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.loader import load_model
 from intaglio.ops.cpu_kernels import cpu_kernels
@@ -53,6 +55,7 @@ class ModelExecutor:
             logger.info("fp32 copies of half weights for batched matmuls: %.2f GiB", cached / 2**30)
         cfg = self.model.cfg
         self.block_size = config.block_size
+        self.num_speculative_tokens = config.num_speculative_tokens
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
         # The checkpoint's dtype, also when a half-precision model computes in fp32 on a CPU
@@ -93,12 +96,23 @@ class ModelExecutor:
         ]
         self.sampler = Sampler()
         self._pool: ThreadPoolExecutor | None = None
+        self.drafter = self._draft_model(Path(model_path), config)
         logger.info(
             "KV cache: %d blocks of %d tokens (+%d for chunked-attention layers), %.2f GiB",
             self.num_kv_blocks,
             config.block_size,
             self.num_local_kv_blocks,
             nbytes / 2**30,
+        )
+
+    def _draft_model(self, target: Path, config: EngineConfig) -> DraftModel | None:
+        if config.speculative_method != "draft_model":
+            return None
+        path = config.speculative_model or default_draft_model(target)
+        if path is None:
+            raise ValueError("speculative_method draft_model needs speculative_model (a folder)")
+        return DraftModel(
+            path, config.dtype, self.device, self.num_kv_blocks, self.block_size, self.vocab_size
         )
 
     @torch.inference_mode()
@@ -113,6 +127,8 @@ class ModelExecutor:
         constrained = any(s.request.matcher is not None for s in samplers)
         masks = self._mask_pool().submit(self._grammar_masks, samplers) if constrained else None
         hidden = self.model(input_ids, positions, self.kv_caches, meta, local_meta)
+        if self.drafter is not None:
+            self.drafter.run(input_ids, positions, meta)
 
         # Rows whose logits we need: each sampling request's last token and the drafts after it
         # (the positions it verifies), plus prompt positions of requests asking for prompt
@@ -128,10 +144,25 @@ class ModelExecutor:
             logits = self.model.compute_logits(hidden[sample_rows])
             allowed = None if masks is None else torch.from_numpy(masks.result()).to(self.device)
             self._sample(samplers, logits, result, allowed)
+            if self.drafter is not None:
+                self._draft(samplers, result)
         for i, s in enumerate(batch):
             if s.request.wants_prompt_logprobs:
                 self._prompt_logprobs(s, hidden, starts[i], result)
         return result
+
+    def _draft(self, samplers: list[ScheduledRequest], result: ExecutorOutput) -> None:
+        """The draft network's guesses for each sampled request's next step."""
+        assert self.drafter is not None
+        last, positions, tables = [], [], []
+        for s in samplers:
+            emitted = result.sampled[s.request.request_id]
+            last.append(emitted[-1])
+            positions.append(s.request.num_tokens + len(emitted) - 1)
+            tables.append(s.request.block_ids)
+        drafts = self.drafter.propose(last, positions, tables, self.num_speculative_tokens)
+        for s, d in zip(samplers, drafts):
+            result.draft_token_ids[s.request.request_id] = d
 
     def _copy_blocks(self, copies: list[tuple[int, int]], chunked: bool) -> None:
         if not copies:
@@ -143,6 +174,8 @@ class ModelExecutor:
                 continue
             k_cache.index_copy_(0, dst, k_cache.index_select(0, src))
             v_cache.index_copy_(0, dst, v_cache.index_select(0, src))
+        if self.drafter is not None and not chunked:
+            self.drafter.copy_blocks(src, dst)
 
     def _prepare(
         self, batch: list[ScheduledRequest]
@@ -186,14 +219,10 @@ class ModelExecutor:
         nd = sum(s.num_new_tokens for s in batch[:num_decodes])
         decode_tables = key_range = None
         if nd:
-            lens = positions[:nd] + 1
-            tables = np.zeros((nd, -(-int(lens.max()) // bs)), dtype=np.int64)
-            for i in range(num_decodes):
-                blocks = block_tables[i][: tables.shape[1]]
-                tables[starts[i] : starts[i] + batch[i].num_new_tokens, : len(blocks)] = blocks
-            decode_tables = torch.from_numpy(tables).to(self.device)
-            ranges = np.stack((np.zeros_like(lens), lens), axis=1)
-            key_range = torch.from_numpy(ranges).to(self.device)
+            row_tables = [
+                block_tables[i] for i in range(num_decodes) for _ in range(batch[i].num_new_tokens)
+            ]
+            decode_tables, key_range = decode_rows(row_tables, positions[:nd], bs, self.device)
         prefills = [
             PrefillChunk(
                 query_start=starts[i],

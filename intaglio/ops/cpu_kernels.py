@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -23,7 +24,7 @@ _SOURCES = Path(__file__).parent / "csrc"
 DECODE_ATTENTION_HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -34,20 +35,41 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+# A build takes under two minutes; a lock older than this was left by a killed build, and torch
+# would wait on it forever.
+_STALE_LOCK_S = 600.0
+
+
+def _remove_stale_lock(name: str) -> None:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+            logger.warning("removing a stale build lock left by a killed build: %s", lock)
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+
+
 @functools.cache
 def cpu_kernels() -> ModuleType | None:
     if os.environ.get("INTAGLIO_CPU_KERNELS", "1") == "0":
         return None
-    if not {"avx512f", "avx512bw", "f16c"} <= _cpu_flags():
+    if not {"avx512f", "avx512bw", "f16c"} <= cpu_flags():
         return None
     try:
         from torch.utils.cpp_extension import load
 
         logger.info("loading the CPU decode kernels (built once per version, ~30 s)")
         files = sorted(_SOURCES.iterdir())
-        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+        # The sources' folder is part of the name: two checkouts never rebuild each other's
+        # extension (a build rewrites build.ninja with its own paths).
+        key = str(_SOURCES.resolve()).encode() + b"".join(f.read_bytes() for f in files)
+        name = f"intaglio_cpu_kernels_{hashlib.sha256(key).hexdigest()[:12]}"
+        _remove_stale_lock(name)
         return load(
-            name=f"intaglio_cpu_kernels_{digest}",
+            name=name,
             sources=[str(_SOURCES / "cpu_kernels.cpp")],
             # -fopenmp: at::parallel_for is inlined here and only splits work under OpenMP
             # (the runtime is torch's own libgomp, already loaded).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from intaglio.config import SPECULATIVE_METHODS
+from intaglio.config import MODEL_DRAFT_METHODS, SPECULATIVE_METHODS
 
 
 class Proposer(Protocol):
@@ -19,7 +19,8 @@ class Proposer(Protocol):
         ...
 
 
-def build_proposer(method: str, min_match: int, max_match: int) -> Proposer:
+def build_proposer(method: str, min_match: int, max_match: int) -> Proposer | None:
+    """The lookup proposer `method` names; None for a draft network (the executor runs it)."""
     if method == "ngram":
         from intaglio.spec.ngram import NgramProposer
 
@@ -28,4 +29,6 @@ def build_proposer(method: str, min_match: int, max_match: int) -> Proposer:
         from intaglio.spec.suffix import SuffixProposer
 
         return SuffixProposer(min_match, max_match)
+    if method in MODEL_DRAFT_METHODS:
+        return None
     raise ValueError(f"unknown speculative method {method!r}; choose one of {SPECULATIVE_METHODS}")

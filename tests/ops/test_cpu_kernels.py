@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def test_kernels_build_where_the_cpu_supports_them():
     """On an AVX-512 machine with a compiler the kernels must build: no silent fallback."""
     if os.environ.get("INTAGLIO_CPU_KERNELS") == "0":
         pytest.skip("kernels switched off")
-    if not {"avx512f", "avx512bw", "f16c"} <= ck._cpu_flags():
+    if not {"avx512f", "avx512bw", "f16c"} <= ck.cpu_flags():
         pytest.skip("CPU without AVX-512")
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler")
@@ -131,3 +132,18 @@ def test_rotary_kernel_matches_torch_path_on_strided_views(monkeypatch, interlea
     torch.testing.assert_close(out_q, ref_q, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out_k, ref_k, rtol=1e-5, atol=1e-5)
     assert torch.equal(qkv[:, (heads + kv_heads) * d :], v_before)  # v is left alone
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed(tmp_path, monkeypatch) -> None:
+    """torch waits forever on a build's lock file; one older than any build is stale."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = tmp_path / "some_extension"
+    folder.mkdir()
+    lock = folder / "lock"
+    lock.touch()
+    ck._remove_stale_lock("some_extension")
+    assert lock.exists()  # a build may be running
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    ck._remove_stale_lock("some_extension")
+    assert not lock.exists()

@@ -12,6 +12,7 @@ import pytest
 
 from intaglio import LLM, SamplingParams
 from intaglio.engine.outputs import RequestOutput
+from intaglio.model.checkpoint import EMBEDDED_MODEL
 
 METHODS = ("ngram", "suffix")
 
@@ -73,6 +74,36 @@ def test_greedy_output_identical_with_and_without_speculation(checkpoint, family
         assert llm.engine.scheduler.num_preemptions > 0
     one_at_a_time = [llm.generate([p], params)[0].outputs[0].token_ids for p in _prompts()]
     assert one_at_a_time == [o.outputs[0].token_ids for o in plain]  # batch 1 == batch N
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_draft_model_greedy_output_identical(setting):
+    """The embedded model with its trained 1-layer draft: the draft writes its KV into the
+    target's blocks, including lookahead slots, under chunked prefill and preemption."""
+    kw = {"dtype": "float32", "block_size": 4, **SETTINGS[setting]}
+    params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+    prompts = ["def fibonacci(n):", "import os\nimport sys\n", "class A:\n    def f(self):"]
+    plain = LLM(str(EMBEDDED_MODEL), **kw).generate(prompts * 2, params)
+    llm = LLM(
+        str(EMBEDDED_MODEL), speculative_method="draft_model", speculative_adaptive=False, **kw
+    )
+    spec = llm.generate(prompts * 2, params)
+    assert [o.outputs[0].token_ids for o in spec] == [o.outputs[0].token_ids for o in plain]
+    _assert_speculated(llm)
+    _assert_blocks_returned(llm)
+    if setting == "preempt":
+        assert llm.engine.scheduler.num_preemptions > 0
+
+
+def test_draft_model_needs_a_draft_on_the_same_tokenizer(checkpoint):
+    with pytest.raises(ValueError, match="speculative_model"):
+        LLM(str(checkpoint("llama")), speculative_method="draft_model")
+    with pytest.raises(ValueError, match="vocabulary"):
+        LLM(
+            str(checkpoint("llama")),
+            speculative_method="draft_model",
+            speculative_model=str(EMBEDDED_MODEL),
+        )
 
 
 @pytest.mark.parametrize("method", METHODS)
