@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -13,6 +14,16 @@ from intaglio.ops.cpu_kernels import cpu_kernels
 from intaglio.ops.linear import Linear
 
 
+def _kernels_for(*tensors: torch.Tensor) -> ModuleType | None:
+    """Our CPU kernels, unless absent or autograd would record the op (they have no backward;
+    the rotary one even writes in place), where the torch path computes the same thing."""
+    if tensors[0].device.type != "cpu":
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    return cpu_kernels()
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
@@ -21,7 +32,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            kernels = cpu_kernels() if x.device.type == "cpu" else None
+            kernels = _kernels_for(x, self.weight)
             if kernels is not None:
                 return kernels.rms_norm(x, self.weight, self.eps)
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
@@ -84,7 +95,7 @@ class RotaryEmbedding(nn.Module):
             freqs = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
             self._cos_sin = (freqs.cos().float().unsqueeze(1), freqs.sin().float().unsqueeze(1))
         cos, sin = self._cos_sin  # [num_tokens, 1, head_dim / 2]
-        kernels = cpu_kernels() if q.device.type == "cpu" else None
+        kernels = _kernels_for(q, k)
         if kernels is not None and q.dtype == k.dtype == torch.float32:
             kernels.rotary_embedding_(q, k, cos.squeeze(1), sin.squeeze(1), self.interleaved)
             return q, k
@@ -141,7 +152,7 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
-        kernels = cpu_kernels() if x.device.type == "cpu" else None
+        kernels = _kernels_for(gate_up)
         if kernels is not None and gate_up.dtype == torch.float32:
             return self.down_proj(kernels.silu_and_mul(gate_up))
         gate, up = gate_up.chunk(2, dim=-1)
