@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 SCHEDULING_POLICIES = ("fcfs", "priority", "cache-aware")
 INTERLEAVE_POLICIES = ("stall-free", "prefill-first", "decode-first")
-SPECULATIVE_METHODS = ("ngram", "suffix", "draft_model")
+SPECULATIVE_METHODS = ("ngram", "suffix", "draft_model", "eagle")
 # Methods whose drafts come from a network the executor runs (it reserves lookahead slots).
-MODEL_DRAFT_METHODS = ("draft_model",)
+MODEL_DRAFT_METHODS = ("draft_model", "eagle")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class EngineConfig:
     # the most draft tokens per request per step, whether that number adapts to measured
     # acceptance and step cost, and the match lengths the lookup proposers try.
     speculative_method: str | None = None
-    speculative_model: str | None = None  # draft_model: its checkpoint (default: see README)
+    speculative_model: str | None = None  # draft_model / eagle: its folder (default: README)
     num_speculative_tokens: int = 4
     speculative_adaptive: bool = True
     prompt_lookup_min: int = 2

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from intaglio.attention.metadata import AttentionMetadata, PrefillChunk, decode_rows
-from intaglio.config import EngineConfig
-from intaglio.executor.drafter import DraftModel
+from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
+from intaglio.executor.drafter import Drafter, DraftModel, DraftStep, EagleDrafter
 from intaglio.model.checkpoint import default_draft_model
 from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.loader import load_model
@@ -105,12 +105,15 @@ class ModelExecutor:
             nbytes / 2**30,
         )
 
-    def _draft_model(self, target: Path, config: EngineConfig) -> DraftModel | None:
-        if config.speculative_method != "draft_model":
+    def _draft_model(self, target: Path, config: EngineConfig) -> Drafter | None:
+        method = config.speculative_method
+        if method not in MODEL_DRAFT_METHODS:
             return None
-        path = config.speculative_model or default_draft_model(target)
+        path = config.speculative_model or default_draft_model(target, method)
         if path is None:
-            raise ValueError("speculative_method draft_model needs speculative_model (a folder)")
+            raise ValueError(f"speculative_method {method} needs speculative_model (a folder)")
+        if method == "eagle":
+            return EagleDrafter(path, self.model, self.device, self.num_kv_blocks, self.block_size)
         return DraftModel(
             path, config.dtype, self.device, self.num_kv_blocks, self.block_size, self.vocab_size
         )
@@ -127,8 +130,6 @@ class ModelExecutor:
         constrained = any(s.request.matcher is not None for s in samplers)
         masks = self._mask_pool().submit(self._grammar_masks, samplers) if constrained else None
         hidden = self.model(input_ids, positions, self.kv_caches, meta, local_meta)
-        if self.drafter is not None:
-            self.drafter.run(input_ids, positions, meta)
 
         # Rows whose logits we need: each sampling request's last token and the drafts after it
         # (the positions it verifies), plus prompt positions of requests asking for prompt
@@ -144,25 +145,29 @@ class ModelExecutor:
             logits = self.model.compute_logits(hidden[sample_rows])
             allowed = None if masks is None else torch.from_numpy(masks.result()).to(self.device)
             self._sample(samplers, logits, result, allowed)
-            if self.drafter is not None:
-                self._draft(samplers, result)
+        if self.drafter is not None:
+            first_rows = [
+                starts[i] + s.num_new_tokens - 1 - len(s.spec_token_ids)
+                for i, s in enumerate(batch)
+                if s.samples
+            ]
+            step = DraftStep(
+                input_ids,
+                positions,
+                meta,
+                hidden,
+                first_rows,
+                [s.request.num_tokens - 1 for s in samplers],
+                [result.sampled[s.request.request_id] for s in samplers],
+                [s.request.block_ids for s in samplers],
+            )
+            drafts = self.drafter.draft(step, self.num_speculative_tokens)
+            for s, d in zip(samplers, drafts):
+                result.draft_token_ids[s.request.request_id] = d
         for i, s in enumerate(batch):
             if s.request.wants_prompt_logprobs:
                 self._prompt_logprobs(s, hidden, starts[i], result)
         return result
-
-    def _draft(self, samplers: list[ScheduledRequest], result: ExecutorOutput) -> None:
-        """The draft network's guesses for each sampled request's next step."""
-        assert self.drafter is not None
-        last, positions, tables = [], [], []
-        for s in samplers:
-            emitted = result.sampled[s.request.request_id]
-            last.append(emitted[-1])
-            positions.append(s.request.num_tokens + len(emitted) - 1)
-            tables.append(s.request.block_ids)
-        drafts = self.drafter.propose(last, positions, tables, self.num_speculative_tokens)
-        for s, d in zip(samplers, drafts):
-            result.draft_token_ids[s.request.request_id] = d
 
     def _copy_blocks(self, copies: list[tuple[int, int]], chunked: bool) -> None:
         if not copies:

