@@ -1,11 +1,11 @@
 """Memory plan: weights, activations and KV cache on one device, and what fits.
 
 Weights are the model's parameters (counted on the `meta` model) at the weight dtype, split
-over tensor-parallel devices except the replicated norms, and routed experts split over
-expert-parallel devices too. Activations are the peak live
-tensors of a step of `max_num_batched_tokens`: the residual stream, the widest projection
-output, and fp32 logits for the sampled rows. Whatever is left of `utilization` x capacity
-after both holds the KV cache, whose per-token size follows the KV heads each device keeps.
+over tensor-parallel devices except the replicated norms and MoE routers, and routed experts
+split over expert-parallel devices too. Activations are the peak live tensors of a step of
+`max_num_batched_tokens`: the residual stream, the widest projection output, and fp32 logits
+for the sampled rows. Whatever is left of `utilization` x capacity after both holds the KV
+cache, whose per-token size follows the KV heads each device keeps.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from intaglio.model.config import ModelConfig
 from intaglio.model.kv_layout import split_kv_blocks
+from intaglio.model.moe import MoE
 from intaglio.toolkit.capture import build_meta_model
 from intaglio.toolkit.hardware import Hardware
 from intaglio.toolkit.ops import DTYPE_BYTES, canonical_dtype
@@ -40,12 +41,18 @@ class MemoryPlan:
 
 
 def count_parameters(cfg: ModelConfig) -> tuple[int, int, int]:
-    """(all parameters, those in norms, those of routed experts), counted without memory."""
+    """(all parameters, those replicated on every device: norms and MoE routers, those of
+    routed experts), counted without memory."""
     model = build_meta_model(cfg)
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
-    norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
+    routers = {f"{n}.gate." for n, m in model.named_modules() if isinstance(m, MoE)}
+    replicated = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if "norm" in n or any(n.startswith(r) for r in routers)
+    )
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    return total, norms, experts
+    return total, replicated, experts
 
 
 def plan_memory(
@@ -65,8 +72,8 @@ def plan_memory(
     w_bytes = DTYPE_BYTES[canonical_dtype(weight_dtype or model_dtype)]
     a_bytes = DTYPE_BYTES[canonical_dtype(act_dtype or model_dtype)]
     kv_bytes = DTYPE_BYTES[canonical_dtype(kv_dtype or model_dtype)]
-    total, norms, experts = count_parameters(cfg)
-    weights = ((total - norms - experts) / tp + experts / (tp * ep) + norms) * w_bytes
+    total, replicated, experts = count_parameters(cfg)
+    weights = ((total - replicated - experts) / tp + experts / (tp * ep) + replicated) * w_bytes
     widest = max(cfg.q_size + 2 * cfg.kv_size, 2 * cfg.intermediate_size) / tp
     activations = max_num_batched_tokens * (2 * cfg.hidden_size + widest) * a_bytes
     activations += min(max_num_seqs, max_num_batched_tokens) * cfg.vocab_size / tp * 4

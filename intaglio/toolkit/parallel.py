@@ -17,10 +17,24 @@ from intaglio.toolkit import ops as K
 from intaglio.toolkit.fusion import Pass
 from intaglio.toolkit.ops import DTYPE_BYTES, Op
 
-_COLUMN = ("qkv_proj", "q_proj", "k_proj", "v_proj", "gate_up_proj", "gate_proj", "up_proj")
+_COLUMN = (
+    "qkv_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "gate_up_proj",
+    "gate_proj",
+    "up_proj",
+    "shared_gate_up",
+)
 _ROW = ("o_proj", "down_proj")
+# The shared expert's down projection is row-split too, but its partial sums join the routed
+# experts' in the one all-reduce after the MoE combine (as vLLM reduces them together).
+_ROW_REDUCED_LATER = ("shared_down",)
 _BY_HEADS = (K.ROPE,)
-_SPLIT_ELEMENTWISE = ("act", "act_mul", "q_norm", "k_norm")
+_SPLIT_ELEMENTWISE = ("act", "act_mul")
+# Per-head norms: the activations split with the heads; the head_dim weight is on every device.
+_SPLIT_ACTIVATIONS = ("q_norm", "k_norm")
 
 
 def collective(name: str, layer: int | None, algo: str, payload_bytes: float, group: int) -> Op:
@@ -75,6 +89,11 @@ def tensor_parallel(tp: int) -> Pass:
                         tp,
                     )
                 )
+            elif op.kind == K.MATMUL and op.role in _ROW_REDUCED_LATER:
+                m, k, n = op.shape
+                out.append(
+                    _scale(op, tp, weight_elems=1, act_in_elems=1).replace(shape=(m, k // tp, n))
+                )
             elif op.kind == K.MATMUL and op.role == "lm_head":
                 m, k, n = op.shape
                 out.append(
@@ -96,6 +115,8 @@ def tensor_parallel(tp: int) -> Pass:
                 out.append(_attention_share(op, tp))
             elif op.kind in _BY_HEADS or op.role in _SPLIT_ELEMENTWISE:
                 out.append(_scale(op, tp, act_in_elems=1, act_out_elems=1, weight_elems=1))
+            elif op.role in _SPLIT_ACTIVATIONS:
+                out.append(_scale(op, tp, act_in_elems=1, act_out_elems=1))
             elif op.kind == K.EXPERT_MATMUL:
                 out.append(_scale(op, tp, weight_elems=1, act_in_elems=1, act_out_elems=1))
             elif op.role == "moe_combine":
