@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _study_flags(ops)
     ops.add_argument("--batch", default="decode:64@2048", help="e.g. decode:64@2048+prefill:512")
     ops.add_argument("--top", type=int, default=20, help="ops shown in the terminal")
+    ops.add_argument(
+        "--allow-overflow",
+        action="store_true",
+        help="cost a step whose weights, activations and KV do not fit one device (warns)",
+    )
     ops.set_defaults(func=run, action=_ops)
     mem = cds.add_parser("memory", help="weights, activations, KV capacity: what fits")
     _study_flags(mem)
@@ -154,13 +160,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _ops(args: argparse.Namespace) -> int:
-    from intaglio.sim.study import step_cost
+    from intaglio.sim.study import step_cost, step_overflow_of
     from intaglio.toolkit import plots
     from intaglio.toolkit.passes import parse_batch
     from intaglio.toolkit.report import markdown_table, text_table, write_csv
 
     study = _study(args)
-    cost = step_cost(study, args.batch)
+    overflow = step_overflow_of(study, args.batch)
+    if overflow and not args.allow_overflow:
+        raise ValueError(f"{overflow} (--allow-overflow costs it anyway)")
+    cost = step_cost(study, args.batch, allow_overflow=True)
     tokens = sum(s.num_new_tokens for s in parse_batch(args.batch))
     summary = {
         "model": args.model,
@@ -175,14 +184,12 @@ def _ops(args: argparse.Namespace) -> int:
         "mfu": cost.mfu,
         "mbu": cost.mbu,
         "bound": cost.dominant_bound,
+        "fits": overflow is None,
     }
-    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
     kinds = cost.breakdown("kind")
-    print("\ntime by kind: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in kinds.items()))
     rows = cost.rows()
     top = sorted(rows, key=lambda r: -r["time_us"])[: args.top]
-    print("\n" + text_table(top, OP_COLUMNS))
-    if args.out:
+    if args.out:  # written before anything is printed, so a closed pipe cannot skip it
         out = Path(args.out)
         write_csv(rows, out / "ops.csv")
         title = f"{args.model} on {cost.hw.name}: {args.batch} {args.passes}"
@@ -190,19 +197,44 @@ def _ops(args: argparse.Namespace) -> int:
         plots.breakdown(kinds, out / "breakdown", title)
         kind_rows = [{"kind": k, "ms": v * 1e3} for k, v in kinds.items()]
         (out / "report.md").write_text(
-            f"# One step of {args.model} on {cost.hw.name}\n\n{markdown_table([summary])}\n"
+            f"# One step of {args.model} on {cost.hw.name}\n\n"
+            + (f"**Warning:** {overflow}\n\n" if overflow else "")
+            + f"{markdown_table([summary])}\n"
+            f"## Configuration\n\n{_configuration(args)}\n"
             f"## Time by op kind\n\n{markdown_table(kind_rows)}\n"
             f"## Slowest {args.top} ops\n\n{markdown_table(top, OP_COLUMNS)}\n"
             "![roofline](roofline.png)\n\n![breakdown](breakdown.png)\n"
         )
-        print(f"\nwrote {out}/: ops.csv, report.md, roofline.png/.svg, breakdown.png/.svg")
+    if overflow:
+        print(f"warning: {overflow}", file=sys.stderr)
+    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+    print("\ntime by kind: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in kinds.items()))
+    print("\n" + text_table(top, OP_COLUMNS))
+    if args.out:
+        print(f"\nwrote {args.out}/: ops.csv, report.md, roofline.png/.svg, breakdown.png/.svg")
     return 0
+
+
+def _configuration(args: argparse.Namespace) -> str:
+    """Every setting of the run, for the report: a report says how it was made."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "action")}
+    return "```\n" + json.dumps(settings, indent=1, default=str) + "\n```\n"
 
 
 def _memory(args: argparse.Namespace) -> int:
     plan = _study(args).plan()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "memory.json").write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+        (out / "report.md").write_text(
+            f"# Memory plan: {args.model} on {args.hardware}\n\n{plan.message}\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
+        )
     for k, v in plan.to_dict().items():
         print(f"{k:>20}: {_short(v)}")
+    if args.out:
+        print(f"wrote {args.out}/: memory.json, report.md")
     return 0 if plan.fits else 1
 
 
@@ -215,9 +247,7 @@ def _simulate(args: argparse.Namespace) -> int:
     study = _study(args)
     result, plan = serve(study)
     summary = summarize(result)
-    print(plan.message)
-    print(format_summary(summary))
-    if args.out:
+    if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         tl = timeline(result)
         write_csv([dict(zip(tl, vals)) for vals in zip(*tl.values())], out / "timeline.csv")
@@ -238,9 +268,13 @@ def _simulate(args: argparse.Namespace) -> int:
         metrics = [{"metric": k, "value": v} for k, v in _flatten(summary).items()]
         (out / "report.md").write_text(
             f"# Simulated serving: {args.model} on {study.hw().name}\n\n{plan.message}\n\n"
-            f"{markdown_table(metrics)}\n![timeline](timeline.png)\n"
+            f"{markdown_table(metrics)}\n![timeline](timeline.png)\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
         )
-        print(f"wrote {out}/: timeline.csv, requests.csv, report.md, timeline.png/.svg")
+    print(plan.message)
+    print(format_summary(summary))
+    if args.out:
+        print(f"wrote {args.out}/: timeline.csv, requests.csv, report.md, timeline.png/.svg")
     return 0
 
 
@@ -285,8 +319,7 @@ def _sweep(args: argparse.Namespace) -> int:
         args.context,
     )
     cols = list(rows[0])
-    print(text_table(rows, cols))
-    if args.out:
+    if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         write_csv(rows, out / "sweep.csv")
         metrics = [c for c in cols if isinstance(rows[0][c], float)]
@@ -303,9 +336,12 @@ def _sweep(args: argparse.Namespace) -> int:
         )
         (out / "report.md").write_text(
             f"# Sweep of {name}: {args.model} on {args.hardware}\n\n"
-            f"{markdown_table(rows)}\n![sweep](sweep.png)\n"
+            f"{markdown_table(rows)}\n![sweep](sweep.png)\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
         )
-        print(f"wrote {out}/: sweep.csv, report.md, sweep.png/.svg")
+    print(text_table(rows, cols))
+    if args.out:
+        print(f"wrote {args.out}/: sweep.csv, report.md, sweep.png/.svg")
     return 0
 
 
@@ -329,3 +365,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, HardwareError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) left early; files under --out were written first.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

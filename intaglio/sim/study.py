@@ -10,6 +10,7 @@ model.num_key_value_heads for the GQA ratio, model.num_local_experts for the exp
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,8 @@ from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import StepCost, cost_step
 from intaglio.toolkit.hardware import Hardware, load_hardware
-from intaglio.toolkit.memory import MemoryPlan, plan_memory
+from intaglio.toolkit.memory import MemoryPlan, plan_memory, step_overflow
+from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.passes import parse_batch, parse_passes, pass_setting
 from intaglio.toolkit.presets import load_model_config
 from intaglio.toolkit.step_model import StepCostModel, apply_passes
@@ -63,8 +65,14 @@ class Study:
         hw = load_hardware(self.hardware)
         return hw.with_overrides(self.hw_overrides) if self.hw_overrides else hw
 
-    def plan(self) -> MemoryPlan:
+    def plan(self, step: Sequence[SeqShape] | None = None) -> MemoryPlan:
+        """The memory plan of the engine settings, or of one step over `step` (its tokens
+        and sampled rows size the activations)."""
         parse_passes(self.passes)  # a typo in the pass list fails here, by name
+        tokens, seqs = self.engine.max_num_batched_tokens, self.engine.max_num_seqs
+        if step is not None:
+            tokens = sum(s.num_new_tokens for s in step)
+            seqs = sum(1 for s in step if s.samples)
         return plan_memory(
             self.config(),
             self.hw(),
@@ -73,8 +81,8 @@ class Study:
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),
-            max_num_batched_tokens=self.engine.max_num_batched_tokens,
-            max_num_seqs=self.engine.max_num_seqs,
+            max_num_batched_tokens=tokens,
+            max_num_seqs=seqs,
             block_size=self.engine.block_size,
             utilization=self.memory_utilization,
         )
@@ -96,9 +104,19 @@ class Study:
         )
 
 
-def step_cost(study: Study, batch: str) -> StepCost:
+def step_overflow_of(study: Study, batch: str) -> str | None:
+    """Why one step of `batch` does not fit a device (weights, activations, KV), or None."""
+    seqs = parse_batch(batch)
+    return step_overflow(study.plan(seqs), seqs)
+
+
+def step_cost(study: Study, batch: str, allow_overflow: bool = False) -> StepCost:
+    """One step's cost; a step that does not fit a device is refused unless allowed."""
     cfg, hw = study.config(), study.hw()
-    ops = apply_passes(capture_step(cfg, parse_batch(batch)), parse_passes(study.passes))
+    seqs = parse_batch(batch)
+    if not allow_overflow and (why := step_overflow_of(study, batch)):
+        raise ValueError(why)
+    ops = apply_passes(capture_step(cfg, seqs), parse_passes(study.passes))
     return cost_step(ops, hw, study.plan().weight_bytes)
 
 
@@ -172,9 +190,8 @@ def sweep(
         else:
             point, step_batch = _with_param(study, name, value), batch or f"decode:64@{context}"
         row: dict[str, Any] = {"value": value}
-        plan = point.plan()
-        row["fits"] = plan.fits
         if serve_mode:
+            row["fits"] = point.plan().fits
             if name in ("batch", "context"):
                 raise ValueError(f"{name} is a step-mode parameter; drop --serve")
             s = summarize(serve(point)[0])
@@ -190,7 +207,9 @@ def sweep(
                 preemptions=s["num_preemptions"],
             )
         else:
-            cost = step_cost(point, step_batch)
+            # The step's own weights, activations and KV cache must fit one device.
+            row["fits"] = step_overflow_of(point, step_batch) is None
+            cost = step_cost(point, step_batch, allow_overflow=True)
             tokens = sum(s.num_new_tokens for s in parse_batch(step_batch))
             kinds = cost.breakdown("kind")
             row.update(

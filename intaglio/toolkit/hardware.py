@@ -45,6 +45,8 @@ _TOP_KEYS = {
     "assumptions",
     "calibration",
 }
+_LEVEL_KEYS = {"name", "capacity_gib", "bandwidth_gbs", "on_chip"}
+_LINK_KEYS = {"name", "bandwidth_gbs", "latency_us"}
 _REQUIRED = ("name", "matmul_tflops", "vector_tflops", "memory", "efficiency", "sources")
 _CURVES = ("matmul", "vector", "memory")
 
@@ -102,14 +104,17 @@ class Hardware:
         return _rate(self.vector_flops, dtype, self.name, "vector_tflops")
 
     def with_overrides(self, overrides: dict[str, Any]) -> Hardware:
-        """A copy with fields set by dotted path, e.g. {"matmul_tflops.bfloat16": 2000}."""
+        """A copy with fields set by dotted path, e.g. {"matmul_tflops.bfloat16": 2000}.
+
+        A path may add an optional field the description lacks; validation of the result
+        rejects any key, at any depth, that a description cannot have (a typo)."""
         doc = copy.deepcopy(self.raw)
         for path, value in overrides.items():
             try:
                 _set_path(doc, path, value)
             except (KeyError, IndexError, ValueError, TypeError):
                 raise HardwareError(f"{self.name}: no field {path!r} to override") from None
-        return from_dict(doc, source=f"{self.name} with {overrides}")
+        return from_dict(doc, source=f"{self.name} with overrides {sorted(overrides)}")
 
 
 def _rate(table: dict[str, float], dtype: str, name: str, field: str) -> float:
@@ -174,6 +179,7 @@ def from_dict(doc: Any, source: str = "<dict>") -> Hardware:
         raise fail("memory must be a non-empty list of levels, on-chip first")
     memory = tuple(_level(lv, i, fail) for i, lv in enumerate(levels))
     link = doc.get("interconnect") or {"bandwidth_gbs": 0.0, "latency_us": 0.0}
+    _known_keys(link, _LINK_KEYS, "interconnect", fail)
     bw = _positive_or_zero(link.get("bandwidth_gbs"), "interconnect.bandwidth_gbs", fail)
     lat = _positive_or_zero(link.get("latency_us"), "interconnect.latency_us", fail)
     eff = doc["efficiency"]
@@ -234,6 +240,7 @@ def _level(lv: Any, i: int, fail: Any) -> MemoryLevel:
     where = f"memory[{i}]"
     if not isinstance(lv, dict):
         raise fail(f"{where} must be an object")
+    _known_keys(lv, _LEVEL_KEYS, where, fail)
     for key in ("name", "capacity_gib", "bandwidth_gbs"):
         if key not in lv:
             raise fail(f"{where} is missing {key!r}")
@@ -246,6 +253,14 @@ def _level(lv: Any, i: int, fail: Any) -> MemoryLevel:
         float(lv["bandwidth_gbs"]) * 1e9,
         bool(lv.get("on_chip", False)),
     )
+
+
+def _known_keys(obj: Any, known: set[str], where: str, fail: Any) -> None:
+    if not isinstance(obj, dict):
+        raise fail(f"{where} must be an object")
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise fail(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
 
 
 def _curve(points: Any, field: str, fail: Any) -> Curve:

@@ -10,6 +10,7 @@ cache, whose per-token size follows the KV heads each device keeps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.moe import MoE
 from intaglio.toolkit.capture import build_meta_model
 from intaglio.toolkit.hardware import Hardware
-from intaglio.toolkit.ops import DTYPE_BYTES, canonical_dtype
+from intaglio.toolkit.ops import DTYPE_BYTES, SeqShape, canonical_dtype
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,22 @@ class MemoryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def step_overflow(plan: MemoryPlan, seqs: Sequence[SeqShape]) -> str | None:
+    """Why a step over `seqs` does not fit a plan sized for it, or None when it fits: the
+    weights, the step's activations and its sequences' KV cache, with the numbers."""
+    need = sum(s.context_len for s in seqs)
+    if plan.fits and need <= plan.kv_capacity_tokens:
+        return None
+    gib = 2**30
+    return (
+        f"the step does not fit one device: weights {plan.weight_bytes / gib:.1f} GiB + "
+        f"activations {plan.activation_bytes / gib:.1f} GiB + KV of {need} tokens "
+        f"({need * plan.kv_bytes_per_token / gib:.1f} GiB) against {plan.usable_bytes / gib:.1f}"
+        f" GiB usable, room for {max(plan.kv_capacity_tokens, 0)} KV tokens; raise tensor or "
+        "expert parallelism, lower the precision or shrink the batch"
+    )
 
 
 def count_parameters(cfg: ModelConfig) -> tuple[int, int, int]:

@@ -2,8 +2,8 @@
 
 Pass names: fuse (all fusions), fuse_norm, fuse_rope, fuse_epilogue, fuse_projections,
 fuse_moe, unfuse (separate q/k/v and gate/up), tp=N, ep=N, w=DTYPE, a=DTYPE, kv=DTYPE, and fp8
-(w=fp8). They run in the order given; partitioning should come before fusion. In Python, a pass
-is any function `list[Op] -> list[Op]`, so user passes compose with these.
+(w=fp8). They run in the order given; partitioning must come before fusion (checked). In
+Python, a pass is any function `list[Op] -> list[Op]`, so user passes compose with these.
 """
 
 from __future__ import annotations
@@ -26,16 +26,32 @@ SIMPLE: dict[str, Pass] = {
 }
 
 
+_FUSIONS = {name for name in SIMPLE if name.startswith("fuse")}
+
+
 def parse_passes(spec: str | None) -> list[Pass]:
     passes: list[Pass] = []
+    seen: list[str] = []
     for item in (spec or "").split(","):
         item = item.strip()
         if not item:
             continue
+        key, _, value = item.partition("=")
+        fused = [s for s in seen if s in _FUSIONS]
+        if key in ("tp", "ep") and fused:
+            # Fusion folds the residual add into the row-parallel matmul (and norms into the
+            # next one), so a later split would misplace the all-reduce and split replicated
+            # work: partition first.
+            raise ValueError(
+                f"pass {item!r} comes after {fused[0]!r}; partitioning must come before "
+                f"fusion, e.g. {','.join([item, *seen])}"
+            )
+        if key in ("tp", "ep") and key in [s.partition("=")[0] for s in seen]:
+            raise ValueError(f"pass {key}= is given twice in {spec!r}")
+        seen.append(item)
         if item in SIMPLE:
             passes.append(SIMPLE[item])
             continue
-        key, _, value = item.partition("=")
         if key in ("tp", "ep") and value.isdigit():
             passes.append((tensor_parallel if key == "tp" else expert_parallel)(int(value)))
         elif key in ("w", "a", "kv") and value:
