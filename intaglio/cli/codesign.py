@@ -56,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cost a step whose weights, activations and KV do not fit one device (warns)",
     )
     ops.set_defaults(func=run, action=_ops)
+    low = cds.add_parser(
+        "lower", help="one step as tiled load/compute/collective instructions on the chip"
+    )
+    _study_flags(low)
+    low.add_argument("--batch", default="decode:64@2048", help="e.g. decode:64@2048+prefill:512")
+    low.add_argument("--layers", default="0", help="layers kept in the trace and plot, e.g. 0,1")
+    low.add_argument("--top", type=int, default=15, help="ops shown in the terminal")
+    low.set_defaults(func=run, action=_lower)
     mem = cds.add_parser("memory", help="weights, activations, KV capacity: what fits")
     _study_flags(mem)
     mem.set_defaults(func=run, action=_memory)
@@ -212,6 +220,84 @@ def _ops(args: argparse.Namespace) -> int:
     print("\n" + text_table(top, OP_COLUMNS))
     if args.out:
         print(f"\nwrote {args.out}/: ops.csv, report.md, roofline.png/.svg, breakdown.png/.svg")
+    return 0
+
+
+LOWER_COLUMNS = [
+    "name",
+    "kind",
+    "time_us",
+    "tile",
+    "per_step",
+    "steps",
+    "weight_mb",
+    "act_mb",
+    "kv_mb",
+    "matrix_util",
+    "dma_busy",
+    "unit_busy",
+    "link_busy",
+]
+
+
+def _lower(args: argparse.Namespace) -> int:
+    from intaglio.sim.study import step_overflow_of
+    from intaglio.toolkit import plots
+    from intaglio.toolkit.capture import capture_step
+    from intaglio.toolkit.cost import cost_step
+    from intaglio.toolkit.lowering import ENGINES, lower_step
+    from intaglio.toolkit.passes import parse_batch, parse_passes
+    from intaglio.toolkit.report import markdown_table, text_table, write_csv
+    from intaglio.toolkit.step_model import apply_passes
+
+    study = _study(args)
+    overflow = step_overflow_of(study, args.batch)
+    if overflow:
+        raise ValueError(overflow)
+    hw, weights = study.hw(), study.plan().weight_bytes
+    ops = apply_passes(
+        capture_step(study.config(), parse_batch(args.batch)), parse_passes(args.passes)
+    )
+    layers = {int(x) for x in args.layers.split(",") if x.strip()}
+    low = lower_step(ops, hw, weights, layers)
+    roof = cost_step(ops, hw, weights)
+    res = low.residency
+    gib = 2**30
+    summary = {
+        "step_ms": low.time_s * 1e3,
+        "roofline_step_ms": roof.time_s * 1e3,
+        "weights_gb": low.bytes_by_class["weights"] / 1e9,
+        "activations_gb": low.bytes_by_class["activations"] / 1e9,
+        "kv_gb": low.bytes_by_class["kv"] / 1e9,
+        "matrix_busy": low.busy["matrix"] / low.time_s,
+        "dma_busy": low.busy["dma"] / low.time_s,
+        "link_busy": low.busy["link"] / low.time_s,
+    }
+    residency = (
+        f"on-chip {res.capacity_bytes / gib:.3g} GiB: weights {res.resident_weight_bytes / gib:.3g}"
+        f" of {res.weight_bytes / gib:.3g} GiB resident ({res.weight_fraction:.1%}), KV "
+        f"{res.resident_kv_bytes / gib:.3g} of {res.kv_bytes / gib:.3g} GiB "
+        f"({res.kv_fraction:.1%}), {res.free_bytes / gib:.3g} GiB left for activations"
+    )
+    top = sorted(low.op_rows, key=lambda r: -r["time_us"])[: args.top]
+    if args.out:  # written before anything is printed, so a closed pipe cannot skip it
+        out = Path(args.out)
+        write_csv(low.trace_rows(), out / "trace.csv")
+        write_csv(low.op_rows, out / "ops.csv")
+        bars = [(i.engine, i.start_s, i.end_s, i.op_kind) for i in low.instructions]
+        title = f"{args.model} on {hw.name}: {args.batch} {args.passes}, layers {args.layers}"
+        plots.timeline(bars, ENGINES, out / "timeline", title)
+        (out / "report.md").write_text(
+            f"# Lowered step of {args.model} on {hw.name}\n\n{markdown_table([summary])}\n"
+            f"{residency}\n\n## Slowest {args.top} ops\n\n"
+            f"{markdown_table(top, LOWER_COLUMNS)}\n![timeline](timeline.png)\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
+        )
+    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+    print(residency)
+    print("\n" + text_table(top, LOWER_COLUMNS))
+    if args.out:
+        print(f"\nwrote {args.out}/: trace.csv, ops.csv, report.md, timeline.png/.svg")
     return 0
 
 

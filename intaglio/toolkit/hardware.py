@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from intaglio.toolkit.onchip import OnChip, parse_on_chip
 from intaglio.toolkit.ops import DTYPE_BYTES, KINDS, canonical_dtype
 
 HARDWARE_DIR = Path(__file__).with_name("hardware")
@@ -44,6 +45,7 @@ _TOP_KEYS = {
     "sources",
     "assumptions",
     "calibration",
+    "on_chip",
 }
 _LEVEL_KEYS = {"name", "capacity_gib", "bandwidth_gbs", "on_chip"}
 _LINK_KEYS = {"name", "bandwidth_gbs", "latency_us"}
@@ -91,6 +93,7 @@ class Hardware:
     kind_eff: dict[str, float]  # op kind -> extra efficiency factor (a backend's weak kernel)
     overlap: float  # 1: an op takes max(compute, memory); 0: their sum
     raw: dict[str, Any]  # the validated document, for reports and overrides
+    on_chip: OnChip | None = None  # matrix-unit geometry and tile buffer, for lowering
 
     @property
     def main_memory(self) -> MemoryLevel:
@@ -218,6 +221,7 @@ def from_dict(doc: Any, source: str = "<dict>") -> Hardware:
         kind_eff={k: float(v) for k, v in kind_eff.items()},
         overlap=float(overlap),
         raw=doc,
+        on_chip=parse_on_chip(doc["on_chip"], fail) if "on_chip" in doc else None,
     )
 
 

@@ -115,10 +115,18 @@ def tensor_parallel(tp: int) -> Pass:
                 out.append(_attention_share(op, tp))
             elif op.kind in _BY_HEADS or op.role in _SPLIT_ELEMENTWISE:
                 out.append(_scale(op, tp, act_in_elems=1, act_out_elems=1, weight_elems=1))
-            elif op.role in _SPLIT_ACTIVATIONS:
+            elif op.role in _SPLIT_ACTIVATIONS or (
+                op.kind == K.ELEMENTWISE and ".self_attn." in op.name
+            ):  # per-head work between the projections and attention (Llama 4's q/k L2 norm)
                 out.append(_scale(op, tp, act_in_elems=1, act_out_elems=1))
             elif op.kind == K.EXPERT_MATMUL:
-                out.append(_scale(op, tp, weight_elems=1, act_in_elems=1, act_out_elems=1))
+                m, k, n = op.shape  # gate/up split by columns, down by rows, as dense MLPs
+                shape = (m, k // tp, n) if op.role == "expert_down" else (m, k, n // tp)
+                out.append(
+                    _scale(op, tp, weight_elems=1, act_in_elems=1, act_out_elems=1).replace(
+                        shape=shape
+                    )
+                )
             elif op.role == "moe_combine":
                 out.append(op)
                 out.append(

@@ -129,3 +129,21 @@ def test_user_errors_are_one_line(capsys):
         assert main(["codesign", *command.split()]) == 2, command
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (command, err)
+
+
+def test_lower_writes_the_instruction_trace_and_timeline(tmp_path, capsys):
+    out = tmp_path / "lower"
+    argv = "lower --model llama-3-8b --hardware transformer-asic --passes tp=2,fuse"
+    assert main(["codesign", *argv.split(), "--batch", "decode:16@512", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "step_ms=" in text and "resident" in text
+    trace = list(csv.DictReader((out / "trace.csv").open()))
+    assert {r["instruction"] for r in trace} == {"load", "compute", "collective"}
+    assert {r["layer"] for r in trace} == {"0"}
+    for r in trace:
+        assert float(r["end_us"]) >= float(r["start_us"])
+    ops = list(csv.DictReader((out / "ops.csv").open()))
+    assert any(r["tile"] for r in ops) and all(0 <= float(r["dma_busy"]) <= 1.0001 for r in ops)
+    assert (out / "timeline.png").stat().st_size > 0
+    assert main(["codesign", "lower", "--model", "llama-3-8b", "--hardware", "h100-sxm"]) == 2
+    assert "no on_chip section" in capsys.readouterr().err
