@@ -65,19 +65,26 @@ class Study:
         hw = load_hardware(self.hardware)
         return hw.with_overrides(self.hw_overrides) if self.hw_overrides else hw
 
+    @property
+    def data_parallel(self) -> int:
+        """Devices that split the batch's sequences: expert parallelism runs attention data
+        parallel, so each device keeps the KV cache of 1/ep of the sequences."""
+        return int(pass_setting(self.passes, "ep") or 1)
+
     def plan(self, step: Sequence[SeqShape] | None = None) -> MemoryPlan:
         """The memory plan of the engine settings, or of one step over `step` (its tokens
         and sampled rows size the activations)."""
         parse_passes(self.passes)  # a typo in the pass list fails here, by name
         tokens, seqs = self.engine.max_num_batched_tokens, self.engine.max_num_seqs
-        if step is not None:
-            tokens = sum(s.num_new_tokens for s in step)
-            seqs = sum(1 for s in step if s.samples)
+        if step is not None:  # one device's share of the step
+            tokens = -(-sum(s.num_new_tokens for s in step) // self.data_parallel)
+            seqs = -(-sum(1 for s in step if s.samples) // self.data_parallel)
         return plan_memory(
             self.config(),
             self.hw(),
             tp=int(pass_setting(self.passes, "tp") or 1),
             ep=int(pass_setting(self.passes, "ep") or 1),
+            pp=int((pass_setting(self.passes, "pp") or "1").partition(":")[0]),
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),
@@ -107,7 +114,7 @@ class Study:
 def step_overflow_of(study: Study, batch: str) -> str | None:
     """Why one step of `batch` does not fit a device (weights, activations, KV), or None."""
     seqs = parse_batch(batch)
-    return step_overflow(study.plan(seqs), seqs)
+    return step_overflow(study.plan(seqs), seqs, study.data_parallel)
 
 
 def step_cost(study: Study, batch: str, allow_overflow: bool = False) -> StepCost:
@@ -128,9 +135,10 @@ def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
     executor = SimulatedExecutor(
         model,
-        engine.num_kv_blocks or plan.num_kv_blocks,
+        # The engine schedules for the whole data-parallel group: its KV pools add up.
+        engine.num_kv_blocks or plan.num_kv_blocks * study.data_parallel,
         engine.block_size,
-        num_local_kv_blocks=plan.num_local_kv_blocks,
+        num_local_kv_blocks=plan.num_local_kv_blocks * study.data_parallel,
     )
     return simulate(study.workload(), executor, engine), plan
 

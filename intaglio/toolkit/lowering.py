@@ -148,17 +148,29 @@ def lower_step(
     )
     res = plan_residency(hw, oc, weight_bytes_total, kv_total, 2 * acts)
     rates = _Rates(hw, res)
-    comm = op_times(hw, OpTable.from_ops(ops), weight_bytes_total).comm_s
+    table = OpTable.from_ops(ops)
+    table.overlap_chunks = np.zeros(len(ops))  # the schedule decides what overlaps
+    comm = op_times(hw, table, weight_bytes_total).comm_s
     instructions: list[Instruction] = []
     rows: list[dict[str, Any]] = []
     by_class = {"weights": 0.0, "activations": 0.0, "kv": 0.0}
     busy = dict.fromkeys(ENGINES, 0.0)
-    dma_free = prev_end = 0.0
+    dma_free = prev_start = prev_end = 0.0
     for i, op in enumerate(ops):
         keep = layers is None or op.layer in layers
         ready = prev_end + hw.op_overhead_s
         if op.kind == K.COLLECTIVE:
-            end = ready + float(comm[i])
+            link_s = float(comm[i])
+            chunks = op.attrs.get("overlap_chunks", 0)
+            if chunks:  # pipelined in chunks with the op before it (computing from
+                # prev_start): each chunk's reduction follows that chunk's compute
+                before = prev_end - prev_start
+                ready = prev_start + before / chunks
+                end = max(prev_end + link_s / chunks, ready + link_s)
+            else:
+                end = ready + link_s
+            # A fused all-reduce + residual + norm also streams its tensors.
+            end += op.bytes / rates.activations(op)
             if keep:
                 instructions.append(
                     Instruction(
@@ -172,9 +184,9 @@ def lower_step(
                         f"{op.role} {op.comm_bytes / 1e6:.3g} MB",
                     )
                 )
-            rows.append(_row(op, prev_end, end, hw, link_s=float(comm[i])))
-            busy["link"] += float(comm[i])
-            prev_end = end
+            rows.append(_row(op, prev_end, end, hw, link_s=link_s))
+            busy["link"] += link_s
+            prev_start, prev_end = ready, end
             continue
         tiled, classes, extra_s = _tile(op, hw, oc, rates)
         n = tiled.total_steps if tiled else _vector_steps(op, oc)
@@ -228,7 +240,7 @@ def lower_step(
                 classes=classes,
             )
         )
-        dma_free, prev_end = load_end, comp_end
+        dma_free, prev_start, prev_end = load_end, comp_start, comp_end
     end = max(prev_end, dma_free) + hw.step_overhead_s
     return LoweredStep(instructions, rows, res, end, by_class, busy)
 

@@ -41,10 +41,11 @@ class MemoryPlan:
         return asdict(self)
 
 
-def step_overflow(plan: MemoryPlan, seqs: Sequence[SeqShape]) -> str | None:
+def step_overflow(plan: MemoryPlan, seqs: Sequence[SeqShape], data_parallel: int = 1) -> str | None:
     """Why a step over `seqs` does not fit a plan sized for it, or None when it fits: the
-    weights, the step's activations and its sequences' KV cache, with the numbers."""
-    need = sum(s.context_len for s in seqs)
+    weights, the step's activations and its sequences' KV cache (1/data_parallel of it on
+    one device), with the numbers."""
+    need = -(-sum(s.context_len for s in seqs) // data_parallel)
     if plan.fits and need <= plan.kv_capacity_tokens:
         return None
     gib = 2**30
@@ -60,16 +61,37 @@ def step_overflow(plan: MemoryPlan, seqs: Sequence[SeqShape]) -> str | None:
 def count_parameters(cfg: ModelConfig) -> tuple[int, int, int]:
     """(all parameters, those replicated on every device: norms and MoE routers, those of
     routed experts), counted without memory."""
-    model = build_meta_model(cfg)
-    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
-    routers = {f"{n}.gate." for n, m in model.named_modules() if isinstance(m, MoE)}
-    replicated = sum(
-        p.numel()
-        for n, p in model.named_parameters()
-        if "norm" in n or any(n.startswith(r) for r in routers)
-    )
-    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    kinds = _parameter_kinds(cfg)
+    total = sum(n for n, _, _ in kinds)  # tied weights are counted once
+    replicated = sum(n for n, kind, _ in kinds if kind == "replicated")
+    experts = sum(n for n, kind, _ in kinds if kind == "expert")
     return total, replicated, experts
+
+
+def device_weight_elems(cfg: ModelConfig, tp: int = 1, ep: int = 1, pp: int = 1) -> float:
+    """Parameters one device holds: split over tp (routed experts over tp x ep), norms and
+    routers replicated, and the decoder layers split into pp stages (the costed stage keeps
+    the embedding, final norm and lm_head as well)."""
+    share = {"replicated": 1, "expert": tp * ep, "split": tp}
+    return sum(
+        n / share[kind] / (pp if in_layer else 1) for n, kind, in_layer in _parameter_kinds(cfg)
+    )
+
+
+def _parameter_kinds(cfg: ModelConfig) -> list[tuple[int, str, bool]]:
+    """(size, how it splits, inside a decoder layer) of each parameter of the meta model."""
+    model = build_meta_model(cfg)
+    routers = {f"{n}.gate." for n, m in model.named_modules() if isinstance(m, MoE)}
+    out = []
+    for name, p in model.named_parameters():  # tied weights appear once
+        if "norm" in name or any(name.startswith(r) for r in routers):
+            kind = "replicated"
+        elif ".experts." in name:
+            kind = "expert"
+        else:
+            kind = "split"
+        out.append((p.numel(), kind, ".layers." in name))
+    return out
 
 
 def plan_memory(
@@ -77,6 +99,7 @@ def plan_memory(
     hw: Hardware,
     tp: int = 1,
     ep: int = 1,
+    pp: int = 1,
     weight_dtype: str | None = None,
     kv_dtype: str | None = None,
     act_dtype: str | None = None,
@@ -89,8 +112,7 @@ def plan_memory(
     w_bytes = DTYPE_BYTES[canonical_dtype(weight_dtype or model_dtype)]
     a_bytes = DTYPE_BYTES[canonical_dtype(act_dtype or model_dtype)]
     kv_bytes = DTYPE_BYTES[canonical_dtype(kv_dtype or model_dtype)]
-    total, replicated, experts = count_parameters(cfg)
-    weights = ((total - replicated - experts) / tp + experts / (tp * ep) + replicated) * w_bytes
+    weights = device_weight_elems(cfg, tp, ep, pp) * w_bytes
     widest = max(cfg.q_size + 2 * cfg.kv_size, 2 * cfg.intermediate_size) / tp
     activations = max_num_batched_tokens * (2 * cfg.hidden_size + widest) * a_bytes
     activations += min(max_num_seqs, max_num_batched_tokens) * cfg.vocab_size / tp * 4
@@ -103,7 +125,8 @@ def plan_memory(
     blocks, local_blocks, _ = split_kv_blocks(
         cfg,
         int(free),
-        int(2 * block_size * kv_heads * cfg.head_dim * kv_bytes),  # whole bytes, even at fp4
+        # whole bytes, even at fp4; a pipeline stage keeps 1/pp of the layers' KV
+        int(2 * block_size * kv_heads * cfg.head_dim * kv_bytes / pp),
         block_size,
         max_num_seqs,
         max_num_batched_tokens,
@@ -112,7 +135,7 @@ def plan_memory(
     num_full = cfg.num_layers - (
         sum(cfg.uses_chunked_attention(i) for i in range(cfg.num_layers)) if local_blocks else 0
     )
-    per_token = 2 * num_full * kv_heads * cfg.head_dim * kv_bytes
+    per_token = 2 * num_full * kv_heads * cfg.head_dim * kv_bytes / pp
     fits = blocks >= 1
     gib = 2**30
     if fits:

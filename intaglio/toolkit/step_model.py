@@ -110,6 +110,7 @@ class StepCostModel:
                 a["head_dim"],
                 a.get("window"),
                 a.get("chunk"),
+                a.get("share", 1.0),  # a data-parallel or micro-batch share of the work
             )
             groups.setdefault(key, []).append(j)
         return groups
@@ -121,10 +122,10 @@ class StepCostModel:
 
     def _attention_from_arrays(self, q: np.ndarray, c: np.ndarray) -> np.ndarray:
         out = np.zeros((len(self.attn_rows), len(_FIELDS)))
-        for (heads, kv, d, window, chunk), rows in self.attn_groups.items():
+        for (heads, kv, d, window, chunk, share), rows in self.attn_groups.items():
             work = attention_work(q, c, heads, kv, d, window, chunk)
             for f in _ATTN_FIELDS:
-                out[rows, _FIELDS.index(f)] = work[f]
+                out[rows, _FIELDS.index(f)] = work[f] * share
         return out
 
     def values(self, q: np.ndarray, c: np.ndarray, num_sampled: int) -> np.ndarray:

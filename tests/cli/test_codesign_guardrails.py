@@ -39,7 +39,7 @@ REFUSED = [
         "ops --model llama-3-8b --hardware h100-sxm --passes fuse,tp=8",
         "pass 'tp=8' comes after 'fuse'; partitioning must come before fusion, e.g. tp=8,fuse",
     ),
-    ("memory --model llama-3-8b --hardware h100-sxm --passes tp=2,tp=4", "tp= is given twice"),
+    ("memory --model llama-3-8b --hardware h100-sxm --passes tp=2,tp=4", "pass tp is given twice"),
 ]
 
 
