@@ -20,6 +20,7 @@ from intaglio.toolkit.parallel import expert_parallel, tensor_parallel
 from intaglio.toolkit.passes import parse_passes
 from intaglio.toolkit.pipeline_parallel import pipeline_parallel
 from intaglio.toolkit.precision import precision
+from tests.toolkit.test_step_model import tiny_moe_config
 
 H, LAYERS, T = 256, 4, 40
 IDEAL = from_dict(
@@ -95,27 +96,8 @@ def test_collectives_follow_the_activation_dtype(dense):
     assert _wire(fp8) == pytest.approx(_wire(tp) / 2)
 
 
-def _moe() -> ModelConfig:
-    return ModelConfig.from_hf(
-        {
-            "architectures": ["Qwen3MoeForCausalLM"],
-            "hidden_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 32,
-            "intermediate_size": 256,
-            "moe_intermediate_size": 64,
-            "num_experts": 8,
-            "num_experts_per_tok": 2,
-            "vocab_size": 500,
-            "torch_dtype": "bfloat16",
-        }
-    )
-
-
 def test_expert_parallel_runs_attention_data_parallel():
-    ops = capture_step(_moe(), [SeqShape(1, 64)] * 32)  # 32 tokens, 64 routed pairs
+    ops = capture_step(tiny_moe_config(), [SeqShape(1, 64)] * 32)  # 32 tokens, 64 routed pairs
     ep = expert_parallel(4)(ops)
 
     def attention(o):  # noqa: ANN001, ANN202
