@@ -82,6 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
     sw.add_argument("--serve", action="store_true", help="simulate serving at each value")
     sw.set_defaults(func=run, action=_sweep)
+    sol = cds.add_parser(
+        "solve", help="the hardware a target needs: each parameter's required value"
+    )
+    _study_flags(sol)
+    sol.add_argument("--target", required=True, help="tok_s=, out_tok_s=, ttft_ms=, tpot_ms=...")
+    sol.add_argument(
+        "--param",
+        default=None,
+        help="comma list of hw.FIELD.PATH, scale, chips (default: main-memory bandwidth and "
+        "capacity, matrix TFLOP/s, link bandwidth, scale, chips)",
+    )
+    sol.add_argument("--batch", default=None, help="one step's batch (default: serve the workload)")
+    sol.set_defaults(func=run, action=_solve)
     cal = cds.add_parser("calibrate", help="measure this CPU into a hardware description")
     cal.add_argument("--out", required=True, help="JSON file to write")
     cal.add_argument("--num-threads", type=int, default=1)
@@ -428,6 +441,29 @@ def _sweep(args: argparse.Namespace) -> int:
     print(text_table(rows, cols))
     if args.out:
         print(f"wrote {args.out}/: sweep.csv, report.md, sweep.png/.svg")
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from intaglio.sim.solve import default_params, parse_target, solve
+    from intaglio.toolkit.report import markdown_table, text_table, write_csv
+
+    study = _study(args)
+    metric, target = parse_target(args.target)
+    params = args.param.split(",") if args.param else default_params(study)
+    rows = [solve(study, p.strip(), metric, target, args.batch).row() for p in params]
+    what = args.batch or "the workload"
+    if args.out:  # written first, so a closed pipe cannot skip it
+        out = Path(args.out)
+        write_csv(rows, out / "solve.csv")
+        (out / "report.md").write_text(
+            f"# What {args.hardware} needs for {metric} = {target:g}: {args.model}, {what}\n\n"
+            f"{markdown_table(rows)}\n## Configuration\n\n{_configuration(args)}"
+        )
+    print(f"target {metric} = {target:g} for {args.model} on {args.hardware}, {what}:")
+    print(text_table(rows, list(rows[0])))
+    if args.out:
+        print(f"wrote {args.out}/: solve.csv, report.md")
     return 0
 
 

@@ -147,3 +147,15 @@ def test_lower_writes_the_instruction_trace_and_timeline(tmp_path, capsys):
     assert (out / "timeline.png").stat().st_size > 0
     assert main(["codesign", "lower", "--model", "llama-3-8b", "--hardware", "h100-sxm"]) == 2
     assert "no on_chip section" in capsys.readouterr().err
+
+
+def test_solve_reports_the_required_value_and_what_binds(tmp_path, capsys):
+    out = tmp_path / "solve"
+    argv = "solve --model llama-3.2-1b --hardware h100-sxm --batch decode:8@512"
+    argv += " --target tpot_ms=0.5 --param hw.memory.1.bandwidth_gbs,hw.matmul_tflops.bfloat16"
+    assert main(["codesign", *argv.split(), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "solve.csv").open()))
+    bandwidth, flops = rows
+    assert float(bandwidth["required"]) > 3350 and bandwidth["binding"] in ("memory", "overhead")
+    assert flops["required"] == "out of reach" and flops["binding"] != "compute"
+    assert "target tpot_ms = 0.5" in capsys.readouterr().out
