@@ -7,11 +7,12 @@ second), `ttft_ms` or `tpot_ms` (a step's time, or the served p50; `ttft_p99_ms`
 `hw.matmul_tflops.fp8`, `hw.interconnect.bandwidth_gbs`, `hw.memory.0.capacity_gib`, ...),
 `scale` (every throughput and bandwidth of the chip times one factor), or `chips` (the
 tensor-parallel degree, powers of two). Latencies and overheads (`hw.interconnect.latency_us`,
-`hw.op_overhead_us`) are searched downward. Each is searched alone, the others held at the
-description's values: bisection over a factor of the described value (metrics improve
-monotonically with a faster part), down to 0.5% of it. The answer names the value needed
-and what binds there (the bound that takes most of the step's time), or says the target is
-out of reach at 1000x and what binds then.
+`hw.op_overhead_us`) are searched downward. Parameters joined by `+` improve by one factor
+together (`scale+hw.interconnect.latency_us`: a chip faster in every rate and link latency).
+Each is searched alone, the others held at the description's values: bisection over a
+factor of the described value (metrics improve monotonically with a faster part), down to
+0.5% of it. The answer names the value needed and what binds there (the bound that takes
+most of the step's time), or says the target is out of reach at 1000x and what binds then.
 """
 
 from __future__ import annotations
@@ -81,22 +82,25 @@ def _lower_is_better(param: str) -> bool:
 
 
 def _with_factor(study: Study, param: str, factor: float) -> Study:
-    """The study with `param` improved `factor` times (a latency or overhead divided)."""
+    """The study with `param` improved `factor` times (a latency or overhead divided);
+    parameters joined by '+' all improve together."""
     doc = study.hw().raw
-    if _lower_is_better(param):
-        factor = 1.0 / factor
-    if param == "scale":
-        paths = _rates(doc)
-    elif param.startswith("hw."):
-        paths = [param[3:]]
-    else:
-        raise ValueError(f"unknown parameter {param!r}; use hw.FIELD.PATH, scale or chips")
     overrides = copy.deepcopy(study.hw_overrides)
-    for path in paths:
-        try:
-            overrides[path] = _lookup(doc, path) * factor
-        except (KeyError, IndexError, ValueError):
-            raise ValueError(f"{study.hardware}: no numeric field {path!r} to solve for") from None
+    for part in param.split("+"):
+        if part == "scale":
+            paths = _rates(doc)
+        elif part.startswith("hw."):
+            paths = [part[3:]]
+        else:
+            raise ValueError(f"unknown parameter {part!r}; use hw.FIELD.PATH, scale or chips")
+        f = 1.0 / factor if _lower_is_better(part) else factor
+        for path in paths:
+            try:
+                overrides[path] = _lookup(doc, path) * f
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(
+                    f"{study.hardware}: no numeric field {path!r} to solve for"
+                ) from None
     return dataclasses.replace(study, hw_overrides=overrides)
 
 
@@ -136,7 +140,8 @@ def _meets(metric: str, value: float, target: float) -> bool:
 def solve(study: Study, param: str, metric: str, target: float, batch: str | None) -> Solution:
     if param == "chips":
         return _solve_chips(study, metric, target, batch)
-    described = 1.0 if param == "scale" else _lookup(study.hw().raw, param[3:])
+    joint = param == "scale" or "+" in param  # a factor, not one field's value
+    described = 1.0 if joint else _lookup(study.hw().raw, param[3:])
     top = _with_factor(study, param, _MAX_FACTOR)
     best, bound = measure(top, metric, batch)
     if not _meets(metric, best, target):
@@ -157,7 +162,7 @@ def solve(study: Study, param: str, metric: str, target: float, batch: str | Non
             lo = mid
     achieved, bound = measure(_with_factor(study, param, hi), metric, batch)
     note = "already met by the description" if hi <= 1.0 else ""
-    required = described / hi if _lower_is_better(param) else described * hi
+    required = described / hi if _lower_is_better(param) and not joint else described * hi
     return Solution(param, described, required, achieved, bound, note)
 
 
