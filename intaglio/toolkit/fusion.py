@@ -73,6 +73,24 @@ def fuse_rope_into_attention(ops: list[Op]) -> list[Op]:
     return _fold(ops, match)
 
 
+def fuse_qk_norm_into_attention(ops: list[Op]) -> list[Op]:
+    """Per-head work between the projections and attention (Llama 4's q/k L2 norm: casts,
+    squares, a mean, rsqrt, a product) done by the attention kernel as it loads q and k,
+    so the rope before it meets attention and folds in too."""
+    out: list[Op] = []
+    for op in ops:
+        if op.kind == K.ATTENTION:
+            while (
+                out
+                and out[-1].kind == K.ELEMENTWISE
+                and ".self_attn." in out[-1].name
+                and _same_layer(out[-1], op)
+            ):
+                op = merge(out.pop(), op, keep=op)
+        out.append(op)
+    return out
+
+
 _EPILOGUE_ROLES = ("act", "act_mul", "residual")
 
 
@@ -193,6 +211,7 @@ def fuse_all(ops: list[Op]) -> list[Op]:
     for p in (
         fuse_projections,
         fuse_norm_into_matmul,
+        fuse_qk_norm_into_attention,
         fuse_rope_into_attention,
         fuse_epilogues,
         fuse_moe_grouped_gemm,

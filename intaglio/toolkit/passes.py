@@ -1,7 +1,8 @@
 """Named passes and batch shapes for the command line: "tp=8,fuse,w=fp8" and "decode:64@2048".
 
-Pass names: fuse (all fusions), fuse_norm, fuse_rope, fuse_epilogue, fuse_projections,
-fuse_moe, fuse_allreduce (all-reduce + residual + norm), unfuse (separate q/k/v and gate/up),
+Pass names: fuse (all fusions), fuse_norm, fuse_rope, fuse_qk_norm, fuse_epilogue,
+fuse_projections, fuse_moe, fuse_allreduce (all-reduce + residual + norm), unfuse (separate
+q/k/v and gate/up),
 tp=N, ep=N (with attention data parallel), sp (sequence parallel), pp=N[:MICRO] (pipeline
 stages and micro-batches), overlap[=CHUNKS] (collectives pipelined with their matmul),
 w=DTYPE, a=DTYPE, kv=DTYPE, and fp8 (w=fp8). They run in the order given; partitioning
@@ -28,6 +29,7 @@ SIMPLE: dict[str, Pass] = {
     "fuse": fusion.fuse_all,
     "fuse_norm": fusion.fuse_norm_into_matmul,
     "fuse_rope": fusion.fuse_rope_into_attention,
+    "fuse_qk_norm": fusion.fuse_qk_norm_into_attention,
     "fuse_epilogue": fusion.fuse_epilogues,
     "fuse_projections": fusion.fuse_projections,
     "fuse_moe": fusion.fuse_moe_grouped_gemm,

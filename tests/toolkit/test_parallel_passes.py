@@ -157,3 +157,18 @@ def test_pass_order_is_checked(spec, message):
 def test_named_passes_compose():
     passes = parse_passes("tp=2,sp,overlap=2,pp=2:4,fuse_allreduce,fuse,a=fp8")
     assert len(passes) == 7
+
+
+def test_llama4_qk_norm_and_rope_fold_into_attention():
+    from intaglio.toolkit.fusion import fuse_all, fuse_qk_norm_into_attention
+    from intaglio.toolkit.presets import load_model_config
+
+    ops = capture_step(load_model_config("llama-4-scout"), [SeqShape(1, 64)] * 4)
+    layer = [o for o in ops if o.layer == 0]
+    folded = fuse_qk_norm_into_attention(layer)
+    between = [o for o in layer if o.kind == K.ELEMENTWISE and ".self_attn." in o.name]
+    assert between and len(folded) == len(layer) - len(between)
+    assert total(folded, "flops") == pytest.approx(total(layer, "flops"))
+    assert total(folded, "bytes") < total(layer, "bytes")
+    fused = [o for o in fuse_all(layer) if o.kind in (K.ATTENTION, K.ROPE)]
+    assert [o.kind for o in fused] == [K.ATTENTION]  # rope now meets attention and folds in
