@@ -206,6 +206,7 @@ def _ops(args: argparse.Namespace) -> int:
         "mbu": cost.mbu,
         "bound": cost.dominant_bound,
         "fits": overflow is None,
+        **study.economics(tokens, cost.time_s),
     }
     kinds = cost.breakdown("kind")
     rows = cost.rows()
@@ -346,6 +347,9 @@ def _simulate(args: argparse.Namespace) -> int:
     study = _study(args)
     result, plan = serve(study)
     summary = summarize(result)
+    span = summary["makespan_s"]
+    economics = study.economics(summary["output_throughput"] * span, span)  # output tokens
+    summary.update(economics)
     if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         tl = timeline(result)
@@ -372,6 +376,8 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     print(plan.message)
     print(format_summary(summary))
+    if economics:
+        print("output tokens: " + ", ".join(f"{k} {v:.4g}" for k, v in economics.items()))
     if args.out:
         print(f"wrote {args.out}/: timeline.csv, requests.csv, report.md, timeline.png/.svg")
     return 0

@@ -71,6 +71,24 @@ class Study:
         parallel, so each device keeps the KV cache of 1/ep of the sequences."""
         return int(pass_setting(self.passes, "ep") or 1)
 
+    @property
+    def devices(self) -> int:
+        """Chips the pass list spreads a model replica over: tp x ep x pp."""
+        tp = int(pass_setting(self.passes, "tp") or 1)
+        pp = int((pass_setting(self.passes, "pp") or "1").partition(":")[0])
+        return tp * self.data_parallel * pp
+
+    def economics(self, tokens: float, seconds: float) -> dict[str, float]:
+        """Tokens per joule and dollars per million tokens of `tokens` made in `seconds` on
+        all the replica's devices, where the description gives power and price."""
+        hw, out = self.hw(), {}
+        if hw.power_w:
+            out["tokens_per_joule"] = tokens / (seconds * self.devices * hw.power_w)
+        if hw.price_usd_per_hour:
+            dollars = seconds / 3600 * self.devices * hw.price_usd_per_hour
+            out["usd_per_m_tokens"] = dollars / tokens * 1e6
+        return out
+
     def plan(self, step: Sequence[SeqShape] | None = None) -> MemoryPlan:
         """The memory plan of the engine settings, or of one step over `step` (its tokens
         and sampled rows size the activations)."""

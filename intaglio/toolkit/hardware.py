@@ -8,9 +8,10 @@ matmul by its rows (the tokens it multiplies; skinny matmuls waste matrix tiles)
 FLOPs, memory by bytes. `compute_memory_overlap` (0 to 1, default 1) says how far an op's
 compute and memory time overlap: 1 takes their max (a GPU's latency hiding), 0 their sum.
 Fixed costs: `op_overhead_us` per launched op and
-`step_overhead_us` per engine step (host-side scheduling and sampling). `kind_efficiency`
-(optional) scales the efficiency of one op kind, for a backend whose kernel for it is weak.
-Every number says where it comes from in `sources`; guessed ones are listed in `assumptions`.
+`step_overhead_us` per engine step (host-side scheduling and sampling). Optional `power_w`
+and `price_usd_per_hour` (one device) give tokens per joule and dollars per million tokens.
+`kind_efficiency` (optional) scales the efficiency of one op kind, for a backend whose kernel
+for it is weak. Every number says where it comes from in `sources`; guessed ones are listed in `assumptions`.
 
 Shipped files live in intaglio/toolkit/hardware/*.json; `load_hardware` takes one of their names
 or a path. `with_overrides` sets fields by dotted path ("memory.0.bandwidth_gbs=4000") for sweeps.
@@ -46,6 +47,8 @@ _TOP_KEYS = {
     "assumptions",
     "calibration",
     "on_chip",
+    "power_w",
+    "price_usd_per_hour",
 }
 _LEVEL_KEYS = {"name", "capacity_gib", "bandwidth_gbs", "on_chip"}
 _LINK_KEYS = {"name", "bandwidth_gbs", "latency_us"}
@@ -94,6 +97,8 @@ class Hardware:
     overlap: float  # 1: an op takes max(compute, memory); 0: their sum
     raw: dict[str, Any]  # the validated document, for reports and overrides
     on_chip: OnChip | None = None  # matrix-unit geometry and tile buffer, for lowering
+    power_w: float | None = None  # one device under load, for tokens per joule
+    price_usd_per_hour: float | None = None  # one device, for dollars per million tokens
 
     @property
     def main_memory(self) -> MemoryLevel:
@@ -222,6 +227,8 @@ def from_dict(doc: Any, source: str = "<dict>") -> Hardware:
         overlap=float(overlap),
         raw=doc,
         on_chip=parse_on_chip(doc["on_chip"], fail) if "on_chip" in doc else None,
+        power_w=_optional_positive(doc, "power_w", fail),
+        price_usd_per_hour=_optional_positive(doc, "price_usd_per_hour", fail),
     )
 
 
@@ -257,6 +264,15 @@ def _level(lv: Any, i: int, fail: Any) -> MemoryLevel:
         float(lv["bandwidth_gbs"]) * 1e9,
         bool(lv.get("on_chip", False)),
     )
+
+
+def _optional_positive(doc: dict[str, Any], key: str, fail: Any) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise fail(f"{key} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _known_keys(obj: Any, known: set[str], where: str, fail: Any) -> None:
