@@ -11,7 +11,8 @@ Fixed costs: `op_overhead_us` per launched op and
 `step_overhead_us` per engine step (host-side scheduling and sampling). Optional `power_w`
 and `price_usd_per_hour` (one device) give tokens per joule and dollars per million tokens.
 `kind_efficiency` (optional) scales the efficiency of one op kind, for a backend whose kernel
-for it is weak. Every number says where it comes from in `sources`; guessed ones are listed in `assumptions`.
+for it is weak. Every number says where it comes from in `sources`; guessed ones are listed
+in `assumptions`.
 
 Shipped files live in intaglio/toolkit/hardware/*.json; `load_hardware` takes one of their names
 or a path. `with_overrides` sets fields by dotted path ("memory.0.bandwidth_gbs=4000") for sweeps.
