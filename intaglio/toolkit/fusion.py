@@ -123,6 +123,8 @@ def fuse_moe_grouped_gemm(ops: list[Op]) -> list[Op]:
             m = prev.shape[0] + op.shape[0] if prev.shape and op.shape else 0
             attrs = dict(prev.attrs, grouped=prev.attrs.get("grouped", 1) + 1)
             attrs.pop("expert", None)
+            if "route_probs" in prev.attrs:  # skewed routing: each expert's own share
+                attrs["route_probs"] = prev.attrs["route_probs"] + op.attrs["route_probs"]
             return prev.replace(
                 name=f"{prev.attrs.get('group')}.{prev.role}.grouped",
                 flops=prev.flops + op.flops,

@@ -5,6 +5,7 @@ fuse_projections, fuse_moe, fuse_allreduce (all-reduce + residual + norm), unfus
 q/k/v and gate/up),
 tp=N, ep=N (with attention data parallel), sp (sequence parallel), pp=N[:MICRO] (pipeline
 stages and micro-batches), overlap[=CHUNKS] (collectives pipelined with their matmul),
+skew=S (Zipf-skewed MoE routing, after ep),
 w=DTYPE, a=DTYPE, kv=DTYPE, and fp8 (w=fp8). They run in the order given; partitioning
 must come before fusion, pp last among the partitions, and sp, fuse_allreduce and overlap
 after tp (all checked). In Python, a pass is any function `list[Op] -> list[Op]`, so user
@@ -20,6 +21,7 @@ from intaglio.toolkit.comm_passes import (
     sequence_parallel,
 )
 from intaglio.toolkit.fusion import Pass
+from intaglio.toolkit.moe import routing_skew
 from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.parallel import expert_parallel, tensor_parallel
 from intaglio.toolkit.pipeline_parallel import pipeline_parallel
@@ -39,7 +41,7 @@ SIMPLE: dict[str, Pass] = {
     "sp": sequence_parallel,
 }
 _FUSIONS = {name for name in SIMPLE if name.startswith("fuse")}
-_PARTITIONS = ("tp", "ep", "sp", "pp")
+_PARTITIONS = ("tp", "ep", "sp", "pp", "skew")
 _AFTER_TP = ("sp", "fuse_allreduce", "overlap")  # they rewrite tensor-parallel collectives
 
 
@@ -60,6 +62,8 @@ def parse_passes(spec: str | None) -> list[Pass]:
         elif key == "pp" and value.replace(":", "", 1).isdigit():
             stages, _, micro = value.partition(":")
             passes.append(pipeline_parallel(int(stages), int(micro) if micro else None))
+        elif key == "skew" and _is_number(value):
+            passes.append(routing_skew(float(value)))
         elif key == "overlap" and (value.isdigit() or not value):
             passes.append(overlap_communication(int(value or 4)))
         elif key in ("w", "a", "kv") and value:
@@ -68,9 +72,17 @@ def parse_passes(spec: str | None) -> list[Pass]:
         else:
             raise ValueError(
                 f"unknown pass {item!r}; use {', '.join(SIMPLE)}, tp=N, ep=N, pp=N[:MICRO], "
-                "overlap[=CHUNKS], w=DTYPE, a=DTYPE or kv=DTYPE"
+                "overlap[=CHUNKS], skew=S, w=DTYPE, a=DTYPE or kv=DTYPE"
             )
     return passes
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_order(item: str, key: str, seen: list[str], spec: str) -> None:

@@ -84,6 +84,13 @@ class StepCostModel:
         b = vals[2] - vals[0]  # per sampled row
         self.base = vals[0] - a * _N1 - b
         self.per_token, self.per_row = a, b
+        # A token reaches an expert with probability top_k / E, or its skewed share.
+        probs = [
+            ref[i].attrs.get("route_probs", [ref[i].attrs["top_k"] / ref[i].attrs["num_experts"]])
+            for i in expert
+        ]
+        starts = np.cumsum([0] + [len(p) for p in probs[:-1]])
+        self._route_probs = (np.concatenate(probs) if probs else np.zeros(0), starts)
         self._expert_ref = vals[0][self.expert_rows, 1] if expert else None
         self._bytes = {
             "weight": np.array([DTYPE_BYTES[o.weight_dtype] for o in ref]),
@@ -139,10 +146,9 @@ class StepCostModel:
         return v
 
     def _touched(self, n: float) -> np.ndarray:
-        ops = [self.ops[i] for i in self.expert_rows]
-        k = np.array([o.attrs["top_k"] for o in ops], dtype=np.float64)
-        e = np.array([o.attrs["num_experts"] for o in ops], dtype=np.float64)
-        return 1.0 - (1.0 - k / e) ** n
+        # A grouped op sums its experts' chances of being touched.
+        probs, starts = self._route_probs
+        return np.add.reduceat(1.0 - (1.0 - probs) ** n, starts)
 
     def step_time(self, q: np.ndarray, c: np.ndarray, num_sampled: int) -> float:
         """Seconds for one step: q[i] new tokens of sequence i at context c[i]."""

@@ -172,3 +172,23 @@ def test_llama4_qk_norm_and_rope_fold_into_attention():
     assert total(folded, "bytes") < total(layer, "bytes")
     fused = [o for o in fuse_all(layer) if o.kind in (K.ATTENTION, K.ROPE)]
     assert [o.kind for o in fused] == [K.ATTENTION]  # rope now meets attention and folds in
+
+
+def test_skewed_routing_makes_the_hot_experts_device_the_straggler():
+    from intaglio.toolkit.moe import routing_skew
+
+    ops = expert_parallel(4)(capture_step(tiny_moe_config(), [SeqShape(1, 64)] * 32))
+    assert routing_skew(0.0)(ops) == ops  # s = 0 is balanced routing
+    skewed = routing_skew(1.0)(ops)
+    weights = [1 / (e + 1) for e in range(8)]
+    load = 4 * (weights[0] + weights[4]) / sum(weights)  # device 0 holds experts 0 and 4
+    for a, b in zip(ops, skewed):
+        if a.kind == K.COLLECTIVE and a.role == "all_to_all":
+            assert b.comm_bytes == pytest.approx(a.comm_bytes * load)
+
+    def expert_flops(o) -> float:  # noqa: ANN001
+        return sum(x.flops for x in o if x.kind == K.EXPERT_MATMUL)
+
+    assert expert_flops(skewed) == pytest.approx(expert_flops(ops) * load)
+    with pytest.raises(ValueError, match="partitioning must come before fusion"):
+        parse_passes("ep=4,fuse,skew=1")

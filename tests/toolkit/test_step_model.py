@@ -12,6 +12,7 @@ from intaglio.toolkit.fusion import fuse_all, fuse_moe_grouped_gemm
 from intaglio.toolkit.hardware import load_hardware
 from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.parallel import expert_parallel, tensor_parallel
+from intaglio.toolkit.passes import parse_passes
 from intaglio.toolkit.precision import precision
 from intaglio.toolkit.step_model import StepCostModel, apply_passes
 
@@ -95,7 +96,10 @@ def tiny_moe_config() -> ModelConfig:
     )
 
 
-@pytest.mark.parametrize("passes", [[], [fuse_moe_grouped_gemm], [expert_parallel(2), fuse_all]])
+@pytest.mark.parametrize(
+    "passes",
+    [[], [fuse_moe_grouped_gemm], [expert_parallel(2), fuse_all], parse_passes("ep=2,skew=1,fuse")],
+)
 def test_template_is_exact_for_moe(passes):
     cfg = tiny_moe_config()
     model = StepCostModel(cfg, load_hardware("h100-sxm"), passes)
