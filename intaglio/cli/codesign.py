@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument(
         "--param",
         required=True,
-        help="NAME=V1,V2,..: batch, context, chunk, max_num_seqs, policy, interleave, "
+        help="NAME=V1,V2,..: batch, context, rate, chunk, max_num_seqs, policy, interleave, "
         "prefix_caching, tp, ep, hw.FIELD.PATH or model.CONFIG_FIELD",
     )
     sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")

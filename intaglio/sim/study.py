@@ -1,8 +1,8 @@
 """A Study: one model, hardware, pass list, engine settings and workload, and sweeps over them.
 
 `step_cost` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
-batch (decode sequences), context, chunk (max_num_batched_tokens), max_num_seqs, policy
-(scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
+batch (decode sequences), context, rate (arrivals), chunk (max_num_batched_tokens),
+max_num_seqs, policy (scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
 hw.<dotted.path> (a hardware field) or model.<config field> (a model variant, e.g.
 model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count).
 """
@@ -187,6 +187,8 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
     if name.startswith("model."):
         overrides = {**study.model_overrides, name[6:]: value}
         return dataclasses.replace(study, model_overrides=overrides)
+    if name == "rate":  # the workload's Poisson arrival rate, req/s
+        return dataclasses.replace(study, rate=float(value))
     if name in ("tp", "ep"):
         kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
         return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
@@ -196,7 +198,7 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
         engine = dataclasses.replace(study.engine, **{field_name: kind(value)})
         return dataclasses.replace(study, engine=engine)
     raise ValueError(
-        f"unknown sweep parameter {name!r}; use batch, context, chunk, policy, interleave, "
+        f"unknown sweep parameter {name!r}; use batch, context, rate, chunk, policy, interleave, "
         "an EngineConfig field (max_num_seqs, prefix_caching, ...), tp, ep, hw.FIELD or "
         "model.FIELD"
     )

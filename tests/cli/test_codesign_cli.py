@@ -159,3 +159,13 @@ def test_solve_reports_the_required_value_and_what_binds(tmp_path, capsys):
     assert float(bandwidth["required"]) > 3350 and bandwidth["binding"] in ("memory", "overhead")
     assert flops["required"] == "out of reach" and flops["binding"] != "compute"
     assert "target tpot_ms = 0.5" in capsys.readouterr().out
+
+
+def test_serving_sweep_over_the_arrival_rate(capsys):
+    argv = "sweep --model llama-3.2-1b --hardware h100-sxm --serve --param rate=2,50"
+    argv += " --num-requests 40 --input-len fixed:256 --output-len fixed:32"
+    assert main(["codesign", *argv.split()]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    slow, fast = (dict(zip(header, line.split())) for line in lines[1:3])
+    assert float(fast["output_tok_s"]) > 5 * float(slow["output_tok_s"])
