@@ -64,7 +64,9 @@ def gpt_fast_rows(extra: str) -> list[dict]:
     return rows
 
 
-def served_rows(cases: list[tuple], extra: str, total: bool) -> list[dict]:
+def served_rows(
+    cases: list[tuple], extra: str, total: bool, overrides: dict | None = None
+) -> list[dict]:
     rows = []
     for label, model, hw, tp, isl, osl, published, n in cases:
         spec = _passes(f"tp={tp}" if tp > 1 else "", extra if tp > 1 else "", "fuse", FP8)
@@ -73,6 +75,7 @@ def served_rows(cases: list[tuple], extra: str, total: bool) -> list[dict]:
             model,
             hw,
             spec,
+            hw_overrides=overrides or {},
             engine=engine,
             num_requests=n,
             input_len=f"fixed:{isl}",
@@ -111,11 +114,18 @@ def _row(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--extra-passes", default="", help="added after tp=N (e.g. fuse_allreduce)")
+    p.add_argument(
+        "--matmul-efficiency",
+        type=float,
+        default=None,
+        help="kind_efficiency.matmul for the TensorRT-LLM rows (a fit on one of them)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args()
     start = time.time()
     rows = gpt_fast_rows(args.extra_passes)
-    rows += served_rows(TRT_LLM, args.extra_passes, total=False)
+    fit = {"kind_efficiency.matmul": args.matmul_efficiency} if args.matmul_efficiency else {}
+    rows += served_rows(TRT_LLM, args.extra_passes, total=False, overrides=fit)
     rows += served_rows([SOHU], args.extra_passes, total=True)
     for r in rows:
         print(
@@ -124,9 +134,8 @@ def main() -> None:
         )
     print(f"{time.time() - start:.0f} s")
     if args.out:
-        Path(args.out).write_text(
-            json.dumps({"extra_passes": args.extra_passes, "rows": rows}, indent=1) + "\n"
-        )
+        setup = {"extra_passes": args.extra_passes, "matmul_efficiency": args.matmul_efficiency}
+        Path(args.out).write_text(json.dumps({**setup, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
