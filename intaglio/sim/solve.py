@@ -145,11 +145,10 @@ def solve(study: Study, param: str, metric: str, target: float, batch: str | Non
     top = _with_factor(study, param, _MAX_FACTOR)
     best, bound = measure(top, metric, batch)
     if not _meets(metric, best, target):
-        note = (
-            f"at {_MAX_FACTOR:g}x the step is {bound} bound"
-            if bound != "fit"
-            else ("the batch does not fit the device's memory")
-        )
+        note = {
+            "fit": "the batch does not fit the device's memory",
+            "serving": f"the served workload reaches {best:.4g} at {_MAX_FACTOR:g}x",
+        }.get(bound, f"at {_MAX_FACTOR:g}x the step is {bound} bound")
         return Solution(param, described, None, best, bound, note)
     lo, hi = 1.0 / _MAX_FACTOR, _MAX_FACTOR  # factors: hi meets the target
     if _meets(metric, measure(_with_factor(study, param, lo), metric, batch)[0], target):
