@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     _study_flags(ops)
     ops.add_argument("--batch", default="decode:64@2048", help="e.g. decode:64@2048+prefill:512")
     ops.add_argument("--top", type=int, default=20, help="ops shown in the terminal")
+    ops.add_argument(
+        "--allow-overflow",
+        action="store_true",
+        help="cost a step whose weights, activations and KV do not fit one device (warns)",
+    )
     ops.set_defaults(func=run, action=_ops)
+    low = cds.add_parser(
+        "lower", help="one step as tiled load/compute/collective instructions on the chip"
+    )
+    _study_flags(low)
+    low.add_argument("--batch", default="decode:64@2048", help="e.g. decode:64@2048+prefill:512")
+    low.add_argument("--layers", default="0", help="layers kept in the trace and plot, e.g. 0,1")
+    low.add_argument("--top", type=int, default=15, help="ops shown in the terminal")
+    low.set_defaults(func=run, action=_lower)
     mem = cds.add_parser("memory", help="weights, activations, KV capacity: what fits")
     _study_flags(mem)
     mem.set_defaults(func=run, action=_memory)
@@ -61,13 +75,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument(
         "--param",
         required=True,
-        help="NAME=V1,V2,..: batch, context, chunk, max_num_seqs, policy, interleave, "
+        help="NAME=V1,V2,..: batch, context, rate, chunk, max_num_seqs, policy, interleave, "
         "prefix_caching, tp, ep, hw.FIELD.PATH or model.CONFIG_FIELD",
     )
     sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")
     sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
     sw.add_argument("--serve", action="store_true", help="simulate serving at each value")
     sw.set_defaults(func=run, action=_sweep)
+    sol = cds.add_parser(
+        "solve", help="the hardware a target needs: each parameter's required value"
+    )
+    _study_flags(sol)
+    sol.add_argument("--target", required=True, help="tok_s=, out_tok_s=, ttft_ms=, tpot_ms=...")
+    sol.add_argument(
+        "--param",
+        default=None,
+        help="comma list of hw.FIELD.PATH, scale, chips (default: main-memory bandwidth and "
+        "capacity, matrix TFLOP/s, link bandwidth, scale, chips)",
+    )
+    sol.add_argument("--batch", default=None, help="one step's batch (default: serve the workload)")
+    sol.set_defaults(func=run, action=_solve)
     cal = cds.add_parser("calibrate", help="measure this CPU into a hardware description")
     cal.add_argument("--out", required=True, help="JSON file to write")
     cal.add_argument("--num-threads", type=int, default=1)
@@ -164,13 +191,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _ops(args: argparse.Namespace) -> int:
-    from intaglio.sim.study import step_cost
+    from intaglio.sim.study import step_cost, step_overflow_of
     from intaglio.toolkit import plots
     from intaglio.toolkit.passes import parse_batch
     from intaglio.toolkit.report import markdown_table, text_table, write_csv
 
     study = _study(args)
-    cost = step_cost(study, args.batch)
+    overflow = step_overflow_of(study, args.batch)
+    if overflow and not args.allow_overflow:
+        raise ValueError(f"{overflow} (--allow-overflow costs it anyway)")
+    cost = step_cost(study, args.batch, allow_overflow=True)
     tokens = sum(s.num_new_tokens for s in parse_batch(args.batch))
     summary = {
         "model": args.model,
@@ -185,14 +215,13 @@ def _ops(args: argparse.Namespace) -> int:
         "mfu": cost.mfu,
         "mbu": cost.mbu,
         "bound": cost.dominant_bound,
+        "fits": overflow is None,
+        **study.economics(tokens, cost.time_s),
     }
-    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
     kinds = cost.breakdown("kind")
-    print("\ntime by kind: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in kinds.items()))
     rows = cost.rows()
     top = sorted(rows, key=lambda r: -r["time_us"])[: args.top]
-    print("\n" + text_table(top, OP_COLUMNS))
-    if args.out:
+    if args.out:  # written before anything is printed, so a closed pipe cannot skip it
         out = Path(args.out)
         write_csv(rows, out / "ops.csv")
         title = f"{args.model} on {cost.hw.name}: {args.batch} {args.passes}"
@@ -200,19 +229,122 @@ def _ops(args: argparse.Namespace) -> int:
         plots.breakdown(kinds, out / "breakdown", title)
         kind_rows = [{"kind": k, "ms": v * 1e3} for k, v in kinds.items()]
         (out / "report.md").write_text(
-            f"# One step of {args.model} on {cost.hw.name}\n\n{markdown_table([summary])}\n"
+            f"# One step of {args.model} on {cost.hw.name}\n\n"
+            + (f"**Warning:** {overflow}\n\n" if overflow else "")
+            + f"{markdown_table([summary])}\n"
+            f"## Configuration\n\n{_configuration(args)}\n"
             f"## Time by op kind\n\n{markdown_table(kind_rows)}\n"
             f"## Slowest {args.top} ops\n\n{markdown_table(top, OP_COLUMNS)}\n"
             "![roofline](roofline.png)\n\n![breakdown](breakdown.png)\n"
         )
-        print(f"\nwrote {out}/: ops.csv, report.md, roofline.png/.svg, breakdown.png/.svg")
+    if overflow:
+        print(f"warning: {overflow}", file=sys.stderr)
+    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+    print("\ntime by kind: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in kinds.items()))
+    print("\n" + text_table(top, OP_COLUMNS))
+    if args.out:
+        print(f"\nwrote {args.out}/: ops.csv, report.md, roofline.png/.svg, breakdown.png/.svg")
     return 0
+
+
+LOWER_COLUMNS = [
+    "name",
+    "kind",
+    "time_us",
+    "tile",
+    "per_step",
+    "steps",
+    "weight_mb",
+    "act_mb",
+    "kv_mb",
+    "matrix_util",
+    "dma_busy",
+    "unit_busy",
+    "link_busy",
+]
+
+
+def _lower(args: argparse.Namespace) -> int:
+    from intaglio.sim.study import step_overflow_of
+    from intaglio.toolkit import plots
+    from intaglio.toolkit.capture import capture_step
+    from intaglio.toolkit.cost import cost_step
+    from intaglio.toolkit.lowering import ENGINES, lower_step
+    from intaglio.toolkit.passes import parse_batch, parse_passes
+    from intaglio.toolkit.report import markdown_table, text_table, write_csv
+    from intaglio.toolkit.step_model import apply_passes
+
+    study = _study(args)
+    overflow = step_overflow_of(study, args.batch)
+    if overflow:
+        raise ValueError(overflow)
+    hw, weights = study.hw(), study.plan().weight_bytes
+    ops = apply_passes(
+        capture_step(study.config(), parse_batch(args.batch)), parse_passes(args.passes)
+    )
+    layers = {int(x) for x in args.layers.split(",") if x.strip()}
+    low = lower_step(ops, hw, weights, layers)
+    roof = cost_step(ops, hw, weights)
+    res = low.residency
+    gib = 2**30
+    summary = {
+        "step_ms": low.time_s * 1e3,
+        "roofline_step_ms": roof.time_s * 1e3,
+        "weights_gb": low.bytes_by_class["weights"] / 1e9,
+        "activations_gb": low.bytes_by_class["activations"] / 1e9,
+        "kv_gb": low.bytes_by_class["kv"] / 1e9,
+        "matrix_busy": low.busy["matrix"] / low.time_s,
+        "dma_busy": low.busy["dma"] / low.time_s,
+        "link_busy": low.busy["link"] / low.time_s,
+    }
+    residency = (
+        f"on-chip {res.capacity_bytes / gib:.3g} GiB: weights {res.resident_weight_bytes / gib:.3g}"
+        f" of {res.weight_bytes / gib:.3g} GiB resident ({res.weight_fraction:.1%}), KV "
+        f"{res.resident_kv_bytes / gib:.3g} of {res.kv_bytes / gib:.3g} GiB "
+        f"({res.kv_fraction:.1%}), {res.free_bytes / gib:.3g} GiB left for activations"
+    )
+    top = sorted(low.op_rows, key=lambda r: -r["time_us"])[: args.top]
+    if args.out:  # written before anything is printed, so a closed pipe cannot skip it
+        out = Path(args.out)
+        write_csv(low.trace_rows(), out / "trace.csv")
+        write_csv(low.op_rows, out / "ops.csv")
+        bars = [(i.engine, i.start_s, i.end_s, i.op_kind) for i in low.instructions]
+        title = f"{args.model} on {hw.name}: {args.batch} {args.passes}, layers {args.layers}"
+        plots.timeline(bars, ENGINES, out / "timeline", title)
+        (out / "report.md").write_text(
+            f"# Lowered step of {args.model} on {hw.name}\n\n{markdown_table([summary])}\n"
+            f"{residency}\n\n## Slowest {args.top} ops\n\n"
+            f"{markdown_table(top, LOWER_COLUMNS)}\n![timeline](timeline.png)\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
+        )
+    print(" ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+    print(residency)
+    print("\n" + text_table(top, LOWER_COLUMNS))
+    if args.out:
+        print(f"\nwrote {args.out}/: trace.csv, ops.csv, report.md, timeline.png/.svg")
+    return 0
+
+
+def _configuration(args: argparse.Namespace) -> str:
+    """Every setting of the run, for the report: a report says how it was made."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "action")}
+    return "```\n" + json.dumps(settings, indent=1, default=str) + "\n```\n"
 
 
 def _memory(args: argparse.Namespace) -> int:
     plan = _study(args).plan()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "memory.json").write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+        (out / "report.md").write_text(
+            f"# Memory plan: {args.model} on {args.hardware}\n\n{plan.message}\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
+        )
     for k, v in plan.to_dict().items():
         print(f"{k:>20}: {_short(v)}")
+    if args.out:
+        print(f"wrote {args.out}/: memory.json, report.md")
     return 0 if plan.fits else 1
 
 
@@ -225,9 +357,10 @@ def _simulate(args: argparse.Namespace) -> int:
     study = _study(args)
     result, plan = serve(study)
     summary = summarize(result)
-    print(plan.message)
-    print(format_summary(summary))
-    if args.out:
+    span = summary["makespan_s"]
+    economics = study.economics(summary["output_throughput"] * span, span)  # output tokens
+    summary.update(economics)
+    if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         tl = timeline(result)
         write_csv([dict(zip(tl, vals)) for vals in zip(*tl.values())], out / "timeline.csv")
@@ -248,9 +381,15 @@ def _simulate(args: argparse.Namespace) -> int:
         metrics = [{"metric": k, "value": v} for k, v in _flatten(summary).items()]
         (out / "report.md").write_text(
             f"# Simulated serving: {args.model} on {study.hw().name}\n\n{plan.message}\n\n"
-            f"{markdown_table(metrics)}\n![timeline](timeline.png)\n"
+            f"{markdown_table(metrics)}\n![timeline](timeline.png)\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
         )
-        print(f"wrote {out}/: timeline.csv, requests.csv, report.md, timeline.png/.svg")
+    print(plan.message)
+    print(format_summary(summary))
+    if economics:
+        print("output tokens: " + ", ".join(f"{k} {v:.4g}" for k, v in economics.items()))
+    if args.out:
+        print(f"wrote {args.out}/: timeline.csv, requests.csv, report.md, timeline.png/.svg")
     return 0
 
 
@@ -295,8 +434,7 @@ def _sweep(args: argparse.Namespace) -> int:
         args.context,
     )
     cols = list(rows[0])
-    print(text_table(rows, cols))
-    if args.out:
+    if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         write_csv(rows, out / "sweep.csv")
         metrics = [c for c in cols if isinstance(rows[0][c], float)]
@@ -313,9 +451,35 @@ def _sweep(args: argparse.Namespace) -> int:
         )
         (out / "report.md").write_text(
             f"# Sweep of {name}: {args.model} on {args.hardware}\n\n"
-            f"{markdown_table(rows)}\n![sweep](sweep.png)\n"
+            f"{markdown_table(rows)}\n![sweep](sweep.png)\n\n"
+            f"## Configuration\n\n{_configuration(args)}"
         )
-        print(f"wrote {out}/: sweep.csv, report.md, sweep.png/.svg")
+    print(text_table(rows, cols))
+    if args.out:
+        print(f"wrote {args.out}/: sweep.csv, report.md, sweep.png/.svg")
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from intaglio.sim.solve import default_params, parse_target, solve
+    from intaglio.toolkit.report import markdown_table, text_table, write_csv
+
+    study = _study(args)
+    metric, target = parse_target(args.target)
+    params = args.param.split(",") if args.param else default_params(study)
+    rows = [solve(study, p.strip(), metric, target, args.batch).row() for p in params]
+    what = args.batch or "the workload"
+    if args.out:  # written first, so a closed pipe cannot skip it
+        out = Path(args.out)
+        write_csv(rows, out / "solve.csv")
+        (out / "report.md").write_text(
+            f"# What {args.hardware} needs for {metric} = {target:g}: {args.model}, {what}\n\n"
+            f"{markdown_table(rows)}\n## Configuration\n\n{_configuration(args)}"
+        )
+    print(f"target {metric} = {target:g} for {args.model} on {args.hardware}, {what}:")
+    print(text_table(rows, list(rows[0])))
+    if args.out:
+        print(f"wrote {args.out}/: solve.csv, report.md")
     return 0
 
 
@@ -339,3 +503,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, HardwareError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) left early; files under --out were written first.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,8 +1,8 @@
 """A Study: one model, hardware, pass list, engine settings and workload, and sweeps over them.
 
 `step_cost` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
-batch (decode sequences), context, chunk (max_num_batched_tokens), max_num_seqs, policy
-(scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
+batch (decode sequences), context, rate (arrivals), chunk (max_num_batched_tokens),
+max_num_seqs, policy (scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
 hw.<dotted.path> (a hardware field) or model.<config field> (a model variant, e.g.
 model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count).
 """
@@ -10,6 +10,7 @@ model.num_key_value_heads for the GQA ratio, model.num_local_experts for the exp
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,8 @@ from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import StepCost, cost_step
 from intaglio.toolkit.hardware import Hardware, load_hardware
-from intaglio.toolkit.memory import MemoryPlan, plan_memory
+from intaglio.toolkit.memory import MemoryPlan, plan_memory, step_overflow
+from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.passes import parse_batch, parse_passes, pass_setting
 from intaglio.toolkit.presets import load_model_config
 from intaglio.toolkit.step_model import StepCostModel, apply_passes
@@ -66,18 +68,49 @@ class Study:
         hw = load_hardware(self.hardware)
         return hw.with_overrides(self.hw_overrides) if self.hw_overrides else hw
 
-    def plan(self) -> MemoryPlan:
+    @property
+    def data_parallel(self) -> int:
+        """Devices that split the batch's sequences: expert parallelism runs attention data
+        parallel, so each device keeps the KV cache of 1/ep of the sequences."""
+        return int(pass_setting(self.passes, "ep") or 1)
+
+    @property
+    def devices(self) -> int:
+        """Chips the pass list spreads a model replica over: tp x ep x pp."""
+        tp = int(pass_setting(self.passes, "tp") or 1)
+        pp = int((pass_setting(self.passes, "pp") or "1").partition(":")[0])
+        return tp * self.data_parallel * pp
+
+    def economics(self, tokens: float, seconds: float) -> dict[str, float]:
+        """Tokens per joule and dollars per million tokens of `tokens` made in `seconds` on
+        all the replica's devices, where the description gives power and price."""
+        hw, out = self.hw(), {}
+        if hw.power_w:
+            out["tokens_per_joule"] = tokens / (seconds * self.devices * hw.power_w)
+        if hw.price_usd_per_hour:
+            dollars = seconds / 3600 * self.devices * hw.price_usd_per_hour
+            out["usd_per_m_tokens"] = dollars / tokens * 1e6
+        return out
+
+    def plan(self, step: Sequence[SeqShape] | None = None) -> MemoryPlan:
+        """The memory plan of the engine settings, or of one step over `step` (its tokens
+        and sampled rows size the activations)."""
         parse_passes(self.passes)  # a typo in the pass list fails here, by name
+        tokens, seqs = self.engine.max_num_batched_tokens, self.engine.max_num_seqs
+        if step is not None:  # one device's share of the step
+            tokens = -(-sum(s.num_new_tokens for s in step) // self.data_parallel)
+            seqs = -(-sum(1 for s in step if s.samples) // self.data_parallel)
         return plan_memory(
             self.config(),
             self.hw(),
             tp=int(pass_setting(self.passes, "tp") or 1),
             ep=int(pass_setting(self.passes, "ep") or 1),
+            pp=int((pass_setting(self.passes, "pp") or "1").partition(":")[0]),
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),
-            max_num_batched_tokens=self.engine.max_num_batched_tokens,
-            max_num_seqs=self.engine.max_num_seqs,
+            max_num_batched_tokens=tokens,
+            max_num_seqs=seqs,
             block_size=self.engine.block_size,
             utilization=self.memory_utilization,
         )
@@ -99,9 +132,19 @@ class Study:
         )
 
 
-def step_cost(study: Study, batch: str) -> StepCost:
+def step_overflow_of(study: Study, batch: str) -> str | None:
+    """Why one step of `batch` does not fit a device (weights, activations, KV), or None."""
+    seqs = parse_batch(batch)
+    return step_overflow(study.plan(seqs), seqs, study.data_parallel)
+
+
+def step_cost(study: Study, batch: str, allow_overflow: bool = False) -> StepCost:
+    """One step's cost; a step that does not fit a device is refused unless allowed."""
     cfg, hw = study.config(), study.hw()
-    ops = apply_passes(capture_step(cfg, parse_batch(batch)), parse_passes(study.passes))
+    seqs = parse_batch(batch)
+    if not allow_overflow and (why := step_overflow_of(study, batch)):
+        raise ValueError(why)
+    ops = apply_passes(capture_step(cfg, seqs), parse_passes(study.passes))
     return cost_step(ops, hw, study.plan().weight_bytes)
 
 
@@ -113,9 +156,10 @@ def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
     executor = SimulatedExecutor(
         model,
-        engine.num_kv_blocks or plan.num_kv_blocks,
+        # The engine schedules for the whole data-parallel group: its KV pools add up.
+        engine.num_kv_blocks or plan.num_kv_blocks * study.data_parallel,
         engine.block_size,
-        num_local_kv_blocks=plan.num_local_kv_blocks,
+        num_local_kv_blocks=plan.num_local_kv_blocks * study.data_parallel,
         acceptance=study.spec_acceptance,
         seed=study.seed,
     )
@@ -148,6 +192,8 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
     if name.startswith("model."):
         overrides = {**study.model_overrides, name[6:]: value}
         return dataclasses.replace(study, model_overrides=overrides)
+    if name == "rate":  # the workload's Poisson arrival rate, req/s
+        return dataclasses.replace(study, rate=float(value))
     if name in ("tp", "ep"):
         kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
         return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
@@ -157,7 +203,7 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
         engine = dataclasses.replace(study.engine, **{field_name: kind(value)})
         return dataclasses.replace(study, engine=engine)
     raise ValueError(
-        f"unknown sweep parameter {name!r}; use batch, context, chunk, policy, interleave, "
+        f"unknown sweep parameter {name!r}; use batch, context, rate, chunk, policy, interleave, "
         "an EngineConfig field (max_num_seqs, prefix_caching, ...), tp, ep, hw.FIELD or "
         "model.FIELD"
     )
@@ -177,9 +223,8 @@ def sweep(
         else:
             point, step_batch = _with_param(study, name, value), batch or f"decode:64@{context}"
         row: dict[str, Any] = {"value": value}
-        plan = point.plan()
-        row["fits"] = plan.fits
         if serve_mode:
+            row["fits"] = point.plan().fits
             if name in ("batch", "context"):
                 raise ValueError(f"{name} is a step-mode parameter; drop --serve")
             s = summarize(serve(point)[0])
@@ -195,7 +240,9 @@ def sweep(
                 preemptions=s["num_preemptions"],
             )
         else:
-            cost = step_cost(point, step_batch)
+            # The step's own weights, activations and KV cache must fit one device.
+            row["fits"] = step_overflow_of(point, step_batch) is None
+            cost = step_cost(point, step_batch, allow_overflow=True)
             tokens = sum(s.num_new_tokens for s in parse_batch(step_batch))
             kinds = cost.breakdown("kind")
             row.update(

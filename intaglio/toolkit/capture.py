@@ -249,6 +249,7 @@ class _CaptureAttention:
                     "head_dim": d,
                     "window": window,
                     "chunk": chunk,
+                    "num_seqs": len(self.q_lens),  # the lowering tiles per sequence
                 },
             )
         )

@@ -4,7 +4,9 @@ Per op: compute = FLOPs / (peak rate of its unit and dtype x efficiency at its s
 matrix ops, FLOPs for vector ops);
 memory = (weight bytes / weight bandwidth + other bytes / main-memory bandwidth) / efficiency at
 its bytes, where weights stream from an on-chip level when the whole model's weights fit there;
-communication = latency x steps + bytes x algorithm factor / link bandwidth (collectives only).
+communication = latency x steps + bytes x algorithm factor / link bandwidth (collectives only;
+one pipelined with the matmul before it in c chunks exposes max(comm - matmul, 0) +
+min(comm, matmul) / c).
 An op takes max(compute, memory) (plus (1 - overlap) x the smaller, for hardware that does not
 hide one behind the other) + communication + a fixed launch overhead; its bound is whichever
 term is largest. Everything is computed over numpy columns (an OpTable) so the
@@ -35,6 +37,7 @@ class OpTable:
     comm_bytes: np.ndarray
     comm_factor: np.ndarray  # bytes on the wire per payload byte (ring all-reduce: 2(g-1)/g)
     comm_steps: np.ndarray  # latency-bound hops
+    overlap_chunks: np.ndarray  # collectives pipelined with the matmul before them (0: not)
     is_matrix: np.ndarray  # bool: runs on the matrix units
     dtypes: list[str]  # compute dtype per op
     kinds: list[str]
@@ -49,6 +52,7 @@ class OpTable:
             comm_bytes=np.array([o.comm_bytes for o in ops], dtype=np.float64),
             comm_factor=np.array([o.attrs.get("comm_factor", 0.0) for o in ops]),
             comm_steps=np.array([o.attrs.get("comm_steps", 0.0) for o in ops]),
+            overlap_chunks=np.array([o.attrs.get("overlap_chunks", 0.0) for o in ops]),
             is_matrix=np.array([o.kind in K.MATRIX_KINDS for o in ops], dtype=bool),
             dtypes=[o.compute_dtype for o in ops],
             kinds=[o.kind for o in ops],
@@ -123,6 +127,11 @@ def op_times(
         )
     overhead = np.full_like(compute, hw.op_overhead_s)
     overlapped = np.maximum(compute, memory) + (1.0 - hw.overlap) * np.minimum(compute, memory)
+    chunks = table.overlap_chunks
+    if (chunks > 0).any():  # pipelined with the op before: only part of it stays exposed
+        before = np.concatenate([[0.0], (overlapped + overhead)[:-1]])
+        hidden = np.maximum(comm - before, 0) + np.minimum(comm, before) / np.maximum(chunks, 1)
+        comm = np.where(chunks > 0, hidden, comm)
     time = overlapped + comm + overhead
     return OpTimes(compute, memory, comm, overhead, time)
 

@@ -73,6 +73,24 @@ def fuse_rope_into_attention(ops: list[Op]) -> list[Op]:
     return _fold(ops, match)
 
 
+def fuse_qk_norm_into_attention(ops: list[Op]) -> list[Op]:
+    """Per-head work between the projections and attention (Llama 4's q/k L2 norm: casts,
+    squares, a mean, rsqrt, a product) done by the attention kernel as it loads q and k,
+    so the rope before it meets attention and folds in too."""
+    out: list[Op] = []
+    for op in ops:
+        if op.kind == K.ATTENTION:
+            while (
+                out
+                and out[-1].kind == K.ELEMENTWISE
+                and ".self_attn." in out[-1].name
+                and _same_layer(out[-1], op)
+            ):
+                op = merge(out.pop(), op, keep=op)
+        out.append(op)
+    return out
+
+
 _EPILOGUE_ROLES = ("act", "act_mul", "residual")
 
 
@@ -105,6 +123,8 @@ def fuse_moe_grouped_gemm(ops: list[Op]) -> list[Op]:
             m = prev.shape[0] + op.shape[0] if prev.shape and op.shape else 0
             attrs = dict(prev.attrs, grouped=prev.attrs.get("grouped", 1) + 1)
             attrs.pop("expert", None)
+            if "route_probs" in prev.attrs:  # skewed routing: each expert's own share
+                attrs["route_probs"] = prev.attrs["route_probs"] + op.attrs["route_probs"]
             return prev.replace(
                 name=f"{prev.attrs.get('group')}.{prev.role}.grouped",
                 flops=prev.flops + op.flops,
@@ -193,6 +213,7 @@ def fuse_all(ops: list[Op]) -> list[Op]:
     for p in (
         fuse_projections,
         fuse_norm_into_matmul,
+        fuse_qk_norm_into_attention,
         fuse_rope_into_attention,
         fuse_epilogues,
         fuse_moe_grouped_gemm,

@@ -8,9 +8,11 @@ matmul by its rows (the tokens it multiplies; skinny matmuls waste matrix tiles)
 FLOPs, memory by bytes. `compute_memory_overlap` (0 to 1, default 1) says how far an op's
 compute and memory time overlap: 1 takes their max (a GPU's latency hiding), 0 their sum.
 Fixed costs: `op_overhead_us` per launched op and
-`step_overhead_us` per engine step (host-side scheduling and sampling). `kind_efficiency`
-(optional) scales the efficiency of one op kind, for a backend whose kernel for it is weak.
-Every number says where it comes from in `sources`; guessed ones are listed in `assumptions`.
+`step_overhead_us` per engine step (host-side scheduling and sampling). Optional `power_w`
+and `price_usd_per_hour` (one device) give tokens per joule and dollars per million tokens.
+`kind_efficiency` (optional) scales the efficiency of one op kind, for a backend whose kernel
+for it is weak. Every number says where it comes from in `sources`; guessed ones are listed
+in `assumptions`.
 
 Shipped files live in intaglio/toolkit/hardware/*.json; `load_hardware` takes one of their names
 or a path. `with_overrides` sets fields by dotted path ("memory.0.bandwidth_gbs=4000") for sweeps.
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from intaglio.toolkit.onchip import OnChip, parse_on_chip
 from intaglio.toolkit.ops import DTYPE_BYTES, KINDS, canonical_dtype
 
 HARDWARE_DIR = Path(__file__).with_name("hardware")
@@ -44,7 +47,12 @@ _TOP_KEYS = {
     "sources",
     "assumptions",
     "calibration",
+    "on_chip",
+    "power_w",
+    "price_usd_per_hour",
 }
+_LEVEL_KEYS = {"name", "capacity_gib", "bandwidth_gbs", "on_chip"}
+_LINK_KEYS = {"name", "bandwidth_gbs", "latency_us"}
 _REQUIRED = ("name", "matmul_tflops", "vector_tflops", "memory", "efficiency", "sources")
 _CURVES = ("matmul", "vector", "memory")
 
@@ -89,6 +97,9 @@ class Hardware:
     kind_eff: dict[str, float]  # op kind -> extra efficiency factor (a backend's weak kernel)
     overlap: float  # 1: an op takes max(compute, memory); 0: their sum
     raw: dict[str, Any]  # the validated document, for reports and overrides
+    on_chip: OnChip | None = None  # matrix-unit geometry and tile buffer, for lowering
+    power_w: float | None = None  # one device under load, for tokens per joule
+    price_usd_per_hour: float | None = None  # one device, for dollars per million tokens
 
     @property
     def main_memory(self) -> MemoryLevel:
@@ -102,14 +113,17 @@ class Hardware:
         return _rate(self.vector_flops, dtype, self.name, "vector_tflops")
 
     def with_overrides(self, overrides: dict[str, Any]) -> Hardware:
-        """A copy with fields set by dotted path, e.g. {"matmul_tflops.bfloat16": 2000}."""
+        """A copy with fields set by dotted path, e.g. {"matmul_tflops.bfloat16": 2000}.
+
+        A path may add an optional field the description lacks; validation of the result
+        rejects any key, at any depth, that a description cannot have (a typo)."""
         doc = copy.deepcopy(self.raw)
         for path, value in overrides.items():
             try:
                 _set_path(doc, path, value)
             except (KeyError, IndexError, ValueError, TypeError):
                 raise HardwareError(f"{self.name}: no field {path!r} to override") from None
-        return from_dict(doc, source=f"{self.name} with {overrides}")
+        return from_dict(doc, source=f"{self.name} with overrides {sorted(overrides)}")
 
 
 def _rate(table: dict[str, float], dtype: str, name: str, field: str) -> float:
@@ -174,6 +188,7 @@ def from_dict(doc: Any, source: str = "<dict>") -> Hardware:
         raise fail("memory must be a non-empty list of levels, on-chip first")
     memory = tuple(_level(lv, i, fail) for i, lv in enumerate(levels))
     link = doc.get("interconnect") or {"bandwidth_gbs": 0.0, "latency_us": 0.0}
+    _known_keys(link, _LINK_KEYS, "interconnect", fail)
     bw = _positive_or_zero(link.get("bandwidth_gbs"), "interconnect.bandwidth_gbs", fail)
     lat = _positive_or_zero(link.get("latency_us"), "interconnect.latency_us", fail)
     eff = doc["efficiency"]
@@ -212,6 +227,9 @@ def from_dict(doc: Any, source: str = "<dict>") -> Hardware:
         kind_eff={k: float(v) for k, v in kind_eff.items()},
         overlap=float(overlap),
         raw=doc,
+        on_chip=parse_on_chip(doc["on_chip"], fail) if "on_chip" in doc else None,
+        power_w=_optional_positive(doc, "power_w", fail),
+        price_usd_per_hour=_optional_positive(doc, "price_usd_per_hour", fail),
     )
 
 
@@ -234,6 +252,7 @@ def _level(lv: Any, i: int, fail: Any) -> MemoryLevel:
     where = f"memory[{i}]"
     if not isinstance(lv, dict):
         raise fail(f"{where} must be an object")
+    _known_keys(lv, _LEVEL_KEYS, where, fail)
     for key in ("name", "capacity_gib", "bandwidth_gbs"):
         if key not in lv:
             raise fail(f"{where} is missing {key!r}")
@@ -246,6 +265,23 @@ def _level(lv: Any, i: int, fail: Any) -> MemoryLevel:
         float(lv["bandwidth_gbs"]) * 1e9,
         bool(lv.get("on_chip", False)),
     )
+
+
+def _optional_positive(doc: dict[str, Any], key: str, fail: Any) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise fail(f"{key} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _known_keys(obj: Any, known: set[str], where: str, fail: Any) -> None:
+    if not isinstance(obj, dict):
+        raise fail(f"{where} must be an object")
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise fail(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
 
 
 def _curve(points: Any, field: str, fail: Any) -> Curve:

@@ -22,6 +22,7 @@ from torch import nn
 
 from intaglio.model.moe import MoE
 from intaglio.toolkit import ops as K
+from intaglio.toolkit.fusion import Pass
 from intaglio.toolkit.leaves import LeafContext, register_opaque_leaf
 from intaglio.toolkit.ops import Op, canonical_dtype
 
@@ -171,3 +172,66 @@ def model_moe_shape(m: MoE) -> MoEShape:
 
 
 register_moe_module(MoE, model_moe_shape)
+
+
+def routing_skew(s: float) -> Pass:
+    """Skewed routing: expert e draws a share p_e ∝ (e + 1)^-s of the token-expert pairs
+    (Zipf; s = 0 is the balanced default), so expert 0 is the hottest. Each expert's rows and
+    FLOPs scale by E·p_e and its weights by the chance it is touched, 1 − (1 − k·p_e)^T. Run
+    after `ep=N` (and before fusion): device 0, which holds the hottest expert, is the
+    straggler, and its all-to-alls carry its experts' share, ep · Σ p_e over them."""
+    if s < 0:
+        raise ValueError(f"routing skew must be >= 0, got {s}")
+
+    def apply(ops: list[Op]) -> list[Op]:
+        if s == 0:
+            return list(ops)
+        out: list[Op] = []
+        for op in ops:
+            e = op.attrs.get("num_experts")
+            if e is None or op.attrs.get("expert") is None:
+                out.append(op)
+                continue
+            p = _zipf(e, s)
+            x, k = op.attrs["expert"], op.attrs["top_k"]
+            load = e * p[x]
+            tokens = op.attrs["routed_tokens"] / k
+            uniform = 1.0 - (1.0 - k / e) ** tokens
+            touched = 1.0 - (1.0 - min(1.0, k * p[x])) ** tokens
+            out.append(
+                op.replace(
+                    flops=op.flops * load,
+                    act_in_elems=op.act_in_elems * load,
+                    act_out_elems=op.act_out_elems * load,
+                    weight_elems=op.weight_elems * touched / uniform if uniform else 0.0,
+                    attrs=dict(op.attrs, route_probs=[min(1.0, k * p[x])]),
+                )
+            )
+        return _scale_all_to_alls(out, s)
+
+    return apply
+
+
+def _zipf(e: int, s: float) -> list[float]:
+    w = [(i + 1.0) ** -s for i in range(e)]
+    return [v / sum(w) for v in w]
+
+
+def _scale_all_to_alls(ops: list[Op], s: float) -> list[Op]:
+    """Each MoE block's dispatch and combine carry device 0's experts' share of the pairs."""
+    kept: dict[str, set[int]] = {}
+    experts: dict[str, int] = {}
+    for op in ops:
+        if op.kind == K.EXPERT_MATMUL and op.attrs.get("expert") is not None:
+            kept.setdefault(op.attrs["group"], set()).add(op.attrs["expert"])
+            experts[op.attrs["group"]] = op.attrs["num_experts"]
+    out = []
+    for op in ops:
+        group = op.name.rsplit(".", 1)[0]
+        if op.kind == K.COLLECTIVE and op.role == "all_to_all" and group in kept:
+            e = experts[group]
+            p = _zipf(e, s)
+            ep = e // len(kept[group])
+            op = op.replace(comm_bytes=op.comm_bytes * ep * sum(p[x] for x in kept[group]))
+        out.append(op)
+    return out

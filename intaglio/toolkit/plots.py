@@ -90,3 +90,33 @@ def series(
     paths = _save(fig, stem)
     plt.close(fig)
     return paths
+
+
+def timeline(
+    bars: Sequence[tuple[str, float, float, str]], engines: Sequence[str], stem: Path, title: str
+) -> list[Path]:
+    """A Gantt chart of instructions: (engine, start s, end s, op kind) per bar, one row per
+    engine, coloured by op kind, so overlap of loads, compute and collectives shows."""
+    plt = _pyplot()
+    kinds = sorted({b[3] for b in bars})
+    colours = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(kinds)}
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(engines) + 1.5))
+    for engine, start, end, kind in bars:
+        row = engines.index(engine)
+        ax.barh(row, (end - start) * 1e6, left=start * 1e6, height=0.6, color=colours[kind])
+    ax.set_yticks(range(len(engines)), list(engines))
+    ax.invert_yaxis()
+    ax.set_xlabel("time (µs)")
+    ax.set_title(title, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[k]) for k in kinds]
+    ax.legend(
+        handles,
+        kinds,
+        fontsize=7,
+        ncol=min(len(kinds), 5),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.25),
+    )
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths

@@ -172,5 +172,11 @@ def load_model_config(
                 "a model folder or a config.json file"
             )
         hf = json.loads(path.read_text())
+    unknown = sorted(set(overrides or {}) - set(hf))
+    if unknown:
+        raise ValueError(
+            f"model override(s) {unknown} name no field of {spec}'s config; its fields: "
+            f"{sorted(hf)}"
+        )
     hf.update(overrides or {})
     return ModelConfig.from_hf(hf, dtype)

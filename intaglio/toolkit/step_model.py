@@ -84,6 +84,13 @@ class StepCostModel:
         b = vals[2] - vals[0]  # per sampled row
         self.base = vals[0] - a * _N1 - b
         self.per_token, self.per_row = a, b
+        # A token reaches an expert with probability top_k / E, or its skewed share.
+        probs = [
+            ref[i].attrs.get("route_probs", [ref[i].attrs["top_k"] / ref[i].attrs["num_experts"]])
+            for i in expert
+        ]
+        starts = np.cumsum([0] + [len(p) for p in probs[:-1]])
+        self._route_probs = (np.concatenate(probs) if probs else np.zeros(0), starts)
         self._expert_ref = vals[0][self.expert_rows, 1] if expert else None
         self._bytes = {
             "weight": np.array([DTYPE_BYTES[o.weight_dtype] for o in ref]),
@@ -110,6 +117,7 @@ class StepCostModel:
                 a["head_dim"],
                 a.get("window"),
                 a.get("chunk"),
+                a.get("share", 1.0),  # a data-parallel or micro-batch share of the work
             )
             groups.setdefault(key, []).append(j)
         return groups
@@ -121,10 +129,10 @@ class StepCostModel:
 
     def _attention_from_arrays(self, q: np.ndarray, c: np.ndarray) -> np.ndarray:
         out = np.zeros((len(self.attn_rows), len(_FIELDS)))
-        for (heads, kv, d, window, chunk), rows in self.attn_groups.items():
+        for (heads, kv, d, window, chunk, share), rows in self.attn_groups.items():
             work = attention_work(q, c, heads, kv, d, window, chunk)
             for f in _ATTN_FIELDS:
-                out[rows, _FIELDS.index(f)] = work[f]
+                out[rows, _FIELDS.index(f)] = work[f] * share
         return out
 
     def values(self, q: np.ndarray, c: np.ndarray, num_sampled: int) -> np.ndarray:
@@ -138,10 +146,9 @@ class StepCostModel:
         return v
 
     def _touched(self, n: float) -> np.ndarray:
-        ops = [self.ops[i] for i in self.expert_rows]
-        k = np.array([o.attrs["top_k"] for o in ops], dtype=np.float64)
-        e = np.array([o.attrs["num_experts"] for o in ops], dtype=np.float64)
-        return 1.0 - (1.0 - k / e) ** n
+        # A grouped op sums its experts' chances of being touched.
+        probs, starts = self._route_probs
+        return np.add.reduceat(1.0 - (1.0 - probs) ** n, starts)
 
     def step_time(self, q: np.ndarray, c: np.ndarray, num_sampled: int) -> float:
         """Seconds for one step: q[i] new tokens of sequence i at context c[i]."""

@@ -30,7 +30,8 @@ def test_h100_critical_decode_batch_is_near_the_ridge():
     study = Study("llama-3-70b", "h100-sxm", hw_overrides=ideal)
 
     def bound(batch: int) -> set[str]:
-        cost = step_cost(study, f"decode:{batch}@16")
+        # One H100 cannot hold 70B in bf16; the ridge is a per-op fact, so cost it anyway.
+        cost = step_cost(study, f"decode:{batch}@16", allow_overflow=True)
         roles = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
         return {b for o, b in zip(cost.ops, cost.times.bound) if o.role in roles}
 

@@ -12,6 +12,7 @@ from intaglio.toolkit.fusion import fuse_all, fuse_moe_grouped_gemm
 from intaglio.toolkit.hardware import load_hardware
 from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.parallel import expert_parallel, tensor_parallel
+from intaglio.toolkit.passes import parse_passes
 from intaglio.toolkit.precision import precision
 from intaglio.toolkit.step_model import StepCostModel, apply_passes
 
@@ -75,9 +76,9 @@ def test_a_pass_that_depends_on_batch_size_is_refused():
         StepCostModel(_cfg(), load_hardware("h100-sxm"), [only_big])
 
 
-@pytest.mark.parametrize("passes", [[], [fuse_moe_grouped_gemm], [expert_parallel(2), fuse_all]])
-def test_template_is_exact_for_moe(passes):
-    cfg = ModelConfig.from_hf(
+def tiny_moe_config() -> ModelConfig:
+    """A two-layer Qwen3-MoE: 8 experts, top 2."""
+    return ModelConfig.from_hf(
         {
             "architectures": ["Qwen3MoeForCausalLM"],
             "hidden_size": 128,
@@ -93,6 +94,14 @@ def test_template_is_exact_for_moe(passes):
             "torch_dtype": "bfloat16",
         }
     )
+
+
+@pytest.mark.parametrize(
+    "passes",
+    [[], [fuse_moe_grouped_gemm], [expert_parallel(2), fuse_all], parse_passes("ep=2,skew=1,fuse")],
+)
+def test_template_is_exact_for_moe(passes):
+    cfg = tiny_moe_config()
     model = StepCostModel(cfg, load_hardware("h100-sxm"), passes)
     rng = np.random.default_rng(2)
     for _ in range(3):
