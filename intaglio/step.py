@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 import torch
 
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.state import SequenceSamplerState
 
 if TYPE_CHECKING:
     from intaglio.structured import TokenMatcher
@@ -45,6 +46,9 @@ class SequenceView(Protocol):
 
     @property
     def generator(self) -> torch.Generator | None: ...
+
+    @property
+    def sampler_state(self) -> SequenceSamplerState | None: ...  # the sampler updates it
 
     @property
     def num_prompt_logprobs(self) -> int: ...  # prompt positions already reported

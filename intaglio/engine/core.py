@@ -25,6 +25,7 @@ from intaglio.engine.scheduler import Scheduler
 from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.state import SequenceSamplerState
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class EngineCore:
             ("prompt token ids", "prompt", token_ids),
             ("stop_token_ids", "stop_token_ids", params.stop_token_ids),
             ("logit_bias", "logit_bias", [t for t, _ in params.logit_bias]),
+            ("allowed_token_ids", "allowed_token_ids", params.allowed_token_ids or ()),
         ):
             bad = [t for t in ids if not 0 <= t < vocab]
             if bad:
@@ -184,6 +186,8 @@ class EngineCore:
             params.seed,
         )
         child.output_token_ids = list(parent.output_token_ids)
+        if child.sampler_state is not None:
+            child.sampler_state.continue_from(parent.sampler_state)
         if child.matcher is not None:
             for token in child.output_token_ids:
                 if not child.matcher.accept_token(token):
@@ -224,6 +228,7 @@ class EngineCore:
         )
         if seed is not None:
             request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
+        request.sampler_state = SequenceSamplerState.for_request(params, self._grammar_tokenizer)
         if params.structured is not None:  # compiled once per grammar (cached), then matched
             request.matcher = self._compile_grammar(params).matcher()
         return request

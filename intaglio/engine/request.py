@@ -17,6 +17,7 @@ from intaglio.engine.stop import (
     banned_token_ids,
 )
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.state import SequenceSamplerState
 
 if TYPE_CHECKING:
     from intaglio.engine.prefix_cache import Node
@@ -55,6 +56,8 @@ class Request:
     finish_reason: str | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it
     generator: torch.Generator | None = None
+    # Bad words and DRY breakers as token ids, Mirostat's mu; kept across preemption.
+    sampler_state: SequenceSamplerState | None = None
     num_preemptions: int = 0
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None

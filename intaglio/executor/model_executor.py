@@ -241,6 +241,7 @@ class ModelExecutor:
             [r.banned_token_ids for r in requests],
             logits.shape[-1],
             self.device,
+            [r.sampler_state for r in requests],
         )
         meta.allowed_token_mask = allowed
         sampled = self.sampler(logits, meta)

@@ -1,0 +1,78 @@
+"""SequenceSamplerState: what one sequence's sampler carries from step to step.
+
+The engine keeps one per sequence (`Request.sampler_state`): it survives preemption with the
+request, and a fork continues from a copy of its parent's. It holds the request's words resolved
+to token ids once (bad words, DRY breakers) and Mirostat's mu, which the sampler updates after
+each token it draws (`Sampler.advance`). DRY needs no state of its own: it reads the history.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from intaglio.errors import RequestError
+from intaglio.sampling.dry import DryBreakers
+from intaglio.sampling.params import SamplingParams
+
+
+@dataclass
+class SequenceSamplerState:
+    bad_words: tuple[tuple[int, ...], ...] = ()  # token sequences that may not be completed
+    dry_breakers: DryBreakers | None = None
+    mirostat_mu: float = float("inf")  # +inf: Mirostat off
+
+    @classmethod
+    def for_request(cls, params: SamplingParams, tokenizer: Any) -> SequenceSamplerState | None:
+        """The initial state, or None when no sampler of this request needs one."""
+        if not (params.bad_words or params.uses_dry or params.uses_mirostat):
+            return None
+        if tokenizer is None and (params.bad_words or params.uses_dry):
+            name = "bad_words" if params.bad_words else "dry_sequence_breakers"
+            raise RequestError(f"{name} needs the model's tokenizer", name)
+        state = cls()
+        if params.bad_words:
+            state.bad_words = bad_word_token_ids(tokenizer, params.bad_words)
+        if params.uses_dry:
+            state.dry_breakers = dry_breakers(tokenizer, params.dry_sequence_breakers)
+        if params.uses_mirostat:
+            state.mirostat_mu = 2.0 * params.mirostat_tau  # llama.cpp's starting point
+        return state
+
+    def continue_from(self, parent: SequenceSamplerState | None) -> None:
+        """A fork goes on from its parent's Mirostat state (when both use Mirostat)."""
+        inf = float("inf")
+        if parent is not None and parent.mirostat_mu != inf and self.mirostat_mu != inf:
+            self.mirostat_mu = parent.mirostat_mu
+
+
+def bad_word_token_ids(tokenizer: Any, words: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    """vLLM's definition: each word as tokenized alone and with a leading space (the latter when
+    it gives a different first token and as many tokens)."""
+    out: list[tuple[int, ...]] = []
+    for word in words:
+        plain = tuple(tokenizer.encode(word, add_special_tokens=False))
+        spaced = tuple(tokenizer.encode(" " + word.lstrip(), add_special_tokens=False))
+        if plain:
+            out.append(plain)
+        if spaced and (not plain or (spaced[0] != plain[0] and len(spaced) == len(plain))):
+            out.append(spaced)
+    return tuple(out)
+
+
+# Per tokenizer: each breaker list resolved once (decoding the vocabulary takes a while).
+_BREAKERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], DryBreakers]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def dry_breakers(tokenizer: Any, breakers: tuple[str, ...]) -> DryBreakers:
+    """The breakers as token ids (llama.cpp's definition, see dry.py), cached per list."""
+    cache = _BREAKERS.setdefault(tokenizer, {})
+    if breakers not in cache:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        single = tuple(i for i, text in enumerate(texts) if any(b in text for b in breakers))
+        sequences = [tuple(tokenizer.encode(b, add_special_tokens=False)) for b in breakers]
+        cache[breakers] = DryBreakers(single, tuple(ids for ids in sequences if len(ids) > 1))
+    return cache[breakers]
