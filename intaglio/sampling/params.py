@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -13,6 +14,30 @@ OUTPUT_KINDS = ("cumulative", "delta", "final_only")
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")  # vLLM's names
 # llama.cpp's default DRY sequence breakers: a repetition never spans one of these strings.
 DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
+# The samplers beyond OpenAI's and vLLM's basics, as the server and CLI take them.
+_SAMPLER_NUMBERS = (
+    "top_n_sigma",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "mirostat_tau",
+    "mirostat_eta",
+    "dry_multiplier",
+    "dry_base",
+    "xtc_probability",
+    "xtc_threshold",
+)
+SAMPLER_FIELDS = (
+    *_SAMPLER_NUMBERS,
+    "dry_allowed_length",
+    "dry_penalty_last_n",
+    "dry_sequence_breakers",
+    "bad_words",
+    "allowed_token_ids",
+    "logits_processors",
+    "extra_args",
+    "logprobs_mode",
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,11 @@ class SamplingParams:
         if self.allowed_token_ids is not None:
             ids = tuple(int(t) for t in self.allowed_token_ids)
             object.__setattr__(self, "allowed_token_ids", ids)
+        if isinstance(self.extra_args, str):  # JSON text, from the command line
+            try:
+                object.__setattr__(self, "extra_args", json.loads(self.extra_args))
+            except ValueError:
+                raise RequestError("extra_args must be a JSON object", "extra_args") from None
         if self.extra_args is not None:
             if not isinstance(self.extra_args, dict | MappingProxyType):
                 raise RequestError("extra_args must be a JSON object", "extra_args")
@@ -118,16 +148,7 @@ class SamplingParams:
             "repetition_penalty",
             "presence_penalty",
             "frequency_penalty",
-            "top_n_sigma",
-            "typical_p",
-            "epsilon_cutoff",
-            "eta_cutoff",
-            "mirostat_tau",
-            "mirostat_eta",
-            "dry_multiplier",
-            "dry_base",
-            "xtc_probability",
-            "xtc_threshold",
+            *_SAMPLER_NUMBERS,
         ):
             if not isinstance(getattr(self, name), (int, float)):
                 fail(f"{name} must be a number, got {getattr(self, name)!r}")
