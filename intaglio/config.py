@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 SCHEDULING_POLICIES = ("fcfs", "priority", "cache-aware")
 INTERLEAVE_POLICIES = ("stall-free", "prefill-first", "decode-first")
+# Reasoning models that think between markers: parser name -> (start, end) marker.
+REASONING_PARSERS = {
+    "think": ("<think>", "</think>"),
+    "deepseek_r1": ("<think>", "</think>"),
+    "qwen3": ("<think>", "</think>"),
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,10 @@ class EngineConfig:
     priority_aging_s: float = 10.0  # waiting this long raises a request one priority level
     interleave_policy: str = "stall-free"  # stall-free, prefill-first or decode-first
     decode_first_max_wait_steps: int = 8  # decode-first: decode steps before prefill runs
+    # A reasoning model's think markers (a name of REASONING_PARSERS): chat responses split
+    # the thinking from the answer, and requests may set thinking budgets.
+    reasoning_parser: str | None = None
+    reasoning_markers: tuple[str, ...] = ()  # (start, end): other markers than the parser's
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -59,3 +69,21 @@ class EngineConfig:
             fail(f"priority_aging_s must be >= 0 (0 turns aging off), got {self.priority_aging_s}")
         if self.decode_first_max_wait_steps < 1:
             fail("decode_first_max_wait_steps must be positive")
+        object.__setattr__(self, "reasoning_markers", tuple(self.reasoning_markers))
+        if self.reasoning_parser is not None and self.reasoning_parser not in REASONING_PARSERS:
+            fail(f"reasoning_parser must be one of {sorted(REASONING_PARSERS)}")
+        if self.reasoning_markers and (
+            self.reasoning_parser is None
+            or len(self.reasoning_markers) != 2
+            or not all(self.reasoning_markers)
+        ):
+            fail("reasoning_markers takes two non-empty strings (start, end) with reasoning_parser")
+
+    @property
+    def thinking_markers(self) -> tuple[str, str] | None:
+        """The (start, end) strings a reasoning model thinks between; None: not configured."""
+        if self.reasoning_parser is None:
+            return None
+        if self.reasoning_markers:
+            return self.reasoning_markers[0], self.reasoning_markers[1]
+        return REASONING_PARSERS[self.reasoning_parser]

@@ -25,7 +25,7 @@ from intaglio.engine.scheduler import Scheduler
 from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
-from intaglio.sampling.state import SequenceSamplerState
+from intaglio.sampling.state import SequenceSamplerState, thinking_markers
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class EngineCore:
         self.block_manager = self.scheduler.block_manager
         self._grammar_tokenizer = grammar_tokenizer
         self._grammars: Any = None  # GrammarCompiler, built on the first structured request
+        self._thinking_markers = thinking_markers(config.thinking_markers, grammar_tokenizer)
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, _Group] = {}  # sample request id -> its group
         self._aborted: list[_Group] = []
@@ -228,7 +229,9 @@ class EngineCore:
         )
         if seed is not None:
             request.generator = torch.Generator(device=self.executor.device).manual_seed(seed)
-        request.sampler_state = SequenceSamplerState.for_request(params, self._grammar_tokenizer)
+        request.sampler_state = SequenceSamplerState.for_request(
+            params, self._grammar_tokenizer, token_ids, self._thinking_markers
+        )
         if params.structured is not None:  # compiled once per grammar (cached), then matched
             request.matcher = self._compile_grammar(params).matcher()
         return request

@@ -37,6 +37,9 @@ SAMPLER_FIELDS = (
     "logits_processors",
     "extra_args",
     "logprobs_mode",
+    "thinking_token_budget",
+    "min_thinking_tokens",
+    "thinking_continuation",
 )
 
 
@@ -87,6 +90,10 @@ class SamplingParams:
     logits_processors: tuple[str, ...] = ()
     extra_args: Any = field(default=None, hash=False)  # a read-only mapping, or None
     logprobs_mode: str = "raw_logprobs"  # logprobs of the model's or the processed distribution
+    # Thinking budgets (engines started with a reasoning parser; see sampling/thinking.py).
+    thinking_token_budget: int | None = None  # then the end-of-thinking marker is forced
+    min_thinking_tokens: int = 0  # an end of thinking before this becomes the cue below
+    thinking_continuation: str = "Wait"
     # What each step's output holds: everything so far (cumulative), only what is new (delta:
     # streaming at O(new tokens) per step), or nothing until the request ends (final_only).
     output_kind: str = "cumulative"
@@ -137,6 +144,8 @@ class SamplingParams:
             "seed",
             "dry_allowed_length",
             "dry_penalty_last_n",
+            "thinking_token_budget",
+            "min_thinking_tokens",
         ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -226,6 +235,18 @@ class SamplingParams:
             fail("allowed_token_ids must be a non-empty list of token ids >= 0")
         if self.logprobs_mode not in LOGPROBS_MODES:
             fail(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
+        if self.thinking_token_budget is not None and self.thinking_token_budget < 0:
+            fail(f"thinking_token_budget must be >= 0, got {self.thinking_token_budget}")
+        if self.min_thinking_tokens < 0:
+            fail(f"min_thinking_tokens must be >= 0, got {self.min_thinking_tokens}")
+        budget = self.thinking_token_budget
+        if budget is not None and self.min_thinking_tokens > budget:
+            fail(
+                f"min_thinking_tokens ({self.min_thinking_tokens}) must not exceed "
+                f"thinking_token_budget ({budget})"
+            )
+        if not isinstance(self.thinking_continuation, str) or not self.thinking_continuation:
+            fail("thinking_continuation must be a non-empty string")
         from intaglio.sampling.processors import registered  # same layer; it imports torch
 
         unknown = [name for name in self.logits_processors if name not in registered()]
@@ -235,6 +256,10 @@ class SamplingParams:
     @property
     def uses_mirostat(self) -> bool:
         return self.mirostat_tau > 0.0 and self.temperature > 0.0
+
+    @property
+    def uses_thinking_budget(self) -> bool:
+        return self.thinking_token_budget is not None or self.min_thinking_tokens > 0
 
     @property
     def uses_dry(self) -> bool:

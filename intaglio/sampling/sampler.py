@@ -96,6 +96,10 @@ class SamplingMetadata:
     mirostat_tau: torch.Tensor | None = None
     mirostat_eta: torch.Tensor | None = None
     states: list[SequenceSamplerState | None] | None = None
+    # Thinking budgets: per row the token it must produce, and (end marker's first token, cue's
+    # first token) where an end of thinking would come too early.
+    forced_token_ids: list[int | None] | None = None
+    early_end: list[tuple[int, int] | None] | None = None
     processed_logprobs: torch.Tensor | None = None  # [B] bool: logprobs of the chain's result
 
     @classmethod
@@ -198,6 +202,13 @@ class SamplingMetadata:
             self.processor_rows = [
                 ProcessorRow(prompt, output, p.extra_args or {})
                 for p, prompt, output in zip(params, prompt_token_ids, output_token_ids)
+            ]
+        thinking = [s.thinking if s is not None else None for s in states]
+        if any(t is not None for t in thinking):
+            self.states = states
+            self.forced_token_ids = [t.forced_token() if t else None for t in thinking]
+            self.early_end = [
+                (t.markers.end[0], t.cue[0]) if t and t.replaces_end() else None for t in thinking
             ]
         if any(p.logprobs_mode == "processed_logprobs" for p in params):
             processed = [p.logprobs_mode == "processed_logprobs" for p in params]
@@ -413,6 +424,10 @@ class Sampler:
         if meta.processors is not None:
             assert meta.processor_rows is not None
             logits = apply_processors(logits, meta.processors, meta.processor_rows)
+        if meta.forced_token_ids is not None and meta.early_end is not None:
+            logits = _control_thinking(
+                logits, meta.forced_token_ids, meta.early_end, meta.temperature
+            )
         if meta.allowed_token_mask is not None:
             logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
         if meta.all_greedy:
@@ -436,8 +451,13 @@ class Sampler:
 
     @staticmethod
     def advance(target: torch.Tensor, token_ids: torch.Tensor, meta: SamplingMetadata) -> None:
-        """After a row's token is accepted: update its state (Mirostat's mu) from the target it
-        was drawn from. Call once per accepted token, in order."""
+        """After a row's token is accepted: update its state (Mirostat's mu, where its thinking
+        stands) from the target it was drawn from. Call once per accepted token, in order."""
+        if meta.forced_token_ids is not None and meta.states is not None:
+            tokens = token_ids.tolist()
+            for row, state in enumerate(meta.states):
+                if state is not None and state.thinking is not None:
+                    state.thinking.advance(tokens[row])
         if meta.mirostat_mu is None:
             return
         assert meta.states is not None
@@ -458,6 +478,39 @@ def _keep_allowed(logits: torch.Tensor, allowed: list[tuple[int, ...] | None]) -
     keep[torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device)] = True
     free = torch.tensor([ids is None for ids in allowed], device=logits.device)
     return logits.masked_fill(~(keep | free[:, None]), float("-inf"))
+
+
+def _control_thinking(
+    logits: torch.Tensor,
+    forced: list[int | None],
+    early_end: list[tuple[int, int] | None],
+    temperature: torch.Tensor,
+) -> torch.Tensor:
+    """Thinking budgets (thinking.py): a forced row keeps only its forced token; where an end of
+    thinking is too early, the end marker's probability at the row's temperature moves to the
+    cue's first token (as drawing the end marker and replacing it would; greedy: the larger
+    logit of the two goes to the cue)."""
+    device = logits.device
+    rows = [row for row, token in enumerate(forced) if token is not None]
+    if rows:
+        index = torch.tensor(rows, device=device)
+        cols = torch.tensor([forced[row] for row in rows], device=device)
+        logits = logits.index_fill(0, index, float("-inf"))
+        logits[index, cols] = 0.0
+    early = [(row, pair) for row, pair in enumerate(early_end) if pair and forced[row] is None]
+    if early:
+        index = torch.tensor([row for row, _ in early], device=device)
+        end = torch.tensor([pair[0] for _, pair in early], device=device)
+        cue = torch.tensor([pair[1] for _, pair in early], device=device)
+        t = temperature[index]
+        t = torch.where(t == 0.0, 1.0, t)
+        lc, le = logits[index, cue], logits[index, end]
+        merged = torch.where(
+            temperature[index] == 0.0, torch.maximum(lc, le), t * torch.logaddexp(lc / t, le / t)
+        )
+        logits[index, cue] = merged
+        logits[index, end] = float("-inf")
+    return logits
 
 
 def _truncate(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:

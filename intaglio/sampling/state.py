@@ -8,13 +8,16 @@ each token it draws (`Sampler.advance`). DRY needs no state of its own: it reads
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from intaglio.errors import RequestError
 from intaglio.sampling.dry import DryBreakers
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.thinking import ThinkingMarkers, ThinkingState, opens_thinking
 
 
 @dataclass
@@ -22,16 +25,31 @@ class SequenceSamplerState:
     bad_words: tuple[tuple[int, ...], ...] = ()  # token sequences that may not be completed
     dry_breakers: DryBreakers | None = None
     mirostat_mu: float = float("inf")  # +inf: Mirostat off
+    thinking: ThinkingState | None = None  # thinking budgets
 
     @classmethod
-    def for_request(cls, params: SamplingParams, tokenizer: Any) -> SequenceSamplerState | None:
-        """The initial state, or None when no sampler of this request needs one."""
-        if not (params.bad_words or params.uses_dry or params.uses_mirostat):
+    def for_request(
+        cls,
+        params: SamplingParams,
+        tokenizer: Any,
+        prompt_token_ids: Sequence[int] = (),
+        markers: ThinkingMarkers | None = None,
+    ) -> SequenceSamplerState | None:
+        """The initial state, or None when no sampler of this request needs one. `markers`:
+        the engine's think markers as token ids (None without a reasoning parser)."""
+        if not (
+            params.bad_words
+            or params.uses_dry
+            or params.uses_mirostat
+            or params.uses_thinking_budget
+        ):
             return None
         if tokenizer is None and (params.bad_words or params.uses_dry):
             name = "bad_words" if params.bad_words else "dry_sequence_breakers"
             raise RequestError(f"{name} needs the model's tokenizer", name)
         state = cls()
+        if params.uses_thinking_budget:
+            state.thinking = _thinking(params, tokenizer, list(prompt_token_ids), markers)
         if params.bad_words:
             state.bad_words = bad_word_token_ids(tokenizer, params.bad_words)
         if params.uses_dry:
@@ -45,6 +63,37 @@ class SequenceSamplerState:
         inf = float("inf")
         if parent is not None and parent.mirostat_mu != inf and self.mirostat_mu != inf:
             self.mirostat_mu = parent.mirostat_mu
+        if parent is not None and parent.thinking is not None and self.thinking is not None:
+            self.thinking = dataclasses.replace(
+                parent.thinking,
+                budget=self.thinking.budget,
+                min_tokens=self.thinking.min_tokens,
+                cue=self.thinking.cue,
+            )
+
+
+def _thinking(
+    params: SamplingParams, tokenizer: Any, prompt: list[int], markers: ThinkingMarkers | None
+) -> ThinkingState:
+    name = (
+        "thinking_token_budget"
+        if params.thinking_token_budget is not None
+        else "min_thinking_tokens"
+    )
+    if markers is None or tokenizer is None:
+        raise RequestError(f"{name} needs an engine started with a reasoning parser", name)
+    if params.structured is not None:
+        raise RequestError(f"{name} with structured output is not supported", name)
+    cue = tuple(tokenizer.encode(params.thinking_continuation, add_special_tokens=False))
+    if not cue:
+        raise RequestError("thinking_continuation encodes to no tokens", "thinking_continuation")
+    return ThinkingState(
+        markers,
+        params.thinking_token_budget,
+        params.min_thinking_tokens,
+        cue,
+        active=opens_thinking(prompt, markers),
+    )
 
 
 def bad_word_token_ids(tokenizer: Any, words: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
@@ -76,3 +125,13 @@ def dry_breakers(tokenizer: Any, breakers: tuple[str, ...]) -> DryBreakers:
         sequences = [tuple(tokenizer.encode(b, add_special_tokens=False)) for b in breakers]
         cache[breakers] = DryBreakers(single, tuple(ids for ids in sequences if len(ids) > 1))
     return cache[breakers]
+
+
+def thinking_markers(markers: tuple[str, str] | None, tokenizer: Any) -> ThinkingMarkers | None:
+    """The engine's think markers (EngineConfig.thinking_markers) as token ids."""
+    if markers is None or tokenizer is None:
+        return None
+    start, end = (tuple(tokenizer.encode(m, add_special_tokens=False)) for m in markers)
+    if not start or not end:
+        raise ValueError(f"the reasoning markers {markers} encode to no tokens")
+    return ThinkingMarkers(start, end)

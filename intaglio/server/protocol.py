@@ -85,6 +85,10 @@ class SamplingFields(_Strict):
     logits_processors: list[str] | None = None
     extra_args: dict[str, Any] | None = None
     logprobs_mode: str | None = None
+    # Thinking budgets (a server started with --reasoning-parser).
+    thinking_token_budget: int | None = None
+    min_thinking_tokens: int | None = None
+    thinking_continuation: str | None = None
 
 
 class CompletionRequest(SamplingFields):
