@@ -46,6 +46,7 @@ class SampleUpdate:
     # The sample's whole output and logprobs so far: the request's live lists (do not modify).
     output_token_ids: list[int]
     output_logprobs: list[dict[int, float]] | None
+    output_confidences: list[float] | None = None  # the sample's live list, when asked for
 
 
 @dataclass
@@ -321,6 +322,7 @@ class EngineCore:
                     stop_reason=child.stop_reason,
                     output_token_ids=child.output_token_ids,
                     output_logprobs=child.logprobs,
+                    output_confidences=_confidences(child),
                 )
             )
         new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None
@@ -367,3 +369,8 @@ def _max_model_len(
         )
         max_model_len = capacity
     return max_model_len
+
+
+def _confidences(request: Request) -> list[float] | None:
+    state = request.sampler_state
+    return None if state is None or state.confidence is None else state.confidence.values

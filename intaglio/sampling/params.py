@@ -40,6 +40,9 @@ SAMPLER_FIELDS = (
     "thinking_token_budget",
     "min_thinking_tokens",
     "thinking_continuation",
+    "confidence_top_k",
+    "confidence_window",
+    "confidence_threshold",
 )
 
 
@@ -94,6 +97,11 @@ class SamplingParams:
     thinking_token_budget: int | None = None  # then the end-of-thinking marker is forced
     min_thinking_tokens: int = 0  # an end of thinking before this becomes the cue below
     thinking_continuation: str = "Wait"
+    # Confidence (sampling/confidence.py): per-token confidence over the top-k logprobs (0: off),
+    # group confidence over a sliding window, and a threshold that stops a trace early.
+    confidence_top_k: int = 0
+    confidence_window: int = 2048
+    confidence_threshold: float | None = None
     # What each step's output holds: everything so far (cumulative), only what is new (delta:
     # streaming at O(new tokens) per step), or nothing until the request ends (final_only).
     output_kind: str = "cumulative"
@@ -146,6 +154,8 @@ class SamplingParams:
             "dry_penalty_last_n",
             "thinking_token_budget",
             "min_thinking_tokens",
+            "confidence_top_k",
+            "confidence_window",
         ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -247,6 +257,14 @@ class SamplingParams:
             )
         if not isinstance(self.thinking_continuation, str) or not self.thinking_continuation:
             fail("thinking_continuation must be a non-empty string")
+        if self.confidence_top_k < 0:
+            fail(f"confidence_top_k must be >= 0 (0: off), got {self.confidence_top_k}")
+        if self.confidence_window < 1:
+            fail(f"confidence_window must be at least 1, got {self.confidence_window}")
+        if self.confidence_threshold is not None and (
+            not isinstance(self.confidence_threshold, (int, float)) or self.confidence_top_k == 0
+        ):
+            fail("confidence_threshold must be a number and needs confidence_top_k > 0")
         from intaglio.sampling.processors import registered  # same layer; it imports torch
 
         unknown = [name for name in self.logits_processors if name not in registered()]

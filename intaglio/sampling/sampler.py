@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from intaglio.sampling.confidence import token_confidence
 from intaglio.sampling.dry import DryRows, dry_penalties
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties
@@ -101,6 +102,7 @@ class SamplingMetadata:
     forced_token_ids: list[int | None] | None = None
     early_end: list[tuple[int, int] | None] | None = None
     processed_logprobs: torch.Tensor | None = None  # [B] bool: logprobs of the chain's result
+    confidence_top_k: torch.Tensor | None = None  # [B] int64 (1 where off): DeepConf's k
 
     @classmethod
     def build(
@@ -210,6 +212,10 @@ class SamplingMetadata:
             self.early_end = [
                 (t.markers.end[0], t.cue[0]) if t and t.replaces_end() else None for t in thinking
             ]
+        if any(p.confidence_top_k for p in params):
+            self.states = states
+            k = [max(p.confidence_top_k, 1) for p in params]
+            self.confidence_top_k = torch.tensor(k, dtype=torch.int64, device=device)
         if any(p.logprobs_mode == "processed_logprobs" for p in params):
             processed = [p.logprobs_mode == "processed_logprobs" for p in params]
             self.processed_logprobs = torch.tensor(processed, device=device)
@@ -380,15 +386,13 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
-        raw_logprobs = (
-            logits.float().log_softmax(dim=-1) if meta.max_num_logprobs is not None else None
-        )
+        wants_raw = meta.max_num_logprobs is not None or meta.confidence_top_k is not None
+        raw_logprobs = logits.float().log_softmax(dim=-1) if wants_raw else None
         target = self.target_logits(logits, meta)
         token_ids = self.draw(target, meta)
-        self.advance(target, token_ids, meta)
-        if raw_logprobs is None:
+        self.advance(target, token_ids, meta, raw_logprobs)
+        if meta.max_num_logprobs is None or raw_logprobs is None:
             return SamplerOutput(token_ids, None, None, None)
-        assert meta.max_num_logprobs is not None
         logprobs = raw_logprobs
         if meta.processed_logprobs is not None:
             processed = target.log_softmax(dim=-1)
@@ -450,9 +454,22 @@ class Sampler:
         return torch.where(meta.temperature == 0.0, target.argmax(dim=-1), random_ids)
 
     @staticmethod
-    def advance(target: torch.Tensor, token_ids: torch.Tensor, meta: SamplingMetadata) -> None:
+    def advance(
+        target: torch.Tensor,
+        token_ids: torch.Tensor,
+        meta: SamplingMetadata,
+        raw_logprobs: torch.Tensor | None = None,
+    ) -> None:
         """After a row's token is accepted: update its state (Mirostat's mu, where its thinking
-        stands) from the target it was drawn from. Call once per accepted token, in order."""
+        stands, its confidence) from the target it was drawn from and the model's own
+        log-probabilities (needed when a row asks for confidence). Call once per accepted
+        token, in order."""
+        if meta.confidence_top_k is not None and meta.states is not None:
+            assert raw_logprobs is not None, "confidence needs the raw log-probabilities"
+            confidences = token_confidence(raw_logprobs, meta.confidence_top_k).tolist()
+            for row, state in enumerate(meta.states):
+                if state is not None and state.confidence is not None:
+                    state.confidence.add(confidences[row])
         if meta.forced_token_ids is not None and meta.states is not None:
             tokens = token_ids.tolist()
             for row, state in enumerate(meta.states):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from intaglio.errors import RequestError
+from intaglio.sampling.confidence import ConfidenceState
 from intaglio.sampling.dry import DryBreakers
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.thinking import ThinkingMarkers, ThinkingState, opens_thinking
@@ -26,6 +27,7 @@ class SequenceSamplerState:
     dry_breakers: DryBreakers | None = None
     mirostat_mu: float = float("inf")  # +inf: Mirostat off
     thinking: ThinkingState | None = None  # thinking budgets
+    confidence: ConfidenceState | None = None  # per-token confidences, early stop
 
     @classmethod
     def for_request(
@@ -42,12 +44,18 @@ class SequenceSamplerState:
             or params.uses_dry
             or params.uses_mirostat
             or params.uses_thinking_budget
+            or params.confidence_top_k
         ):
             return None
         if tokenizer is None and (params.bad_words or params.uses_dry):
             name = "bad_words" if params.bad_words else "dry_sequence_breakers"
             raise RequestError(f"{name} needs the model's tokenizer", name)
         state = cls()
+        if params.confidence_top_k:
+            k = params.confidence_top_k
+            state.confidence = ConfidenceState(
+                k, params.confidence_window, params.confidence_threshold
+            )
         if params.uses_thinking_budget:
             state.thinking = _thinking(params, tokenizer, list(prompt_token_ids), markers)
         if params.bad_words:
@@ -63,6 +71,8 @@ class SequenceSamplerState:
         inf = float("inf")
         if parent is not None and parent.mirostat_mu != inf and self.mirostat_mu != inf:
             self.mirostat_mu = parent.mirostat_mu
+        if parent is not None and parent.confidence is not None and self.confidence is not None:
+            self.confidence.values = list(parent.confidence.values)  # one per inherited token
         if parent is not None and parent.thinking is not None and self.thinking is not None:
             self.thinking = dataclasses.replace(
                 parent.thinking,

@@ -15,6 +15,7 @@ from intaglio.api.reasoning import ReasoningSplitter, message_fields, starts_in_
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit, engine_error
 from intaglio.server.chat_template import render_chat
+from intaglio.server.confidence import confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import chat_logprobs
@@ -151,6 +152,7 @@ class _ChatView:
                 "message": {"role": "assistant", **self._message(d, stream=False)},
                 "logprobs": self._logprobs(d),
                 "finish_reason": d.finish_reason,
+                **confidence_fields(out.outputs[d.index], self.req.confidence_window),
             }
             for d in tracker.update(out)
         ]

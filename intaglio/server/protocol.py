@@ -89,6 +89,10 @@ class SamplingFields(_Strict):
     thinking_token_budget: int | None = None
     min_thinking_tokens: int | None = None
     thinking_continuation: str | None = None
+    # Confidence (DeepConf): per-token and group confidences returned, early stop below it.
+    confidence_top_k: int | None = None
+    confidence_window: int | None = None
+    confidence_threshold: float | None = None
 
 
 class CompletionRequest(SamplingFields):

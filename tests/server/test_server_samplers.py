@@ -68,3 +68,22 @@ def test_bad_sampler_values_are_a_400(server: RunningServer, fields: dict, param
     with server.client() as c:
         r = c.post("/v1/completions", json={"model": MODEL_NAME, "prompt": "x", **fields})
     assert_openai_error(r, 400, param)
+
+
+def test_confidences_are_returned_and_a_threshold_stops_the_trace(server: RunningServer) -> None:
+    body = {"model": MODEL_NAME, "max_tokens": 10, "ignore_eos": True, "temperature": 0.0}
+    ask = {"confidence_top_k": 4, "confidence_window": 3}
+    with server.client() as c:
+        chat = c.post(
+            "/v1/chat/completions",
+            json={**body, **ask, "messages": [{"role": "user", "content": "hi"}]},
+        ).json()
+        stopped = c.post(
+            "/v1/completions", json={**body, **ask, "prompt": "x", "confidence_threshold": 1e9}
+        ).json()
+    choice = chat["choices"][0]
+    assert len(choice["confidences"]) == chat["usage"]["completion_tokens"] == 10
+    assert choice["group_confidences"][2] == pytest.approx(sum(choice["confidences"][:3]) / 3)
+    # Every group is below an absurd threshold: the trace ends at its first full window.
+    assert stopped["choices"][0]["finish_reason"] == "low_confidence"
+    assert stopped["usage"]["completion_tokens"] == 3
