@@ -70,16 +70,30 @@ class DryRows:
         )
 
 
-def _breaker_ends(history: torch.Tensor, breakers: list[DryBreakers]) -> torch.Tensor:
-    """[R, N] bool: a sequence breaker ends at this position (rows grouped by breaker set)."""
-    ends = torch.zeros_like(history, dtype=torch.bool)
-    groups: dict[DryBreakers, list[int]] = {}
+def _groups(
+    breakers: list[DryBreakers], vocab_size: int, device: torch.device
+) -> list[tuple[DryBreakers, torch.Tensor, torch.Tensor]]:
+    """Rows sharing a breaker set (usually all): (breakers, row index, breaker table), where
+    the table is [V + 1] bool, True at single-token breakers (the last entry: padding -1)."""
+    rows: dict[DryBreakers, list[int]] = {}
     for row, b in enumerate(breakers):
-        groups.setdefault(b, []).append(row)
-    for b, rows in groups.items():
-        index = torch.tensor(rows, dtype=torch.int64, device=history.device)
+        rows.setdefault(b, []).append(row)
+    out = []
+    for b, r in rows.items():
+        table = torch.zeros(vocab_size + 1, dtype=torch.bool, device=device)
+        table[torch.tensor(b.single, dtype=torch.int64, device=device)] = True
+        out.append((b, torch.tensor(r, dtype=torch.int64, device=device), table))
+    return out
+
+
+def _breaker_ends(
+    history: torch.Tensor, groups: list[tuple[DryBreakers, torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """[R, N] bool: a sequence breaker ends at this position."""
+    ends = torch.zeros_like(history, dtype=torch.bool)
+    for b, index, table in groups:
         h = history.index_select(0, index)
-        found = torch.isin(h, torch.tensor(b.single, dtype=torch.int64, device=h.device))
+        found = table[h]  # padding (-1) reads the table's last entry, False
         for seq in b.sequences:  # rare: a breaker the tokenizer splits
             n = len(seq)
             if n > h.shape[1]:
@@ -96,13 +110,13 @@ def dry_penalties(d: DryRows, vocab_size: int) -> torch.Tensor:
     """[R, V] float32: what DRY subtracts from each row's logits."""
     h = d.history
     num_rows, width = h.shape
-    penalty = torch.zeros(num_rows, vocab_size, dtype=torch.float32, device=h.device)
     if width < 2:
-        return penalty
+        return torch.zeros(num_rows, vocab_size, dtype=torch.float32, device=h.device)
     valid = h >= 0
     positions = torch.arange(width, device=h.device)
     # rep_limit: tokens after the last breaker (the whole window when there is none).
-    ends = _breaker_ends(h, d.breakers) & valid
+    groups = _groups(d.breakers, vocab_size, h.device)
+    ends = _breaker_ends(h, groups) & valid
     last_end = torch.where(ends, positions, -1).amax(dim=1)
     window = valid.sum(dim=1)
     rep_limit = torch.where(last_end >= 0, width - 1 - last_end, window)
@@ -123,19 +137,19 @@ def dry_penalties(d: DryRows, vocab_size: int) -> torch.Tensor:
         if not bool(run.any()):
             break
         length += run
-    # Each token that would extend a repeat takes the longest repeat it extends.
-    extends = length >= d.allowed_length[:, None]
-    next_token = torch.where(extends, h[:, 1:], vocab_size)
-    longest = torch.zeros(num_rows, vocab_size + 1, dtype=torch.int64, device=h.device)
-    longest.scatter_reduce_(1, next_token, torch.where(extends, length, 0), "amax")
-    longest = longest[:, :vocab_size]
-    exponent = (longest - d.allowed_length[:, None]).clamp_min(0)
-    exponent = torch.minimum(exponent, torch.tensor(max_exponent, device=h.device)[:, None])
-    values = d.multiplier[:, None] * d.base[:, None] ** exponent.float()
-    penalty = torch.where(longest > 0, values, penalty)
     # A repeat shorter than allowed_length after the last breaker: nothing to penalize.
-    penalty[rep_limit < d.allowed_length] = 0.0
-    for row, b in enumerate(d.breakers):  # a single-token breaker is never penalized
-        if b.single:
-            penalty[row, list(b.single)] = 0.0
+    allowed = d.allowed_length[:, None]
+    extends = (length >= allowed) & (rep_limit[:, None] >= allowed)
+    exponent = torch.minimum(
+        (length - allowed).clamp_min(0), torch.tensor(max_exponent, device=h.device)[:, None]
+    )
+    values = torch.where(extends, d.multiplier[:, None] * d.base[:, None] ** exponent.float(), 0.0)
+    # Each token that would extend a repeat takes the longest repeat it extends (the penalty
+    # grows with the length, so the largest penalty); the padding column catches the rest.
+    next_token = torch.where(extends, h[:, 1:], vocab_size)
+    penalty = torch.zeros(num_rows, vocab_size + 1, dtype=torch.float32, device=h.device)
+    penalty.scatter_reduce_(1, next_token, values, "amax")
+    penalty = penalty[:, :vocab_size]
+    for _, index, table in groups:  # a single-token breaker is never penalized
+        penalty[index] = penalty[index].masked_fill(table[None, :vocab_size], 0.0)
     return penalty

@@ -530,13 +530,55 @@ def _control_thinking(
     return logits
 
 
+# Rows that all keep at most this many tokens (top_k) are truncated further on their top-k
+# candidates alone, instead of the whole vocabulary.
+_COMPACT_MAX_K = 1024
+
+
 def _truncate(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
     """Step 5 of the chain, on tempered logits: each truncation where some row uses it."""
-    if meta.top_n_sigma is not None:
+    if meta.top_n_sigma is not None:  # its std is over the whole vocabulary: before top-k
         logits = apply_top_n_sigma(logits, meta.top_n_sigma)
-    if meta.min_p is not None:
+    compact = _top_k_candidates(logits, meta)
+    if compact is not None:
+        # Every random row keeps at most k tokens: the rest of the chain sees only those.
+        values, index = compact
+        values = _truncate_candidates(values, meta, top_k_done=True)
+        return torch.full_like(logits, float("-inf")).scatter_(1, index, values)
+    return _truncate_candidates(logits, meta, top_k_done=False)
+
+
+def _top_k_candidates(
+    logits: torch.Tensor, meta: SamplingMetadata
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(values, token ids) [B, k] of each row's top_k tokens, the rest -inf; None where that
+    would differ from masking the whole vocabulary (a row without top_k, ties at the k-th)."""
+    if meta.top_k is None:
+        return None
+    # Greedy rows take their untempered logits in the end, so their k does not matter.
+    top_k = torch.where(meta.temperature == 0.0, 1, meta.top_k)
+    k = int(top_k.max())
+    if k > _COMPACT_MAX_K or k >= logits.shape[1]:
+        return None
+    values, index = logits.topk(k, dim=-1)
+    kth = values.gather(1, (top_k - 1)[:, None])
+    # A tie with a finite k-th value: the whole-vocabulary path keeps all of them. (With fewer
+    # than k finite logits the candidates already hold every one.)
+    tied = ((logits >= kth).sum(dim=-1) > top_k) & torch.isfinite(kth.squeeze(1))
+    if bool(tied.any()):
+        return None
+    beyond = torch.arange(k, device=logits.device)[None, :] >= top_k[:, None]
+    return values.masked_fill(beyond, float("-inf")), index
+
+
+def _truncate_candidates(
+    logits: torch.Tensor, meta: SamplingMetadata, top_k_done: bool
+) -> torch.Tensor:
+    """min-p, top-k, top-p, typical, epsilon, eta, XTC and Mirostat over [B, C] candidates (the
+    whole vocabulary, or each row's top-k): tokens outside them have probability 0 either way."""
+    if meta.min_p is not None:  # commutes with top-k: both keep the most likely tokens
         logits = apply_min_p(logits, meta.min_p)
-    logits = apply_top_k_top_p(logits, meta.top_k, meta.top_p)
+    logits = apply_top_k_top_p(logits, None if top_k_done else meta.top_k, meta.top_p)
     if meta.typical_p is not None:
         logits = apply_typical_p(logits, meta.typical_p)
     if meta.epsilon_cutoff is not None:

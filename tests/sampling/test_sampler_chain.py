@@ -196,3 +196,33 @@ def test_seeded_rows_do_not_depend_on_the_batch():
     for i in range(len(ALL_SAMPLERS)):
         assert _seeded_run([i]) == {i: together[i]}
     assert _seeded_run([5, 1, 3]) == {i: together[i] for i in (5, 1, 3)}
+
+
+def test_truncating_on_the_top_k_candidates_equals_the_whole_vocabulary(monkeypatch):
+    import intaglio.sampling.sampler as sampler_module
+
+    rest = dict(min_p=0.02, top_p=0.9, typical_p=0.8, epsilon_cutoff=1e-3, eta_cutoff=1e-3)
+    params = [
+        SamplingParams(temperature=0.7, top_k=5, **rest),
+        SamplingParams(temperature=0.0, top_k=3),  # greedy: its k does not matter
+        SamplingParams(temperature=1.3, top_k=30, top_n_sigma=2.0, xtc_probability=1.0, **rest),
+        SamplingParams(temperature=1.0, top_k=12, mirostat_tau=2.0),
+    ]
+    states = [None, None, None, SequenceSamplerState(mirostat_mu=4.0)]
+    logits = logits_for(4, seed=5)
+    compact = Sampler.target_logits(logits, build(params, states=states))
+    assert sampler_module._top_k_candidates(logits, build(params, states=states)) is not None
+    monkeypatch.setattr(sampler_module, "_COMPACT_MAX_K", 0)  # force the whole-vocabulary path
+    full = Sampler.target_logits(logits, build(params, states=states))
+    assert torch.equal(compact, full)
+    assert (torch.isfinite(full).sum(-1) <= torch.tensor([5, V, 30, 12])).all()
+    monkeypatch.undo()
+    # A tie with the k-th value: the whole-vocabulary path keeps every tied token.
+    tied = logits.clone()
+    tied[0, :8] = 3.0
+    meta = build(params, states=states)
+    assert sampler_module._top_k_candidates(tied, meta) is None
+    # Fewer finite logits than k (here after top-nσ): the candidates hold them all.
+    sparse = torch.full((4, V), float("-inf"))
+    sparse[:, :2] = torch.tensor([1.0, 0.5])
+    assert sampler_module._top_k_candidates(sparse, meta) is not None
