@@ -9,6 +9,12 @@ INTERLEAVE_POLICIES = ("stall-free", "prefill-first", "decode-first")
 SPECULATIVE_METHODS = ("ngram", "suffix", "draft_model", "eagle")
 # Methods whose drafts come from a network the executor runs (it reserves lookahead slots).
 MODEL_DRAFT_METHODS = ("draft_model", "eagle")
+# Reasoning models that think between markers: parser name -> (start, end) marker.
+REASONING_PARSERS = {
+    "think": ("<think>", "</think>"),
+    "deepseek_r1": ("<think>", "</think>"),
+    "qwen3": ("<think>", "</think>"),
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class EngineConfig:
     speculative_adaptive: bool = True
     prompt_lookup_min: int = 2
     prompt_lookup_max: int = 5
+    # A reasoning model's think markers (a name of REASONING_PARSERS): chat responses split
+    # the thinking from the answer, and requests may set thinking budgets.
+    reasoning_parser: str | None = None
+    reasoning_markers: tuple[str, ...] = ()  # (start, end): other markers than the parser's
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -82,3 +92,21 @@ class EngineConfig:
             fail(f"speculative_model needs speculative_method in {MODEL_DRAFT_METHODS}")
         if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
             fail("prompt_lookup_min and prompt_lookup_max must satisfy 1 <= min <= max")
+        object.__setattr__(self, "reasoning_markers", tuple(self.reasoning_markers))
+        if self.reasoning_parser is not None and self.reasoning_parser not in REASONING_PARSERS:
+            fail(f"reasoning_parser must be one of {sorted(REASONING_PARSERS)}")
+        if self.reasoning_markers and (
+            self.reasoning_parser is None
+            or len(self.reasoning_markers) != 2
+            or not all(self.reasoning_markers)
+        ):
+            fail("reasoning_markers takes two non-empty strings (start, end) with reasoning_parser")
+
+    @property
+    def thinking_markers(self) -> tuple[str, str] | None:
+        """The (start, end) strings a reasoning model thinks between; None: not configured."""
+        if self.reasoning_parser is None:
+            return None
+        if self.reasoning_markers:
+            return self.reasoning_markers[0], self.reasoning_markers[1]
+        return REASONING_PARSERS[self.reasoning_parser]

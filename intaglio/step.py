@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.state import SequenceSamplerState
 
 if TYPE_CHECKING:
     from intaglio.structured import TokenMatcher
@@ -43,6 +44,9 @@ class SequenceView(Protocol):
 
     @property
     def seed(self) -> int | None: ...  # noise at sequence position p comes from (seed, p)
+
+    @property
+    def sampler_state(self) -> SequenceSamplerState | None: ...  # the sampler updates it
 
     @property
     def num_prompt_logprobs(self) -> int: ...  # prompt positions already reported

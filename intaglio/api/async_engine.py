@@ -96,6 +96,8 @@ class AsyncEngine:
         self.vocab_size: int = engine.executor.vocab_size
         # Most sequences (each of a request's n samples counts) that may wait to be scheduled.
         self.max_num_waiting: int = engine.config.max_num_waiting
+        # A reasoning model's (start, end) think markers; chat responses split on them.
+        self.thinking_markers = engine.config.thinking_markers
         self.stats = EngineStats()
         # Called on the event loop with every request's final output (metrics hook).
         self.on_finished: list[Callable[[RequestOutput], None]] = []

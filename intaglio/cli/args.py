@@ -21,7 +21,7 @@ def _flag_type(annotation: Any) -> tuple[Any, bool]:
     if typing.get_origin(annotation) is tuple:
         return args[0], True
     if args:
-        return args[0], False
+        return _flag_type(args[0]) if typing.get_origin(args[0]) is tuple else (args[0], False)
     return annotation, False
 
 

@@ -83,6 +83,13 @@ def _bench_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_sampler(args: argparse.Namespace) -> int:
+    from intaglio.bench.sampler import run_sampler_benchmark
+
+    run_sampler_benchmark(args)
+    return 0
+
+
 def _bench_moe(args: argparse.Namespace) -> int:
     from intaglio.bench.moe_layer import run_moe_benchmark
 
@@ -133,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_moe_flags(moe)
     moe.set_defaults(func=_bench_moe)
+    smp = bench_sub.add_parser("sampler", help="sampler cost per decode step, each sampler")
+    from intaglio.bench.sampler import add_sampler_flags
+
+    add_sampler_flags(smp)
+    smp.set_defaults(func=_bench_sampler)
     codesign_cli.register(sub)
     return parser
 

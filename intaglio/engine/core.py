@@ -24,6 +24,7 @@ from intaglio.engine.speculator import Speculator
 from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.state import SequenceSamplerState, thinking_markers
 from intaglio.spec import SpecStats
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class SampleUpdate:
     # The sample's whole output and logprobs so far: the request's live lists (do not modify).
     output_token_ids: list[int]
     output_logprobs: list[dict[int, float]] | None
+    output_confidences: list[float] | None = None  # the sample's live list, when asked for
 
 
 @dataclass
@@ -90,6 +92,7 @@ class EngineCore:
         self.block_manager = self.scheduler.block_manager
         self._grammar_tokenizer = grammar_tokenizer
         self._grammars: Any = None  # GrammarCompiler, built on the first structured request
+        self._thinking_markers = thinking_markers(config.thinking_markers, grammar_tokenizer)
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, _Group] = {}  # sample request id -> its group
         self._aborted: list[_Group] = []
@@ -151,6 +154,7 @@ class EngineCore:
             ("prompt token ids", "prompt", token_ids),
             ("stop_token_ids", "stop_token_ids", params.stop_token_ids),
             ("logit_bias", "logit_bias", [t for t, _ in params.logit_bias]),
+            ("allowed_token_ids", "allowed_token_ids", params.allowed_token_ids or ()),
         ):
             bad = [t for t in ids if not 0 <= t < vocab]
             if bad:
@@ -185,6 +189,8 @@ class EngineCore:
             params.seed,
         )
         child.output_token_ids = list(parent.output_token_ids)
+        if child.sampler_state is not None:
+            child.sampler_state.continue_from(parent.sampler_state)
         if child.matcher is not None:
             for token in child.output_token_ids:
                 if not child.matcher.accept_token(token):
@@ -224,6 +230,9 @@ class EngineCore:
             logprobs=[] if params.logprobs is not None else None,
         )
         request.seed = seed
+        request.sampler_state = SequenceSamplerState.for_request(
+            params, self._grammar_tokenizer, token_ids, self._thinking_markers
+        )
         if params.structured is not None:  # compiled once per grammar (cached), then matched
             request.matcher = self._compile_grammar(params).matcher()
         return request
@@ -325,6 +334,7 @@ class EngineCore:
                     stop_reason=child.stop_reason,
                     output_token_ids=child.output_token_ids,
                     output_logprobs=child.logprobs,
+                    output_confidences=_confidences(child),
                 )
             )
         new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None
@@ -375,3 +385,8 @@ def _max_model_len(
         )
         max_model_len = capacity
     return max_model_len
+
+
+def _confidences(request: Request) -> list[float] | None:
+    state = request.sampler_state
+    return None if state is None or state.confidence is None else state.confidence.values

@@ -43,6 +43,7 @@ class _Sample:
     # The request's live output lists (from the core); copied only into cumulative outputs.
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, float]] | None = None
+    confidences: list[float] | None = None
     num_chars_sent: int = 0  # delta outputs: text already handed out
     finish_reason: str | None = None
     stop_reason: str | int | None = None
@@ -158,6 +159,7 @@ class LLMEngine:
         whole request."""
         sample = text.samples[update.index]
         sample.token_ids, sample.logprobs = update.output_token_ids, update.output_logprobs
+        sample.confidences = update.output_confidences
         sample.finish_reason, sample.stop_reason = update.finish_reason, update.stop_reason
         if not text.params.detokenize:
             return False
@@ -214,10 +216,12 @@ class LLMEngine:
             sample.num_chars_sent = max(end, sample.num_chars_sent)
             token_ids = [] if update is None else update.new_token_ids
             logprobs = None if update is None else update.new_logprobs
+            confidences = _tail(sample.confidences, len(token_ids))
         else:  # a copy: the core keeps appending to the request's own lists
             text = detok.stream_text(done)
             token_ids = list(sample.token_ids)
             logprobs = None if sample.logprobs is None else list(sample.logprobs)
+            confidences = None if sample.confidences is None else list(sample.confidences)
         return CompletionOutput(
             index=index,
             text=text,
@@ -225,4 +229,9 @@ class LLMEngine:
             finish_reason=sample.finish_reason,
             stop_reason=sample.stop_reason,
             logprobs=logprobs,
+            confidences=confidences,
         )
+
+
+def _tail(values: list[float] | None, n: int) -> list[float] | None:
+    return None if values is None else values[len(values) - n :]

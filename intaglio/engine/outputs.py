@@ -38,6 +38,7 @@ class CompletionOutput:
     finish_reason: str | None = None  # stop, length, abort, or error
     stop_reason: str | int | None = None  # the stop string or stop token id that matched
     logprobs: list[dict[int, float]] | None = None  # per token: sampled token first, then top N
+    confidences: list[float] | None = None  # per token, when confidence_top_k > 0
 
     @property
     def finished(self) -> bool:

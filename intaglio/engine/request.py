@@ -15,6 +15,7 @@ from intaglio.engine.stop import (
     banned_token_ids,
 )
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.state import SequenceSamplerState
 from intaglio.spec import SpecStats
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class Request:
     finish_reason: str | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it
     seed: int | None = None  # each position draws its noise from (seed, position)
+    # Bad words and DRY breakers as token ids, Mirostat's mu; kept across preemption.
+    sampler_state: SequenceSamplerState | None = None
     num_preemptions: int = 0
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None

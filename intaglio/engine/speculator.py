@@ -4,7 +4,8 @@ The proposer (intaglio/spec) guesses; this file decides how many guesses each re
 and trims them to what the request may emit: the adaptive controller's length, the room left
 under max_tokens, the min_tokens boundary (every verified position of one request must ban the
 same end tokens), and for a structured request the longest prefix its grammar accepts, so a
-constrained request verifies only drafts it could emit.
+constrained request verifies only drafts it could emit. A request whose sampler state moves
+with every token (Mirostat, thinking budgets, confidence) gets no drafts.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Speculator:
         decodes = [r for r in scheduler.running if r.num_tokens - r.num_computed_tokens == 1]
         alphas = [acceptance_rate(r.spec.num_accepted_tokens, r.num_spec_tried) for r in decodes]
         for request, k in zip(decodes, self.controller.draft_lengths(alphas)):
+            state = request.sampler_state
+            if state is not None and state.changes_per_token:
+                continue
             k = min(k, _room(request))
             if k <= 0:
                 continue

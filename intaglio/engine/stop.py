@@ -3,9 +3,10 @@ stop strings), used by the engine core after every sampled token and by the text
 strings; the executor asks it which tokens may not be drawn yet.
 
 Order, for a token just appended: a grammar that rejects it fails the request; then a stop
-token id or EOS ends it (once min_tokens are out); then a grammar that is complete; then the
-length limit. A stop string found in the text ends it too (once min_tokens are out), and wins
-over length or EOS reached in the same step.
+token id or EOS ends it (once min_tokens are out); then a grammar that is complete; then a
+group confidence below the request's threshold; then the length limit. A stop string found
+in the text ends it too (once min_tokens are out), and wins over length or EOS reached in the
+same step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_ABORT = "abort"
 FINISH_ERROR = "error"
+FINISH_LOW_CONFIDENCE = "low_confidence"  # DeepConf's early stop (sampling/confidence.py)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ def check_token(request: Request, token: int) -> Stop | None:
         return Stop(FINISH_STOP)
     if matcher is not None and matcher.is_terminated():
         return Stop(FINISH_STOP)
+    state = request.sampler_state
+    if state is not None and state.confidence is not None and state.confidence.low:
+        return Stop(FINISH_LOW_CONFIDENCE)
     if len(request.output_token_ids) >= request.max_tokens:
         return Stop(FINISH_LENGTH)
     return None

@@ -23,6 +23,7 @@ from intaglio.ops.cpu_kernels import cpu_kernels
 from intaglio.ops.linear import HALF_DTYPES, cache_fp32_weights
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.sampler import Sampler, SamplingMetadata
+from intaglio.sampling.state import SequenceSamplerState
 from intaglio.spec import accepted_tokens, position_seed
 from intaglio.step import (
     ExecutorOutput,
@@ -282,6 +283,9 @@ class ModelExecutor:
         prompts: list[list[int]] = []
         outputs: list[list[int]] = []
         banned: list[list[int]] = []
+        # A request with drafts has no per-token sampler state (the speculator saw to it), so
+        # its rows may share one state: only bad words and DRY breakers are read from it.
+        states: list[SequenceSamplerState | None] = []
         generators: dict[int, torch.Generator] = {}
         for s in samplers:
             r = s.request
@@ -296,8 +300,9 @@ class ModelExecutor:
                 output = r.output_token_ids
                 outputs.append(output + s.spec_token_ids[:i] if i else output)
                 banned.append(r.banned_token_ids)  # the speculator keeps rows alike
+                states.append(r.sampler_state)
         meta = SamplingMetadata.build(
-            params, prompts, outputs, generators, banned, logits.shape[-1], self.device
+            params, prompts, outputs, generators, banned, logits.shape[-1], self.device, states
         )
         meta.allowed_token_mask = allowed
         sampled = self.sampler(logits, meta)

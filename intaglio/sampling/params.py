@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from intaglio.errors import RequestError
 
 OUTPUT_KINDS = ("cumulative", "delta", "final_only")
+LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")  # vLLM's names
+# llama.cpp's default DRY sequence breakers: a repetition never spans one of these strings.
+DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
+# The samplers beyond OpenAI's and vLLM's basics, as the server and CLI take them.
+_SAMPLER_NUMBERS = (
+    "top_n_sigma",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "mirostat_tau",
+    "mirostat_eta",
+    "dry_multiplier",
+    "dry_base",
+    "xtc_probability",
+    "xtc_threshold",
+)
+SAMPLER_FIELDS = (
+    *_SAMPLER_NUMBERS,
+    "dry_allowed_length",
+    "dry_penalty_last_n",
+    "dry_sequence_breakers",
+    "bad_words",
+    "allowed_token_ids",
+    "logits_processors",
+    "extra_args",
+    "logprobs_mode",
+    "thinking_token_budget",
+    "min_thinking_tokens",
+    "thinking_continuation",
+    "confidence_top_k",
+    "confidence_window",
+    "confidence_threshold",
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +72,36 @@ class SamplingParams:
     detokenize: bool = True  # False: token ids only (benchmarks, token-level clients)
     # A constraint on the output (intaglio.structured.StructuredOutput, or a dict of its fields).
     structured: Any = None
+    # Samplers of the chain in intaglio/sampling/sampler.py (vLLM, SGLang and llama.cpp names).
+    top_n_sigma: float = -1.0  # keep logits >= max - n * std; < 0 disables
+    typical_p: float = 1.0  # locally typical sampling; 1 disables
+    epsilon_cutoff: float = 0.0  # drop tokens with prob < epsilon; 0 disables
+    eta_cutoff: float = 0.0  # drop tokens with prob < min(eta, sqrt(eta) * exp(-entropy))
+    mirostat_tau: float = 0.0  # Mirostat v2 target surprise in bits; 0 disables
+    mirostat_eta: float = 0.1  # Mirostat v2 learning rate
+    dry_multiplier: float = 0.0  # DRY repetition penalty strength; 0 disables
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1  # how many recent tokens DRY scans; -1: the whole context
+    dry_sequence_breakers: tuple[str, ...] = DRY_SEQUENCE_BREAKERS
+    xtc_probability: float = 0.0  # chance per step of excluding the top choices; 0 disables
+    xtc_threshold: float = 0.1
+    bad_words: tuple[str, ...] = ()  # words that may never be generated (vLLM's definition)
+    allowed_token_ids: tuple[int, ...] | None = None  # only these may be drawn
+    # Logits processors registered by name (intaglio.sampling.processors), applied in order;
+    # each reads its arguments from extra_args.
+    logits_processors: tuple[str, ...] = ()
+    extra_args: Any = field(default=None, hash=False)  # a read-only mapping, or None
+    logprobs_mode: str = "raw_logprobs"  # logprobs of the model's or the processed distribution
+    # Thinking budgets (engines started with a reasoning parser; see sampling/thinking.py).
+    thinking_token_budget: int | None = None  # then the end-of-thinking marker is forced
+    min_thinking_tokens: int = 0  # an end of thinking before this becomes the cue below
+    thinking_continuation: str = "Wait"
+    # Confidence (sampling/confidence.py): per-token confidence over the top-k logprobs (0: off),
+    # group confidence over a sliding window, and a threshold that stops a trace early.
+    confidence_top_k: int = 0
+    confidence_window: int = 2048
+    confidence_threshold: float | None = None
     # What each step's output holds: everything so far (cumulative), only what is new (delta:
     # streaming at O(new tokens) per step), or nothing until the request ends (final_only).
     output_kind: str = "cumulative"
@@ -49,6 +114,21 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
         object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias)))
+        for name in ("dry_sequence_breakers", "bad_words", "logits_processors"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if self.allowed_token_ids is not None:
+            ids = tuple(int(t) for t in self.allowed_token_ids)
+            object.__setattr__(self, "allowed_token_ids", ids)
+        if isinstance(self.extra_args, str):  # JSON text, from the command line
+            try:
+                object.__setattr__(self, "extra_args", json.loads(self.extra_args))
+            except ValueError:
+                raise RequestError("extra_args must be a JSON object", "extra_args") from None
+        if self.extra_args is not None:
+            if not isinstance(self.extra_args, dict | MappingProxyType):
+                raise RequestError("extra_args must be a JSON object", "extra_args")
+            object.__setattr__(self, "extra_args", MappingProxyType(dict(self.extra_args)))
         if self.structured is not None:
             from intaglio.structured.spec import StructuredOutput  # same layer, loaded on use
 
@@ -70,6 +150,12 @@ class SamplingParams:
             "logprobs",
             "prompt_logprobs",
             "seed",
+            "dry_allowed_length",
+            "dry_penalty_last_n",
+            "thinking_token_budget",
+            "min_thinking_tokens",
+            "confidence_top_k",
+            "confidence_window",
         ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -81,6 +167,7 @@ class SamplingParams:
             "repetition_penalty",
             "presence_penalty",
             "frequency_penalty",
+            *_SAMPLER_NUMBERS,
         ):
             if not isinstance(getattr(self, name), (int, float)):
                 fail(f"{name} must be a number, got {getattr(self, name)!r}")
@@ -122,6 +209,79 @@ class SamplingParams:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 20:
                 fail(f"{name} must be between 0 and 20, got {value}")
+        self._validate_samplers(fail)
+
+    def _validate_samplers(self, fail: Any) -> None:
+        """The samplers added for reasoning models: ranges as vLLM, HF and llama.cpp accept."""
+        if self.top_n_sigma != -1.0 and not self.top_n_sigma >= 0.0:
+            fail(f"top_n_sigma must be >= 0 (or -1 to disable), got {self.top_n_sigma}")
+        if not 0.0 < self.typical_p <= 1.0:
+            fail(f"typical_p must be in (0, 1], got {self.typical_p}")
+        for name in ("epsilon_cutoff", "eta_cutoff"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                fail(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.mirostat_tau >= 0.0:
+            fail(f"mirostat_tau must be >= 0, got {self.mirostat_tau}")
+        if not self.mirostat_eta > 0.0:
+            fail(f"mirostat_eta must be > 0, got {self.mirostat_eta}")
+        if not self.dry_multiplier >= 0.0:
+            fail(f"dry_multiplier must be >= 0, got {self.dry_multiplier}")
+        if not self.dry_base >= 1.0:
+            fail(f"dry_base must be >= 1, got {self.dry_base}")
+        if self.dry_allowed_length < 1:
+            fail(f"dry_allowed_length must be at least 1, got {self.dry_allowed_length}")
+        if self.dry_penalty_last_n < -1:
+            fail(f"dry_penalty_last_n must be -1 (all) or >= 0, got {self.dry_penalty_last_n}")
+        if any(not isinstance(s, str) or not s for s in self.dry_sequence_breakers):
+            fail("dry_sequence_breakers must be a list of non-empty strings")
+        for name in ("xtc_probability", "xtc_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if any(not isinstance(w, str) or not w.strip() for w in self.bad_words):
+            fail("bad_words must be a list of non-empty strings")
+        if self.allowed_token_ids is not None and (
+            not self.allowed_token_ids or any(t < 0 for t in self.allowed_token_ids)
+        ):
+            fail("allowed_token_ids must be a non-empty list of token ids >= 0")
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            fail(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
+        if self.thinking_token_budget is not None and self.thinking_token_budget < 0:
+            fail(f"thinking_token_budget must be >= 0, got {self.thinking_token_budget}")
+        if self.min_thinking_tokens < 0:
+            fail(f"min_thinking_tokens must be >= 0, got {self.min_thinking_tokens}")
+        budget = self.thinking_token_budget
+        if budget is not None and self.min_thinking_tokens > budget:
+            fail(
+                f"min_thinking_tokens ({self.min_thinking_tokens}) must not exceed "
+                f"thinking_token_budget ({budget})"
+            )
+        if not isinstance(self.thinking_continuation, str) or not self.thinking_continuation:
+            fail("thinking_continuation must be a non-empty string")
+        if self.confidence_top_k < 0:
+            fail(f"confidence_top_k must be >= 0 (0: off), got {self.confidence_top_k}")
+        if self.confidence_window < 1:
+            fail(f"confidence_window must be at least 1, got {self.confidence_window}")
+        if self.confidence_threshold is not None and (
+            not isinstance(self.confidence_threshold, (int, float)) or self.confidence_top_k == 0
+        ):
+            fail("confidence_threshold must be a number and needs confidence_top_k > 0")
+        from intaglio.sampling.processors import registered  # same layer; it imports torch
+
+        unknown = [name for name in self.logits_processors if name not in registered()]
+        if unknown:
+            fail(f"logits_processors names unregistered processors {unknown}")
+
+    @property
+    def uses_mirostat(self) -> bool:
+        return self.mirostat_tau > 0.0 and self.temperature > 0.0
+
+    @property
+    def uses_thinking_budget(self) -> bool:
+        return self.thinking_token_budget is not None or self.min_thinking_tokens > 0
+
+    @property
+    def uses_dry(self) -> bool:
+        return self.dry_multiplier > 0.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SamplingParams:

@@ -1,10 +1,25 @@
 """Batched sampler: raw logits -> one processing chain -> token ids.
 
-Order follows vLLM: logprobs come from the raw logits; logit bias, banned tokens, penalties and
-the grammar mask apply to every row; greedy rows take the argmax of the result; random rows are
-tempered, truncated (min-p, top-k, top-p) and sampled with the exponential race (argmax of
-probs / q, q ~ Exp(1)), which lets a seeded row draw q from its own generator so its tokens
-never depend on its neighbours. `target_logits` is the chain, `draw` the choice.
+`target_logits` is the chain, `draw` the choice. The chain, in order:
+
+1. every row: allowed_token_ids, logit bias, banned tokens (min_tokens, bad words);
+2. every row: repetition, frequency and presence penalties, then DRY;
+3. every row: the request's named logits processors (processors.py);
+4. every row: the grammar mask, last, so nothing can re-enable a token it forbids;
+   greedy rows take the argmax of this;
+5. random rows: temperature, then top-nσ, min-p, top-k, top-p, typical, epsilon, eta, XTC and
+   Mirostat (truncation.py), then the exponential race (argmax of probs / q, q ~ Exp(1)),
+   which lets a seeded row draw q from its own generator so its tokens never depend on its
+   neighbours.
+
+Steps 1, 2 and 4 and temperature before truncation follow vLLM (so requests written for vLLM
+sample what they would there); HF's typical/epsilon/eta warpers also run after temperature.
+llama.cpp instead tempers last, after truncation; we keep vLLM's order and take from llama.cpp
+where vLLM has no such sampler: DRY right after the penalties, top-nσ first among the
+truncations (its kept set is the same before or after temperature), XTC after the other
+truncations, and Mirostat last, because it measures the surprise of the drawn token on the
+distribution it was drawn from. Logprobs come from the raw logits, or from this chain's result
+for rows with logprobs_mode="processed_logprobs".
 """
 
 from __future__ import annotations
@@ -14,8 +29,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from intaglio.sampling.confidence import token_confidence
+from intaglio.sampling.dry import DryRows, dry_penalties
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties
+from intaglio.sampling.processors import ProcessorRow, apply_processors
+from intaglio.sampling.state import SequenceSamplerState
+from intaglio.sampling.truncation import (
+    apply_epsilon_cutoff,
+    apply_eta_cutoff,
+    apply_mirostat,
+    apply_top_n_sigma,
+    apply_typical_p,
+    apply_xtc,
+    mirostat_next_mu,
+)
 
 # Temperatures below this are treated as greedy: dividing by them overflows float32.
 _SAMPLING_EPS = 1e-5
@@ -53,6 +81,28 @@ class SamplingMetadata:
     # [B, V] bool, False where a structured request's grammar forbids the token; None: no row
     # is constrained. Applied after bias and penalties, so nothing can re-enable a token.
     allowed_token_mask: torch.Tensor | None = None
+    # The samplers below: None when no row of the batch uses them.
+    allowed_token_ids: list[tuple[int, ...] | None] | None = None  # per row; None: all allowed
+    dry: DryRows | None = None
+    processors: list[tuple[str, ...]] | None = None  # per row, the named processors in order
+    processor_rows: list[ProcessorRow] | None = None
+    top_n_sigma: torch.Tensor | None = None  # [B] float32, -1 where disabled
+    typical_p: torch.Tensor | None = None  # [B] float32, 1 where disabled
+    epsilon_cutoff: torch.Tensor | None = None  # [B] float32, 0 where disabled
+    eta_cutoff: torch.Tensor | None = None  # [B] float32, 0 where disabled
+    xtc_threshold: torch.Tensor | None = None  # [B] float32
+    xtc_active: torch.Tensor | None = None  # [B] bool: this step's coin said exclude
+    # Mirostat: mu per row (+inf where off) and the states that get the next mu after the draw.
+    mirostat_mu: torch.Tensor | None = None
+    mirostat_tau: torch.Tensor | None = None
+    mirostat_eta: torch.Tensor | None = None
+    states: list[SequenceSamplerState | None] | None = None
+    # Thinking budgets: per row the token it must produce, and (end marker's first token, cue's
+    # first token) where an end of thinking would come too early.
+    forced_token_ids: list[int | None] | None = None
+    early_end: list[tuple[int, int] | None] | None = None
+    processed_logprobs: torch.Tensor | None = None  # [B] bool: logprobs of the chain's result
+    confidence_top_k: torch.Tensor | None = None  # [B] int64 (1 where off): DeepConf's k
 
     @classmethod
     def build(
@@ -64,8 +114,12 @@ class SamplingMetadata:
         banned_token_ids: list[list[int]],
         vocab_size: int,
         device: torch.device | str,
+        states: list[SequenceSamplerState | None] | None = None,
     ) -> SamplingMetadata:
-        """Gather per-request settings into [B] tensors; vocab_size must equal logits.shape[-1]."""
+        """Gather per-request settings into [B] tensors; vocab_size must equal logits.shape[-1].
+
+        `states` are the rows' SequenceSamplerStates (bad words, DRY breakers, Mirostat's mu).
+        """
         greedy = [p.temperature < _SAMPLING_EPS for p in params]
         temperature: list[float] = []
         top_k: list[int] = []
@@ -92,7 +146,9 @@ class SamplingMetadata:
         freq_t = floats(freq, 0.0)
         any_penalty = rep_t is not None or pres_t is not None or freq_t is not None
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
-        return cls(
+        states = states if states is not None else [None] * len(params)
+        banned_token_ids = _with_bad_words(banned_token_ids, states, output_token_ids)
+        meta = cls(
             temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
             top_k=(
                 None
@@ -118,6 +174,154 @@ class SamplingMetadata:
             all_greedy=all(greedy),
             all_random=not any(greedy),
         )
+        meta._add_samplers(params, greedy, prompt_token_ids, output_token_ids, generators, states)
+        return meta
+
+    def _add_samplers(
+        self,
+        params: list[SamplingParams],
+        greedy: list[bool],
+        prompt_token_ids: list[list[int]],
+        output_token_ids: list[list[int]],
+        generators: dict[int, torch.Generator],
+        states: list[SequenceSamplerState | None],
+    ) -> None:
+        """The samplers added for reasoning models; each stays None unless a row uses it."""
+        device = self.temperature.device
+
+        def floats(values: list[float], disabled: float) -> torch.Tensor | None:
+            if all(v == disabled for v in values):
+                return None
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        if any(p.allowed_token_ids is not None for p in params):
+            self.allowed_token_ids = [p.allowed_token_ids for p in params]
+        dry = [i for i, p in enumerate(params) if p.uses_dry]
+        if dry:
+            self.dry = _dry_rows(dry, params, prompt_token_ids, output_token_ids, states, device)
+        if any(p.logits_processors for p in params):
+            self.processors = [p.logits_processors for p in params]
+            self.processor_rows = [
+                ProcessorRow(prompt, output, p.extra_args or {})
+                for p, prompt, output in zip(params, prompt_token_ids, output_token_ids)
+            ]
+        thinking = [s.thinking if s is not None else None for s in states]
+        if any(t is not None for t in thinking):
+            self.states = states
+            self.forced_token_ids = [t.forced_token() if t else None for t in thinking]
+            self.early_end = [
+                (t.markers.end[0], t.cue[0]) if t and t.replaces_end() else None for t in thinking
+            ]
+        if any(p.confidence_top_k for p in params):
+            self.states = states
+            k = [max(p.confidence_top_k, 1) for p in params]
+            self.confidence_top_k = torch.tensor(k, dtype=torch.int64, device=device)
+        if any(p.logprobs_mode == "processed_logprobs" for p in params):
+            processed = [p.logprobs_mode == "processed_logprobs" for p in params]
+            self.processed_logprobs = torch.tensor(processed, device=device)
+        if self.all_greedy:
+            return
+        random = [(p, not g) for p, g in zip(params, greedy)]
+        self.top_n_sigma = floats([p.top_n_sigma if r else -1.0 for p, r in random], -1.0)
+        self.typical_p = floats([p.typical_p if r else 1.0 for p, r in random], 1.0)
+        self.epsilon_cutoff = floats([p.epsilon_cutoff if r else 0.0 for p, r in random], 0.0)
+        self.eta_cutoff = floats([p.eta_cutoff if r else 0.0 for p, r in random], 0.0)
+        coins = _xtc_coins(params, greedy, output_token_ids, generators)
+        if any(coins):
+            self.xtc_active = torch.tensor(coins, device=device)
+            self.xtc_threshold = floats([p.xtc_threshold for p in params], -1.0)
+        mu = [
+            s.mirostat_mu if s is not None and r and p.uses_mirostat else float("inf")
+            for (p, r), s in zip(random, states)
+        ]
+        if any(m != float("inf") for m in mu):
+            self.mirostat_mu = torch.tensor(mu, dtype=torch.float32, device=device)
+            self.mirostat_tau = floats([p.mirostat_tau for p in params], float("nan"))
+            self.mirostat_eta = floats([p.mirostat_eta for p in params], float("nan"))
+            self.states = states
+
+
+def _with_bad_words(
+    banned: list[list[int]],
+    states: list[SequenceSamplerState | None],
+    output_token_ids: list[list[int]],
+) -> list[list[int]]:
+    """Add each row's bad-word completions: a word's last token is banned once the output ends
+    with the rest of it (vLLM's definition; one-token words are always banned)."""
+    out = banned
+    for row, state in enumerate(states):
+        if state is None or not state.bad_words:
+            continue
+        output = output_token_ids[row]
+        extra = [
+            word[-1]
+            for word in state.bad_words
+            if len(word) == 1 or tuple(output[len(output) - len(word) + 1 :]) == word[:-1]
+        ]
+        if extra:
+            out = list(out) if out is banned else out
+            out[row] = [*out[row], *extra]
+    return out
+
+
+def _dry_rows(
+    rows: list[int],
+    params: list[SamplingParams],
+    prompt_token_ids: list[list[int]],
+    output_token_ids: list[list[int]],
+    states: list[SequenceSamplerState | None],
+    device: torch.device | str,
+) -> DryRows:
+    histories = []
+    for i in rows:
+        last_n, prompt, output = (
+            params[i].dry_penalty_last_n,
+            prompt_token_ids[i],
+            output_token_ids[i],
+        )
+        if last_n == -1:
+            histories.append([*prompt, *output])
+        elif last_n <= len(output):
+            histories.append(output[len(output) - last_n :])
+        else:
+            histories.append([*prompt[max(len(prompt) - last_n + len(output), 0) :], *output])
+    breakers = []
+    for i in rows:
+        state = states[i]
+        assert state is not None and state.dry_breakers is not None, "DRY needs its state"
+        breakers.append(state.dry_breakers)
+    return DryRows.build(
+        rows,
+        histories,
+        [params[i].dry_multiplier for i in rows],
+        [params[i].dry_base for i in rows],
+        [params[i].dry_allowed_length for i in rows],
+        breakers,
+        device,
+    )
+
+
+def _xtc_coins(
+    params: list[SamplingParams],
+    greedy: list[bool],
+    output_token_ids: list[list[int]],
+    generators: dict[int, torch.Generator],
+) -> list[bool]:
+    """Whether XTC acts on each row this step (chance xtc_probability). A seeded row's coin is
+    a function of its seed and output position alone, so it never depends on the batch."""
+    coins = []
+    for row, p in enumerate(params):
+        if greedy[row] or p.xtc_probability <= 0.0:
+            coins.append(False)
+            continue
+        generator = generators.get(row)
+        if generator is not None:
+            rng = np.random.default_rng([generator.initial_seed(), len(output_token_ids[row])])
+            u = float(rng.random())
+        else:
+            u = float(torch.rand(()))
+        coins.append(u < p.xtc_probability)
+    return coins
 
 
 @dataclass
@@ -182,28 +386,31 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
-        raw_logprobs = (
-            logits.float().log_softmax(dim=-1) if meta.max_num_logprobs is not None else None
-        )
-        token_ids = self.draw(self.target_logits(logits, meta), meta)
-        if raw_logprobs is None:
+        wants_raw = meta.max_num_logprobs is not None or meta.confidence_top_k is not None
+        raw_logprobs = logits.float().log_softmax(dim=-1) if wants_raw else None
+        target = self.target_logits(logits, meta)
+        token_ids = self.draw(target, meta)
+        self.advance(target, token_ids, meta, raw_logprobs)
+        if meta.max_num_logprobs is None or raw_logprobs is None:
             return SamplerOutput(token_ids, None, None, None)
-        assert meta.max_num_logprobs is not None
-        sampled = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)
-        top = raw_logprobs.topk(meta.max_num_logprobs, dim=-1, sorted=True)
+        logprobs = raw_logprobs
+        if meta.processed_logprobs is not None:
+            processed = target.log_softmax(dim=-1)
+            logprobs = torch.where(meta.processed_logprobs[:, None], processed, raw_logprobs)
+        sampled = logprobs.gather(1, token_ids[:, None]).squeeze(1)
+        top = logprobs.topk(meta.max_num_logprobs, dim=-1, sorted=True)
         return SamplerOutput(token_ids, sampled, top.values, top.indices)
 
     @staticmethod
     def target_logits(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
-        """The distribution each row samples from, as float32 logits [B, V].
-
-        The one processing chain: bias, bans, penalties and the grammar mask for every row;
-        then for random rows temperature, min-p, top-k and top-p. A greedy row's target is the
-        argmax of its result. Speculative verification accepts drafts against these same
-        logits, so a speculated request samples exactly what it asked for.
-        """
+        """The distribution each row samples from, as float32 logits [B, V] (the chain of the
+        module docstring). A greedy row's target is the argmax of its result. Speculative
+        verification accepts drafts against these same logits, so a speculated request samples
+        exactly what it asked for."""
         # A float32 input would alias the caller's tensor; clone so edits stay local.
         logits = logits.to(torch.float32, copy=True)
+        if meta.allowed_token_ids is not None:
+            logits = _keep_allowed(logits, meta.allowed_token_ids)
         apply_logit_bias(logits, meta.logit_bias)
         apply_banned_tokens(logits, meta.banned_token_ids)
         logits = apply_penalties(
@@ -214,15 +421,23 @@ class Sampler:
             meta.presence_penalty,
             meta.frequency_penalty,
         )
+        if meta.dry is not None:
+            index = torch.tensor(meta.dry.rows, dtype=torch.int64, device=logits.device)
+            penalty = dry_penalties(meta.dry, logits.shape[1])
+            logits.index_add_(0, index, -penalty)
+        if meta.processors is not None:
+            assert meta.processor_rows is not None
+            logits = apply_processors(logits, meta.processors, meta.processor_rows)
+        if meta.forced_token_ids is not None and meta.early_end is not None:
+            logits = _control_thinking(
+                logits, meta.forced_token_ids, meta.early_end, meta.temperature
+            )
         if meta.allowed_token_mask is not None:
             logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
         if meta.all_greedy:
             return logits
         temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)
-        tempered = logits / temperature[:, None]
-        if meta.min_p is not None:
-            tempered = apply_min_p(tempered, meta.min_p)
-        tempered = apply_top_k_top_p(tempered, meta.top_k, meta.top_p)
+        tempered = _truncate(logits / temperature[:, None], meta)
         if meta.all_random:
             return tempered
         # Greedy rows keep their untempered logits (same argmax, no division by zero).
@@ -237,3 +452,141 @@ class Sampler:
         if meta.all_random:
             return random_ids
         return torch.where(meta.temperature == 0.0, target.argmax(dim=-1), random_ids)
+
+    @staticmethod
+    def advance(
+        target: torch.Tensor,
+        token_ids: torch.Tensor,
+        meta: SamplingMetadata,
+        raw_logprobs: torch.Tensor | None = None,
+    ) -> None:
+        """After a row's token is accepted: update its state (Mirostat's mu, where its thinking
+        stands, its confidence) from the target it was drawn from and the model's own
+        log-probabilities (needed when a row asks for confidence). Call once per accepted
+        token, in order."""
+        if meta.confidence_top_k is not None and meta.states is not None:
+            assert raw_logprobs is not None, "confidence needs the raw log-probabilities"
+            confidences = token_confidence(raw_logprobs, meta.confidence_top_k).tolist()
+            for row, state in enumerate(meta.states):
+                if state is not None and state.confidence is not None:
+                    state.confidence.add(confidences[row])
+        if meta.forced_token_ids is not None and meta.states is not None:
+            tokens = token_ids.tolist()
+            for row, state in enumerate(meta.states):
+                if state is not None and state.thinking is not None:
+                    state.thinking.advance(tokens[row])
+        if meta.mirostat_mu is None:
+            return
+        assert meta.states is not None
+        assert meta.mirostat_tau is not None and meta.mirostat_eta is not None
+        mu = mirostat_next_mu(
+            target, token_ids, meta.mirostat_mu, meta.mirostat_tau, meta.mirostat_eta
+        ).tolist()
+        for row, state in enumerate(meta.states):
+            if state is not None and state.mirostat_mu != float("inf"):
+                state.mirostat_mu = mu[row]
+
+
+def _keep_allowed(logits: torch.Tensor, allowed: list[tuple[int, ...] | None]) -> torch.Tensor:
+    """Mask every token outside a row's allowed_token_ids (rows without a list keep all)."""
+    rows = [row for row, ids in enumerate(allowed) for _ in ids or ()]
+    cols = [t for ids in allowed for t in ids or ()]
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep[torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device)] = True
+    free = torch.tensor([ids is None for ids in allowed], device=logits.device)
+    return logits.masked_fill(~(keep | free[:, None]), float("-inf"))
+
+
+def _control_thinking(
+    logits: torch.Tensor,
+    forced: list[int | None],
+    early_end: list[tuple[int, int] | None],
+    temperature: torch.Tensor,
+) -> torch.Tensor:
+    """Thinking budgets (thinking.py): a forced row keeps only its forced token; where an end of
+    thinking is too early, the end marker's probability at the row's temperature moves to the
+    cue's first token (as drawing the end marker and replacing it would; greedy: the larger
+    logit of the two goes to the cue)."""
+    device = logits.device
+    rows = [row for row, token in enumerate(forced) if token is not None]
+    if rows:
+        index = torch.tensor(rows, device=device)
+        cols = torch.tensor([forced[row] for row in rows], device=device)
+        logits = logits.index_fill(0, index, float("-inf"))
+        logits[index, cols] = 0.0
+    early = [(row, pair) for row, pair in enumerate(early_end) if pair and forced[row] is None]
+    if early:
+        index = torch.tensor([row for row, _ in early], device=device)
+        end = torch.tensor([pair[0] for _, pair in early], device=device)
+        cue = torch.tensor([pair[1] for _, pair in early], device=device)
+        t = temperature[index]
+        t = torch.where(t == 0.0, 1.0, t)
+        lc, le = logits[index, cue], logits[index, end]
+        merged = torch.where(
+            temperature[index] == 0.0, torch.maximum(lc, le), t * torch.logaddexp(lc / t, le / t)
+        )
+        logits[index, cue] = merged
+        logits[index, end] = float("-inf")
+    return logits
+
+
+# Rows that all keep at most this many tokens (top_k) are truncated further on their top-k
+# candidates alone, instead of the whole vocabulary.
+_COMPACT_MAX_K = 1024
+
+
+def _truncate(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
+    """Step 5 of the chain, on tempered logits: each truncation where some row uses it."""
+    if meta.top_n_sigma is not None:  # its std is over the whole vocabulary: before top-k
+        logits = apply_top_n_sigma(logits, meta.top_n_sigma)
+    compact = _top_k_candidates(logits, meta)
+    if compact is not None:
+        # Every random row keeps at most k tokens: the rest of the chain sees only those.
+        values, index = compact
+        values = _truncate_candidates(values, meta, top_k_done=True)
+        return torch.full_like(logits, float("-inf")).scatter_(1, index, values)
+    return _truncate_candidates(logits, meta, top_k_done=False)
+
+
+def _top_k_candidates(
+    logits: torch.Tensor, meta: SamplingMetadata
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(values, token ids) [B, k] of each row's top_k tokens, the rest -inf; None where that
+    would differ from masking the whole vocabulary (a row without top_k, ties at the k-th)."""
+    if meta.top_k is None:
+        return None
+    # Greedy rows take their untempered logits in the end, so their k does not matter.
+    top_k = torch.where(meta.temperature == 0.0, 1, meta.top_k)
+    k = int(top_k.max())
+    if k > _COMPACT_MAX_K or k >= logits.shape[1]:
+        return None
+    values, index = logits.topk(k, dim=-1)
+    kth = values.gather(1, (top_k - 1)[:, None])
+    # A tie with a finite k-th value: the whole-vocabulary path keeps all of them. (With fewer
+    # than k finite logits the candidates already hold every one.)
+    tied = ((logits >= kth).sum(dim=-1) > top_k) & torch.isfinite(kth.squeeze(1))
+    if bool(tied.any()):
+        return None
+    beyond = torch.arange(k, device=logits.device)[None, :] >= top_k[:, None]
+    return values.masked_fill(beyond, float("-inf")), index
+
+
+def _truncate_candidates(
+    logits: torch.Tensor, meta: SamplingMetadata, top_k_done: bool
+) -> torch.Tensor:
+    """min-p, top-k, top-p, typical, epsilon, eta, XTC and Mirostat over [B, C] candidates (the
+    whole vocabulary, or each row's top-k): tokens outside them have probability 0 either way."""
+    if meta.min_p is not None:  # commutes with top-k: both keep the most likely tokens
+        logits = apply_min_p(logits, meta.min_p)
+    logits = apply_top_k_top_p(logits, None if top_k_done else meta.top_k, meta.top_p)
+    if meta.typical_p is not None:
+        logits = apply_typical_p(logits, meta.typical_p)
+    if meta.epsilon_cutoff is not None:
+        logits = apply_epsilon_cutoff(logits, meta.epsilon_cutoff)
+    if meta.eta_cutoff is not None:
+        logits = apply_eta_cutoff(logits, meta.eta_cutoff)
+    if meta.xtc_active is not None and meta.xtc_threshold is not None:
+        logits = apply_xtc(logits, meta.xtc_threshold, meta.xtc_active)
+    if meta.mirostat_mu is not None:
+        logits = apply_mirostat(logits, meta.mirostat_mu)
+    return logits

@@ -11,9 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from intaglio.api.reasoning import ReasoningSplitter, message_fields, starts_in_reasoning
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit, engine_error
 from intaglio.server.chat_template import render_chat
+from intaglio.server.confidence import confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import chat_logprobs
@@ -84,7 +86,7 @@ async def create_chat_completion(raw: Request) -> Response:
     await admit(
         state.engine, [(request_id, token_ids, params)], queue, req.priority, req.cache_salt
     )
-    view = _ChatView(state, req, request_id, params.n)
+    view = _ChatView(state, req, request_id, params.n, text)
     if req.stream:
         return EventStream(view.stream(queue), lambda: abort_all(state.engine, [request_id]))
     try:
@@ -101,7 +103,7 @@ async def create_chat_completion(raw: Request) -> Response:
 
 class _ChatView:
     def __init__(
-        self, state: ServerState, req: ChatCompletionRequest, request_id: str, n: int
+        self, state: ServerState, req: ChatCompletionRequest, request_id: str, n: int, prompt: str
     ) -> None:
         self.state = state
         self.req = req
@@ -109,6 +111,23 @@ class _ChatView:
         self.n = n
         self.created = int(time.time())
         self.strings = state.token_strings
+        # With a reasoning parser, one splitter per choice separates thinking from answer.
+        markers = state.engine.thinking_markers
+        self.splitters: list[ReasoningSplitter] | None = None
+        if markers is not None:
+            opened = starts_in_reasoning(prompt, *markers)
+            self.splitters = [ReasoningSplitter(*markers, opened) for _ in range(n)]
+
+    def _message(self, d: Delta, stream: bool) -> dict[str, Any]:
+        """The message (or delta) fields of a choice's new text."""
+        if self.splitters is None:
+            return {"content": d.text} if d.text or not stream else {}
+        splitter = self.splitters[d.index]
+        reasoning, content = splitter.feed(d.text)
+        if d.finish_reason is not None:
+            held_reasoning, held_content = splitter.finish()
+            reasoning, content = reasoning + held_reasoning, content + held_content
+        return message_fields(reasoning, content, stream)
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -130,9 +149,10 @@ class _ChatView:
         choices = [
             {
                 "index": d.index,
-                "message": {"role": "assistant", "content": d.text},
+                "message": {"role": "assistant", **self._message(d, stream=False)},
                 "logprobs": self._logprobs(d),
                 "finish_reason": d.finish_reason,
+                **confidence_fields(out.outputs[d.index], self.req.confidence_window),
             }
             for d in tracker.update(out)
         ]
@@ -157,7 +177,7 @@ class _ChatView:
         def make_choice(out: RequestOutput, d: Delta) -> dict[str, Any]:
             return {
                 "index": d.index,
-                "delta": {"content": d.text} if d.text else {},
+                "delta": self._message(d, stream=True),
                 "logprobs": self._logprobs(d),
                 "finish_reason": d.finish_reason,
             }

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.admission import admit, engine_error
+from intaglio.server.confidence import confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import completion_logprobs
@@ -174,7 +175,9 @@ class _View:
         choices = []
         for prompt_index, out in enumerate(finals):
             for delta in tracker.update(out):
-                choices.append(self._choice(out, delta, prompt_index, 0))
+                choice = self._choice(out, delta, prompt_index, 0)
+                sample = out.outputs[delta.index - prompt_index * self.n]
+                choices.append({**choice, **confidence_fields(sample, self.req.confidence_window)})
         return {**self._envelope(choices), "usage": tracker.usage()}
 
     def stream(self, queue: asyncio.Queue[RequestOutput]) -> AsyncIterator[str]:

@@ -65,6 +65,34 @@ class SamplingFields(_Strict):
     guided_grammar: str | None = None
     guided_choice: list[str] | None = None
     guided_decoding_backend: str | None = None  # "intaglio" (default) or "xgrammar"
+    # Samplers for reasoning models (vLLM, SGLang and llama.cpp names); SamplingParams checks
+    # the ranges and a bad value is a 400 naming the field.
+    top_n_sigma: float | None = None
+    typical_p: float | None = None
+    epsilon_cutoff: float | None = None
+    eta_cutoff: float | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    dry_multiplier: float | None = None
+    dry_base: float | None = None
+    dry_allowed_length: int | None = None
+    dry_penalty_last_n: int | None = None
+    dry_sequence_breakers: list[str] | None = None
+    xtc_probability: float | None = None
+    xtc_threshold: float | None = None
+    bad_words: list[str] | None = None
+    allowed_token_ids: list[int] | None = None
+    logits_processors: list[str] | None = None
+    extra_args: dict[str, Any] | None = None
+    logprobs_mode: str | None = None
+    # Thinking budgets (a server started with --reasoning-parser).
+    thinking_token_budget: int | None = None
+    min_thinking_tokens: int | None = None
+    thinking_continuation: str | None = None
+    # Confidence (DeepConf): per-token and group confidences returned, early stop below it.
+    confidence_top_k: int | None = None
+    confidence_window: int | None = None
+    confidence_threshold: float | None = None
 
 
 class CompletionRequest(SamplingFields):

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from intaglio.api.async_engine import AsyncEngine
-from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.params import SAMPLER_FIELDS, SamplingParams
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import SamplingFields
 from intaglio.structured.spec import StructuredOutput
@@ -43,7 +43,8 @@ def build_sampling_params(
     `num_prompts` x n sequences must fit in the waiting queue at once, or the request could never
     be admitted whole: that is a 400, not a 429 to retry.
     """
-    values: dict[str, Any] = {k: getattr(req, k) for k in _DIRECT if getattr(req, k) is not None}
+    given = (*_DIRECT, *SAMPLER_FIELDS)
+    values: dict[str, Any] = {k: getattr(req, k) for k in given if getattr(req, k) is not None}
     values["max_tokens"] = max_tokens
     values["logprobs"] = logprobs
     values["prompt_logprobs"] = prompt_logprobs

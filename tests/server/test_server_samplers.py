@@ -1,0 +1,89 @@
+"""The sampler fields over HTTP: they reach the engine (the offline API gives the same tokens)
+and a bad value is a 400 naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from serverkit import MODEL_NAME, RunningServer
+from test_server_errors import assert_openai_error
+
+SAMPLERS = {
+    "temperature": 0.8,
+    "seed": 3,
+    "top_n_sigma": 1.5,
+    "typical_p": 0.9,
+    "epsilon_cutoff": 0.001,
+    "eta_cutoff": 0.001,
+    "mirostat_tau": 4.0,
+    "dry_multiplier": 0.8,
+    "dry_sequence_breakers": ["\n", "."],
+    "xtc_probability": 0.5,
+    "xtc_threshold": 0.1,
+    "bad_words": ["the"],
+    "logprobs_mode": "processed_logprobs",
+}
+
+
+def test_sampler_fields_reach_the_engine(server: RunningServer, offline) -> None:
+    from intaglio import SamplingParams
+
+    body = {"model": MODEL_NAME, "prompt": "def f(x):", "max_tokens": 12, "ignore_eos": True}
+    with server.client() as c:
+        r = c.post("/v1/completions", json={**body, **SAMPLERS})
+    assert r.status_code == 200, r.text
+    params = SamplingParams(max_tokens=12, ignore_eos=True, **SAMPLERS)
+    assert (
+        r.json()["choices"][0]["text"] == offline.generate(["def f(x):"], params)[0].outputs[0].text
+    )
+
+
+def test_allowed_token_ids_bound_what_is_drawn(server: RunningServer, offline) -> None:
+    from intaglio import SamplingParams
+
+    fields = {"max_tokens": 8, "ignore_eos": True, "temperature": 1.0, "seed": 1}
+    with server.client() as c:
+        body = {"model": MODEL_NAME, "prompt": [5, 6, 7], "allowed_token_ids": [40, 41]}
+        r = c.post("/v1/completions", json={**body, **fields})
+    assert r.status_code == 200, r.text
+    params = SamplingParams(allowed_token_ids=(40, 41), **fields)
+    alone = offline.generate([[5, 6, 7]], params)[0].outputs[0]
+    assert set(alone.token_ids) <= {40, 41}
+    assert r.json()["choices"][0]["text"] == alone.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"typical_p": 0.0}, "typical_p"),
+        ({"mirostat_eta": -1.0}, "mirostat_eta"),
+        ({"dry_base": 0.5}, "dry_base"),
+        ({"xtc_probability": 2.0}, "xtc_probability"),
+        ({"allowed_token_ids": [10**6]}, "allowed_token_ids"),
+        ({"logits_processors": ["nope"]}, "logits_processors"),
+        ({"logprobs_mode": "raw"}, "logprobs_mode"),
+        ({"dry_allowed_length": "2"}, "dry_allowed_length"),
+    ],
+)
+def test_bad_sampler_values_are_a_400(server: RunningServer, fields: dict, param: str) -> None:
+    with server.client() as c:
+        r = c.post("/v1/completions", json={"model": MODEL_NAME, "prompt": "x", **fields})
+    assert_openai_error(r, 400, param)
+
+
+def test_confidences_are_returned_and_a_threshold_stops_the_trace(server: RunningServer) -> None:
+    body = {"model": MODEL_NAME, "max_tokens": 10, "ignore_eos": True, "temperature": 0.0}
+    ask = {"confidence_top_k": 4, "confidence_window": 3}
+    with server.client() as c:
+        chat = c.post(
+            "/v1/chat/completions",
+            json={**body, **ask, "messages": [{"role": "user", "content": "hi"}]},
+        ).json()
+        stopped = c.post(
+            "/v1/completions", json={**body, **ask, "prompt": "x", "confidence_threshold": 1e9}
+        ).json()
+    choice = chat["choices"][0]
+    assert len(choice["confidences"]) == chat["usage"]["completion_tokens"] == 10
+    assert choice["group_confidences"][2] == pytest.approx(sum(choice["confidences"][:3]) / 3)
+    # Every group is below an absurd threshold: the trace ends at its first full window.
+    assert stopped["choices"][0]["finish_reason"] == "low_confidence"
+    assert stopped["usage"]["completion_tokens"] == 3
