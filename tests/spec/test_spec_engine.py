@@ -266,3 +266,28 @@ def test_trained_eagle_head_on_the_default_model():
     assert spec[0].outputs[0].token_ids == plain[0].outputs[0].token_ids
     _assert_speculated(llm)
     _assert_blocks_returned(llm)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"dry_multiplier": 0.8, "dry_allowed_length": 2, "top_n_sigma": 2.0},
+        {"xtc_probability": 0.5, "xtc_threshold": 0.1, "typical_p": 0.9},
+        {"mirostat_tau": 3.0, "mirostat_eta": 0.1},  # per-token state: verified one at a time
+    ],
+)
+def test_new_samplers_give_the_same_seeded_output_with_speculation(checkpoint, extra):
+    path = str(checkpoint("llama"))
+    params = SamplingParams(
+        temperature=0.5, seed=4, max_tokens=24, ignore_eos=True, bad_words=["ab"], **extra
+    )
+    kw = {"dtype": "float32", "block_size": 4}
+    plain = _generate(LLM(path, **kw), params)
+    llm = LLM(
+        path, speculative_method="ngram", speculative_adaptive=False, prompt_lookup_min=1, **kw
+    )
+    spec = _generate(llm, params)
+    assert [o.outputs[0].token_ids for o in spec] == [o.outputs[0].token_ids for o in plain]
+    stats = llm.engine.scheduler.spec_stats
+    assert (stats.num_draft_tokens == 0) == ("mirostat_tau" in extra)
+    _assert_blocks_returned(llm)
