@@ -107,6 +107,9 @@ class SchedulerOutput(Generic[R]):
     # blocks that forked requests shared.
     block_copies: list[tuple[int, int]] = field(default_factory=list)
     local_block_copies: list[tuple[int, int]] = field(default_factory=list)  # chunked layers'
+    # Speculation with a draft network: the most drafts any request is to get after this step
+    # (the adaptive length last chosen); 0 spares the network's drafting.
+    num_draft_tokens: int = 0
 
     @property
     def is_empty(self) -> bool:

@@ -280,6 +280,8 @@ class EngineCore:
         touched = {g.request_id: g for g in self._aborted}
         self._aborted = []
         sched = self.scheduler.schedule()
+        if self._speculator is not None:
+            sched.num_draft_tokens = self._speculator.num_draft_tokens
         if sched.is_empty:
             if self.scheduler.has_unfinished():
                 raise RuntimeError("no request could be scheduled; the KV cache is too small")

@@ -22,6 +22,9 @@ class Speculator:
         """`proposer`: a lookup proposer, or None when the executor drafts with a network."""
         self.proposer = proposer
         self.controller = controller
+        # The longest draft the controller last gave a request: how many a draft network
+        # should propose in the next step (it proposes before the controller decides again).
+        self.num_draft_tokens = controller.max_draft_tokens
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Speculator:
@@ -39,7 +42,9 @@ class Speculator:
         lookup proposer or from what the executor's draft network `drafted` this step."""
         decodes = [r for r in scheduler.running if r.num_tokens - r.num_computed_tokens == 1]
         alphas = [acceptance_rate(r.spec.num_accepted_tokens, r.num_spec_tried) for r in decodes]
-        for request, k in zip(decodes, self.controller.draft_lengths(alphas)):
+        lengths = self.controller.draft_lengths(alphas)
+        self.num_draft_tokens = max(lengths, default=0)
+        for request, k in zip(decodes, lengths):
             state = request.sampler_state
             if state is not None and state.changes_per_token:
                 continue

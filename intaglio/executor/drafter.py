@@ -120,6 +120,8 @@ class EagleDrafter:
         out = self.head(
             self._embed(following), step.hidden, step.positions, self.kv_caches[0], step.meta
         )
+        if num == 0:  # the KV is filled; no request is to get drafts
+            return [[] for _ in step.emitted]
         last_rows = [row0 + len(e) - 1 for row0, e in zip(step.sample_rows, step.emitted)]
         features = out[last_rows]
         first = self.target.compute_logits(features).argmax(dim=-1)

@@ -162,7 +162,9 @@ class ModelExecutor:
                 [result.sampled[s.request.request_id] for s in samplers],
                 [s.request.block_ids for s in samplers],
             )
-            drafts = self.drafter.draft(step, self.num_speculative_tokens)
+            drafts = self.drafter.draft(
+                step, min(out.num_draft_tokens, self.num_speculative_tokens)
+            )
             for s, d in zip(samplers, drafts):
                 result.draft_token_ids[s.request.request_id] = d
         for i, s in enumerate(batch):
