@@ -57,6 +57,26 @@ def head_config(target_cfg: ModelConfig) -> ModelConfig:
     )
 
 
+def dense_metadata(seq_lens: list[int], device: str | torch.device = "cpu") -> AttentionMetadata:
+    """Sequences laid end to end, each one prefill chunk attending causally to itself alone.
+
+    Slots and block tables count rows (block size 1), so a cache of [rows, 1, kv_heads,
+    head_dim] takes the K/V writes; the backend reads the fresh K/V, not the cache.
+    """
+    chunks, start = [], 0
+    for length in seq_lens:
+        table = torch.arange(start, start + length, device=device)
+        chunks.append(PrefillChunk(start, length, length, table))
+        start += length
+    return AttentionMetadata(
+        slot_mapping=torch.arange(start, device=device),
+        num_decode_tokens=0,
+        decode_block_tables=None,
+        decode_key_range=None,
+        prefills=chunks,
+    )
+
+
 class EagleHead(nn.Module):
     def __init__(self, target_cfg: ModelConfig) -> None:
         super().__init__()
@@ -108,22 +128,10 @@ class EagleHead(nn.Module):
         if embeds.shape[0] != n or features.shape[0] != n:
             raise ValueError(f"{embeds.shape[0]} rows for sequences of {n} tokens in all")
         device = embeds.device
-        chunks, start = [], 0
-        for length in seq_lens:
-            table = torch.arange(start, start + length, device=device)
-            chunks.append(PrefillChunk(start, length, length, table))
-            start += length
-        meta = AttentionMetadata(
-            slot_mapping=torch.arange(n, device=device),
-            num_decode_tokens=0,
-            decode_block_tables=None,
-            decode_key_range=None,
-            prefills=chunks,
-        )
         positions = torch.cat([torch.arange(length, device=device) for length in seq_lens])
         shape = (n, 1, self.num_kv_heads, self.head_dim)  # block size 1: a slot per row
         cache = (embeds.new_empty(shape), embeds.new_empty(shape))
-        return self(embeds, features, positions, cache, meta)
+        return self(embeds, features, positions, cache, dense_metadata(seq_lens, device))
 
     def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """model.safetensors (bf16) and config.json: the target facts, plus `metadata`."""
@@ -133,8 +141,14 @@ class EagleHead(nn.Module):
             k: v.detach().to(torch.bfloat16).contiguous() for k, v in self.state_dict().items()
         }
         save_file(tensors, str(folder / WEIGHTS_FILE))
-        target = {k: getattr(self.target_cfg, k) for k in _TARGET_KEYS}
-        config = {"architecture": "EagleHead", "target": target, **(metadata or {})}
+        config = {
+            "architecture": "EagleHead",
+            "target": {k: getattr(self.target_cfg, k) for k in _TARGET_KEYS},
+        }
+        clash = sorted(config.keys() & (metadata or {}).keys())
+        if clash:
+            raise ValueError(f"metadata may not set {clash}: the head's own config keys")
+        config.update(metadata or {})
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod

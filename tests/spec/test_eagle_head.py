@@ -128,6 +128,11 @@ def test_save_load_round_trip(tmp_path) -> None:
         )
 
 
+def test_metadata_cannot_overwrite_the_target_record(tmp_path) -> None:
+    with pytest.raises(ValueError, match="target"):
+        random_head().save(tmp_path, {"target": "some checkpoint"})
+
+
 def test_load_refuses_another_target(tmp_path) -> None:
     head = random_head()
     head.save(tmp_path)
