@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from intaglio.config import EngineConfig
+from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.report import summarize
@@ -151,6 +151,11 @@ def step_cost(study: Study, batch: str, allow_overflow: bool = False) -> StepCos
 def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     plan = study.plan()
     engine = study.engine
+    if engine.speculative_method in MODEL_DRAFT_METHODS:
+        raise ValueError(
+            "the simulator has no draft network; simulate its drafts as speculative_method "
+            "ngram with the acceptance profile the real engine measured (spec_acceptance)"
+        )
     if not plan.fits and engine.num_kv_blocks is None:
         raise ValueError(plan.message)
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
@@ -176,6 +181,7 @@ STUDY_SKIPS = {
     "kv_cache_memory_gib",
     "num_threads",
     "fp32_weight_cache_gib",
+    "speculative_model",
 }
 
 # Sweep names for engine settings -> EngineConfig fields.

@@ -255,3 +255,13 @@ def test_speculation_with_a_measured_acceptance_profile(step_model):
     plain, _ = run(crowd)
     spec, _ = run(crowd, speculative_method="ngram")
     assert spec.makespan_s <= 1.02 * plain.makespan_s
+
+
+def test_a_study_refuses_a_draft_network_it_cannot_simulate():
+    from intaglio.sim.study import Study, serve, study_engine_config
+
+    study = Study(
+        "llama-3.2-1b", "h100-sxm", engine=study_engine_config(speculative_method="eagle")
+    )
+    with pytest.raises(ValueError, match="no draft network"):
+        serve(study)
