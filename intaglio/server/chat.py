@@ -18,7 +18,7 @@ from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import chat_logprobs
 from intaglio.server.protocol import ChatCompletionRequest
-from intaglio.server.sampling import build_sampling_params, check_fits
+from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
     ClientDisconnected,
@@ -82,7 +82,12 @@ async def create_chat_completion(raw: Request) -> Response:
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
     await admit(
-        state.engine, [(request_id, token_ids, params)], queue, req.priority, req.cache_salt
+        state.engine,
+        [(request_id, token_ids, params)],
+        queue,
+        req.priority,
+        req.cache_salt,
+        structured_param(req),
     )
     view = _ChatView(state, req, request_id, params.n)
     if req.stream:

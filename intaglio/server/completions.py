@@ -18,7 +18,7 @@ from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import completion_logprobs
 from intaglio.server.protocol import CompletionRequest
-from intaglio.server.sampling import build_sampling_params, check_fits
+from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
     ClientDisconnected,
@@ -91,6 +91,7 @@ async def create_completion(raw: Request) -> Response:
         queue,
         req.priority,
         req.cache_salt,
+        structured_param(req),
     )
     view = _View(state, req, base_id, request_ids, [text for text, _ in prompts], params)
     if req.stream:
