@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from intaglio.api.async_engine import AsyncEngine
 from intaglio.server import chat, completions
-from intaglio.server.chat_template import render_chat
+from intaglio.server.chat_template import chat_length, render_chat
 from intaglio.server.errors import OpenAIError, bad_request, install_error_handlers, parse_request
 from intaglio.server.protocol import DetokenizeRequest, TokenizeRequest
 from intaglio.server.state import ServerState, get_state
@@ -76,12 +76,13 @@ async def tokenize(request: Request) -> dict[str, Any]:
     if (req.prompt is None) == (req.messages is None):
         raise bad_request("give exactly one of prompt or messages", "prompt")
     if req.messages is not None:
-        text, add_special = render_chat(
-            state.engine.tokenizer, req.messages, req.add_generation_prompt
+        state.check_length(chat_length(req.messages), "messages")
+        text, add_special = await state.off_loop(
+            render_chat, state.text_tokenizer, req.messages, req.add_generation_prompt
         )
     else:
         text, add_special = req.prompt or "", req.add_special_tokens
-    tokens = state.encode(text, add_special)
+    tokens = await state.encode(text, add_special)
     return {"tokens": tokens, "count": len(tokens), "max_model_len": state.engine.max_model_len}
 
 
@@ -90,7 +91,7 @@ async def detokenize(request: Request) -> dict[str, Any]:
     state = get_state(request)
     req = await parse_request(DetokenizeRequest, request)
     state.check_model(req.model)
-    return {"prompt": state.decode(req.tokens, "tokens")}
+    return {"prompt": await state.decode(req.tokens, "tokens")}
 
 
 def build_app(
@@ -113,6 +114,7 @@ def build_app(
         engine.start(asyncio.get_running_loop())
         yield
         await engine.shutdown(drain_timeout)
+        state.close()
 
     app = FastAPI(title="Intaglio", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.intaglio = state

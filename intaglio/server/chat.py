@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit, engine_error
-from intaglio.server.chat_template import render_chat
+from intaglio.server.chat_template import chat_length, render_chat
 from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request, parse_request
 from intaglio.server.logprobs import chat_logprobs
@@ -67,8 +67,9 @@ async def create_chat_completion(raw: Request) -> Response:
     state.check_model(req.model)
     _check_supported(req)
     state.check_accepting()
-    text, add_special = render_chat(state.engine.tokenizer, req.messages)
-    token_ids = state.encode(text, add_special, "messages")
+    state.check_length(chat_length(req.messages), "messages")
+    text, add_special = await state.off_loop(render_chat, state.text_tokenizer, req.messages)
+    token_ids = await state.encode(text, add_special, "messages")
     max_tokens = req.max_completion_tokens or req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
     check_fits(len(token_ids), max_tokens, state.engine.max_model_len, "messages", param)

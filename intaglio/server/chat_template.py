@@ -27,6 +27,11 @@ def message_text(message: ChatMessage, index: int) -> str:
     return "".join(texts)
 
 
+def chat_length(messages: list[ChatMessage]) -> int:
+    """Characters of the messages' text: a bound checked before any template or tokenizer."""
+    return sum(len(message_text(m, i)) for i, m in enumerate(messages))
+
+
 def render_chat(
     tokenizer: Any, messages: list[ChatMessage], add_generation_prompt: bool = True
 ) -> tuple[str, bool]:

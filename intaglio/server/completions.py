@@ -33,7 +33,7 @@ router = APIRouter()
 OPENAI_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's documented default
 
 
-def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list[int]]]:
+async def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list[int]]]:
     """(text for echo, token ids) per prompt, tokenized the way the offline LLM does."""
     prompt = req.prompt
     if isinstance(prompt, str):
@@ -47,9 +47,9 @@ def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list
     out = []
     for item in items:
         if isinstance(item, str):
-            out.append((item, state.encode(item)))
+            out.append((item, await state.encode(item)))
         else:  # the engine checks the ids against the vocabulary when it admits them
-            out.append((state.decode(item) if req.echo else "", list(item)))
+            out.append((await state.decode(item) if req.echo else "", list(item)))
     return out
 
 
@@ -69,7 +69,7 @@ async def create_completion(raw: Request) -> Response:
     state.check_model(req.model)
     _check_supported(req)
     state.check_accepting()
-    prompts = _prompts(req, state)
+    prompts = await _prompts(req, state)
     for _, token_ids in prompts:
         check_fits(len(token_ids), req.max_tokens, state.engine.max_model_len, "prompt")
     max_tokens = req.max_tokens if req.max_tokens is not None else OPENAI_DEFAULT_MAX_TOKENS

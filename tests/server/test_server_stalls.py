@@ -1,18 +1,24 @@
 """No request stalls the others: while one request's slow work runs (a grammar that compiles
-for seconds), concurrent streams keep receiving tokens with gaps close to a quiet run's."""
+for seconds, the largest prompt the body limit allows, a large /tokenize), concurrent streams
+keep receiving tokens with gaps close to a quiet run's."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from serverkit import RunningServer, run_server
+from serverkit import serve_process
 
 from intaglio.model.checkpoint import EMBEDDED_MODEL
+from intaglio.server.errors import MAX_BODY_BYTES
 
 GRAMMAR_TIMEOUT_S = 3.0
 NUM_STREAMS = 4
@@ -30,10 +36,22 @@ SLOW_SCHEMA = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _no_client_gc_pauses() -> Iterator[None]:
+    # A full collection of this test process (torch and all) takes 100+ ms, which the
+    # streams here would read as the server's gap.
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    with run_server(str(EMBEDDED_MODEL), grammar_timeout_s=GRAMMAR_TIMEOUT_S) as s:
-        yield s
+def url() -> Iterator[str]:
+    """A server process of its own: gaps measured here are not the test client's doing."""
+    timeout = ("--grammar-timeout-s", str(GRAMMAR_TIMEOUT_S))
+    with serve_process(str(EMBEDDED_MODEL), *timeout) as server:
+        yield server.url
 
 
 async def _stream_gaps(client: httpx.AsyncClient, running: asyncio.Event) -> list[float]:
@@ -57,9 +75,9 @@ async def _streams(client: httpx.AsyncClient, running: asyncio.Event) -> tuple[f
     return max(max(g) for g in gaps), time.monotonic()
 
 
-def _max_quiet_gap(server: RunningServer) -> float:
+def _max_quiet_gap(url: str) -> float:
     async def run() -> float:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60.0) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=60.0) as c:
             return min([(await _streams(c, asyncio.Event()))[0] for _ in range(2)])
 
     return asyncio.run(run())
@@ -71,14 +89,14 @@ def _bound(quiet: float) -> float:
     return min(4 * quiet + 0.15, GRAMMAR_TIMEOUT_S / 3)
 
 
-def test_slow_grammar_compiles_beside_the_streams(server: RunningServer) -> None:
-    quiet = _max_quiet_gap(server)
-    with httpx.Client(base_url=server.url, timeout=60.0) as c:  # the compile worker starts
+def test_slow_grammar_compiles_beside_the_streams(url: str) -> None:
+    quiet = _max_quiet_gap(url)
+    with httpx.Client(base_url=url, timeout=60.0) as c:  # the compile worker starts
         r = c.post("/v1/completions", json={"prompt": "a", "max_tokens": 4, "guided_regex": "ab"})
         assert r.status_code == 200, r.text
 
     async def run() -> tuple[httpx.Response, float, float, float]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60.0) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=60.0) as c:
             running = asyncio.Event()
             streams = asyncio.ensure_future(_streams(c, running))
             await running.wait()
@@ -98,8 +116,63 @@ def test_slow_grammar_compiles_beside_the_streams(server: RunningServer) -> None
     assert streams_s > 0.5, "the streams must keep running while the grammar compiles"
     assert worst < _bound(quiet)
     # The engine is still whole: the next structured request compiles and runs.
-    with httpx.Client(base_url=server.url, timeout=60.0) as c:
+    with httpx.Client(base_url=url, timeout=60.0) as c:
         body = {"prompt": "a", "max_tokens": 8, "guided_json": {"type": "integer"}}
         r = c.post("/v1/completions", json=body)
         assert r.status_code == 200, r.text
         assert set(r.json()["choices"][0]["text"]) <= set("-0123456789")
+
+
+async def _post_from_another_process(url: str, body: Path) -> tuple[int, dict[str, Any], float]:
+    """POST a body file with curl: the sender shares neither this process's loop nor its GIL
+    with the server, so what the streams see is the server's own doing."""
+    t0 = time.monotonic()
+    curl = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-w", "\\n%{http_code}", "-H", "content-type: application/json",
+        "--data-binary", f"@{body}", url, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await curl.communicate()
+    text, _, status = out.decode().rpartition("\n")
+    return int(status), json.loads(text), time.monotonic() - t0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_huge_prompts_and_tokenize_do_not_stall_the_streams(url: str, tmp_path: Path) -> None:
+    quiet = _max_quiet_gap(url)
+    huge = "word " * ((MAX_BODY_BYTES - 1024) // 5)  # just under the body limit
+    max_model_len = httpx.get(f"{url}/v1/models").json()["data"][0]["max_model_len"]
+    longest_tokenized = "word " * (max_model_len * 4)  # refused after tokenizing
+    bodies = [
+        ("/v1/completions", {"prompt": huge, "max_tokens": 4}),
+        ("/tokenize", {"prompt": huge}),
+        ("/tokenize", {"prompt": longest_tokenized}),
+        ("/v1/completions", {"prompt": longest_tokenized, "max_tokens": 4}),
+    ]
+    files = []
+    for i, (path, body) in enumerate(bodies):
+        files.append((url + path, tmp_path / f"{i}.json"))
+        files[-1][1].write_text(json.dumps(body))
+    del huge, bodies
+
+    async def run() -> tuple[list[tuple[int, dict[str, Any], float]], float]:
+        async with httpx.AsyncClient(base_url=url, timeout=60.0) as c:
+            running = asyncio.Event()
+            streams = asyncio.ensure_future(_streams(c, running))
+            await running.wait()
+            responses = [await _post_from_another_process(url, body) for url, body in files]
+            worst, _ = await streams
+            return responses, worst
+
+    responses, worst = asyncio.run(run())
+    print(f"quiet max gap {quiet * 1e3:.0f} ms, beside huge prompts {worst * 1e3:.0f} ms")
+    print("seconds per request", [round(seconds, 2) for _, _, seconds in responses])
+    (s1, huge_completion, _), (s2, huge_tokenize, _), (s3, tokenized, _), (s4, too_long, _) = (
+        responses
+    )
+    assert (s1, s2, s3, s4) == (400, 400, 200, 400)
+    for r in (huge_completion, huge_tokenize):
+        assert r["error"]["code"] == "context_length_exceeded"
+        assert "characters" in r["error"]["message"]
+    assert tokenized["count"] > max_model_len
+    assert "tokens" in too_long["error"]["message"]
+    assert worst < _bound(quiet)
