@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit, engine_error
+from intaglio.server.bodies import parse_request
 from intaglio.server.chat_template import chat_length, render_chat
 from intaglio.server.deltas import Delta, DeltaTracker
-from intaglio.server.errors import bad_request, parse_request
+from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import chat_logprobs
 from intaglio.server.protocol import ChatCompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits, structured_param

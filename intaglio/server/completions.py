@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.admission import admit, engine_error
+from intaglio.server.bodies import parse_request
 from intaglio.server.deltas import Delta, DeltaTracker
-from intaglio.server.errors import bad_request, parse_request
+from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import completion_logprobs
 from intaglio.server.protocol import CompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits, structured_param

@@ -32,7 +32,7 @@ T = TypeVar("T")
 class ServerState:
     engine: AsyncEngine
     served_model_name: str
-    api_key: str | None = None
+    body_timeout_s: float = 30.0  # a request body must arrive within this
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     created: int = field(default_factory=lambda: int(time.time()))
 

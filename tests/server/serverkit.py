@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from intaglio.api.async_engine import AsyncEngine
@@ -29,6 +30,7 @@ class RunningServer:
     url: str
     engine: AsyncEngine
     uvicorn: GracefulServer
+    app: FastAPI
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
@@ -36,12 +38,13 @@ class RunningServer:
 
 @contextmanager
 def run_server(
-    model_path: str, api_key: str | None = None, **engine_args: Any
+    model_path: str, app_args: dict[str, Any] | None = None, **engine_args: Any
 ) -> Iterator[RunningServer]:
+    """`app_args` go to build_app (api_key, open_metrics, body_timeout_s)."""
     engine = AsyncEngine.from_model(model_path, **{**ENGINE_ARGS, **engine_args})
-    app = build_app(engine, MODEL_NAME, api_key=api_key)
+    app = build_app(engine, MODEL_NAME, **(app_args or {}))
     with background_server(app, engine) as (url, uv):
-        yield RunningServer(url, engine, uv)
+        yield RunningServer(url, engine, uv, app)
 
 
 # `intaglio serve` through the CLI module alone (the parser shape cli/main.py builds).

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import httpx
-from serverkit import serve_process
+from serverkit import serve_process, wait_until
 
 from intaglio.bench.serve import RequestResult, summarize
 from intaglio.cli.serve import register, register_bench
@@ -16,7 +16,8 @@ from intaglio.cli.serve import register, register_bench
 
 def test_serve_process_drains_on_sigterm(model_path: str) -> None:
     with serve_process(model_path) as server:
-        body = {"prompt": "a", "max_tokens": 500, "ignore_eos": True, "stream": True}
+        # 16 samples of 500 tokens: long enough that the drain outlasts the checks below.
+        body = {"prompt": "a", "max_tokens": 500, "n": 16, "ignore_eos": True, "stream": True}
         with (
             httpx.Client(base_url=server.url, timeout=30) as c,
             c.stream("POST", "/v1/completions", json=body) as r,
@@ -24,6 +25,10 @@ def test_serve_process_drains_on_sigterm(model_path: str) -> None:
             it = r.iter_lines()
             next(x for x in it if x.startswith("data: "))
             server.process.send_signal(signal.SIGTERM)
+            wait_until(lambda: httpx.get(f"{server.url}/health").status_code == 503)
+            # Still listening while it drains: a new request is told to go elsewhere.
+            late = httpx.post(f"{server.url}/v1/completions", json={"prompt": "b"})
+            assert late.status_code == 503 and late.headers["retry-after"] == "1"
             rest = [x for x in it if x.startswith("data: ")]
         assert rest[-1] == "data: [DONE]"
         last = json.loads(rest[-2][len("data: ") :])

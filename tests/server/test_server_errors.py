@@ -191,7 +191,7 @@ def test_metrics_exposes_the_engine_gauges(server: RunningServer) -> None:
 
 
 def test_api_key(model_path: str) -> None:
-    with run_server(model_path, api_key="s3cret") as s, s.client() as c:
+    with run_server(model_path, {"api_key": "s3cret"}) as s, s.client() as c:
         body = {"prompt": "a", "max_tokens": 2}
         assert_openai_error(c.post(COMPLETIONS, json=body), 401)
         wrong = {"Authorization": "Bearer nope"}

@@ -18,7 +18,7 @@ import pytest
 from serverkit import serve_process
 
 from intaglio.model.checkpoint import EMBEDDED_MODEL
-from intaglio.server.errors import MAX_BODY_BYTES
+from intaglio.server.bodies import MAX_BODY_BYTES
 
 GRAMMAR_TIMEOUT_S = 3.0
 NUM_STREAMS = 4
