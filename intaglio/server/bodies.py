@@ -53,6 +53,13 @@ async def parse_request(model: type[M], request: Request) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
+        if any("recursion limit" in str(err.get("msg", "")) for err in e.errors()):
+            raise OpenAIError(
+                400,
+                "the request body nests objects or arrays too deeply to read (the JSON itself "
+                "may be valid); flatten it, e.g. a schema's nesting",
+                code="nesting_too_deep",
+            ) from None
         raise from_validation_error(e) from None
 
 

@@ -17,6 +17,11 @@ def message_text(message: ChatMessage, index: int) -> str:
         return content
     texts = []
     for part in content:
+        if part.type == "text" and part.text is None:
+            raise bad_request(
+                "a text content part needs its 'text' as a string",
+                f"messages.{index}.content",
+            )
         if part.type != "text" or part.text is None:
             raise bad_request(
                 f"content part type {part.type!r} is not supported; only text parts are",

@@ -132,11 +132,11 @@ def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
     """JSON's string keys to token ids (the engine checks them against the vocabulary)."""
     parsed: dict[int, float] = {}
     for key, value in bias.items():
-        try:
-            parsed[int(key)] = value
-        except ValueError:
+        # Digits only: int() would also read "1_0" as 10 and " 7" as 7.
+        if not (key.isascii() and key.isdigit()):
             message = f"logit_bias keys must be token ids, got {key!r}"
-            raise bad_request(message, "logit_bias") from None
+            raise bad_request(message, "logit_bias")
+        parsed[int(key)] = value
     return parsed
 
 
