@@ -52,6 +52,7 @@ class EngineConfig:
     # the thinking from the answer, and requests may set thinking budgets.
     reasoning_parser: str | None = None
     reasoning_markers: tuple[str, ...] = ()  # (start, end): other markers than the parser's
+    grammar_timeout_s: float = 10.0  # wall time one structured-output grammar may compile
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -77,6 +78,8 @@ class EngineConfig:
             fail(f"scheduling_policy must be one of {SCHEDULING_POLICIES}")
         if self.interleave_policy not in INTERLEAVE_POLICIES:
             fail(f"interleave_policy must be one of {INTERLEAVE_POLICIES}")
+        if self.grammar_timeout_s <= 0:
+            fail(f"grammar_timeout_s must be positive, got {self.grammar_timeout_s}")
         if self.priority_aging_s < 0:
             fail(f"priority_aging_s must be >= 0 (0 turns aging off), got {self.priority_aging_s}")
         if self.decode_first_max_wait_steps < 1:

@@ -31,8 +31,10 @@ from typing import Any
 
 from intaglio.engine.engine import LLMEngine
 from intaglio.engine.outputs import RequestOutput
+from intaglio.errors import RequestError
 from intaglio.sampling.params import SamplingParams
 from intaglio.spec import SpecStats
+from intaglio.structured.compile_worker import CompileWorker
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,15 @@ class _Abort:
     request_id: str
 
 
+@dataclass
+class _Compiled:
+    """The compile worker finished an add's grammar: an automaton, or why it failed."""
+
+    add: _Add
+    automaton: Any
+    error: str | None
+
+
 _STOP = object()
 
 
@@ -112,6 +123,9 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._accepting = True
         self._live: set[str] = set()  # engine thread only: ids admitted and not yet finished
+        # Engine thread only: adds held outside the engine until their grammar is compiled.
+        self._compiling: dict[str, _Add] = {}
+        self._compile_worker: CompileWorker | None = None
 
     @classmethod
     def from_model(cls, model: str | None = None, **engine_args: Any) -> AsyncEngine:
@@ -271,11 +285,15 @@ class AsyncEngine:
             self._closed = True
             self._accepting = False
             leftover.extend(self._next_commands(block=False))
+        if self._compile_worker is not None:
+            self._compile_worker.close()
         error = EngineUnavailableError("the engine stopped before admitting this request")
-        for command in leftover:
-            if isinstance(command, _Add):
-                _refuse(command.future, error)
-                self._post(self._drop_stream, command.request_id)
+        adds = [c for c in leftover if isinstance(c, _Add)]
+        adds += [c.add for c in leftover if isinstance(c, _Compiled)]
+        for command in [*adds, *self._compiling.values()]:
+            _refuse(command.future, error)
+            self._post(self._drop_stream, command.request_id)
+        self._compiling.clear()
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
@@ -285,16 +303,67 @@ class AsyncEngine:
             except thread_queue.Empty:
                 return commands
 
-    def _apply(self, command: _Add | _Abort) -> bool:
+    def _apply(self, command: _Add | _Abort | _Compiled) -> bool:
         """Apply one command; True when the engine must step to emit an abort."""
         if isinstance(command, _Abort):
+            held = self._compiling.pop(command.request_id, None)
+            if held is not None:  # its caller left while the grammar compiled
+                _fail(held.future, EngineUnavailableError("aborted"))
+                self._post(self._drop_stream, held.request_id)
             if command.request_id in self._live:
                 self.engine.abort(command.request_id)
                 return True
             return False
+        if isinstance(command, _Compiled):
+            self._grammar_compiled(command)
+            return False
         if not command.future.set_running_or_notify_cancel():
             self._post(self._drop_stream, command.request_id)  # its caller left before this
             return False
+        if self._needs_compile(command):
+            return False
+        self._admit(command)
+        return False
+
+    def _needs_compile(self, command: _Add) -> bool:
+        """Send a grammar not compiled yet to the worker process, holding the add until it
+        returns: the engine keeps stepping meanwhile. (xgrammar compiles in C++, inline.)"""
+        spec = command.params.structured
+        if spec is None or spec.backend != "intaglio":
+            return False
+        try:
+            compiler = self.engine.core.grammar_compiler
+        except RequestError:
+            return False  # no tokenizer: the engine refuses the request itself
+        if compiler.is_cached(spec):
+            return False
+        if self._compile_worker is None:
+            self._compile_worker = CompileWorker(compiler.vocab, compiler.timeout_s)
+        self._compiling[command.request_id] = command
+        self._compile_worker.submit(
+            spec, lambda automaton, error: self._commands.put(_Compiled(command, automaton, error))
+        )
+        return True
+
+    def _grammar_compiled(self, done: _Compiled) -> None:
+        command = self._compiling.pop(done.add.request_id, None)
+        if command is None:
+            return  # aborted while compiling
+        spec = command.params.structured
+        if done.error is not None:
+            _fail(command.future, RequestError(done.error, "structured"))
+            self._post(self._drop_stream, command.request_id)
+            return
+        try:
+            self.engine.core.grammar_compiler.add_automaton(spec, done.automaton)
+        except Exception as e:
+            logger.exception("a compiled grammar could not be used")
+            _fail(command.future, e)
+            self._post(self._drop_stream, command.request_id)
+            return
+        self._admit(command)
+
+    def _admit(self, command: _Add) -> None:
         try:
             self.engine.add_request(
                 command.request_id,
@@ -310,7 +379,6 @@ class AsyncEngine:
             self._live.add(command.request_id)
             self._publish_stats()  # so a scrape right after admission already counts it
             command.future.set_result(None)
-        return False
 
     def _step(self) -> None:
         try:
@@ -363,6 +431,14 @@ class AsyncEngine:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody is left to tell
             logger.debug("event loop closed; dropping %s", getattr(fn, "__name__", fn))
+
+
+def _fail(future: concurrent.futures.Future[None], error: BaseException) -> None:
+    """Fail a running admission future (one this thread marked running)."""
+    try:
+        future.set_exception(error)
+    except (RuntimeError, concurrent.futures.InvalidStateError):
+        pass
 
 
 def _refuse(future: concurrent.futures.Future[None], error: BaseException) -> None:

@@ -2,6 +2,7 @@
 
     python -m intaglio.bench.structured --data DIR/jsonschemabench --tokenizer llama3=PATH \\
         --per-folder 5 --steps 64
+    python -m intaglio.bench.structured --slow --data DIR/jsonschemabench --tokenizer ...
 
 Each compiled schema is decoded by a random policy (a uniform pick among allowed tokens, as a
 random-weight model does), then completed; every output is validated with `jsonschema`.
@@ -269,11 +270,57 @@ def throughput(num_requests: int, max_tokens: int, repeats: int) -> None:
             )
 
 
+# The compiler's slow paths: a string under both a length bound and a word-count pattern is
+# built as a product automaton (minutes before byte classes and per-operand caches; a server
+# compiling one served nothing else meanwhile). The synthetic ones isolate the shape; the file
+# is where JSONSchemaBench has it (Github_hard, several such strings in one object).
+def _words(count: int, max_length: int) -> dict[str, Any]:
+    pattern = f"^(?:\\S+\\s+){{0,{count}}}\\S+$"
+    return {"type": "string", "maxLength": max_length, "pattern": pattern}
+
+
+SLOW_SCHEMAS = {
+    "words{0,29} maxLength 300": _words(29, 300),
+    "words{0,99} maxLength 300": _words(99, 300),
+    "words{0,60} maxLength 600": _words(60, 600),
+}
+SLOW_FILES = ("Github_hard/o21076.json",)
+
+
+def slow_compiles(vocab: TokenizerInfo, data: str | None, timeout_s: float) -> None:
+    """Wall time of each slow schema's compile, in the server's compile worker (a child
+    process killed at the limit, so a schema that is still slow cannot hang the benchmark)."""
+    import queue
+
+    from intaglio.structured.compile_worker import CompileWorker
+
+    schemas: dict[str, Any] = dict(SLOW_SCHEMAS)
+    for name in SLOW_FILES:
+        path = Path(data or "") / "data" / name
+        if data and path.exists():
+            schemas[name] = json.loads(path.read_text())
+    worker = CompileWorker(vocab, timeout_s)
+    errors: queue.Queue[str | None] = queue.Queue()
+    worker.submit(StructuredOutput(regex="a"), lambda _, e: errors.put(e))
+    errors.get()  # the child has started: its start-up is not a compile time
+    try:
+        for name, schema in schemas.items():
+            t0 = time.perf_counter()
+            worker.submit(StructuredOutput(json_schema=schema), lambda _, e: errors.put(e))
+            error = errors.get()
+            seconds = round(time.perf_counter() - t0, 2)
+            print(json.dumps({"schema": name, "compile_s": seconds, "error": error}))
+    finally:
+        worker.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="jsonschemabench folder")
     ap.add_argument("--tokenizer", action="append", default=[], help="name=path")
     ap.add_argument("--throughput", action="store_true", help="engine batch benchmark instead")
+    ap.add_argument("--slow", action="store_true", help="compile times of the slow schemas")
+    ap.add_argument("--timeout", type=float, default=120.0, help="--slow: seconds per schema")
     ap.add_argument("--num-requests", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
@@ -284,6 +331,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.throughput:
         throughput(args.num_requests, args.max_tokens, args.repeats)
+        return
+    if args.slow:
+        if not args.tokenizer:
+            ap.error("--slow needs a --tokenizer")
+        slow_compiles(load_vocab(args.tokenizer[0]), args.data, args.timeout)
         return
     if not args.data or not args.tokenizer:
         ap.error("--data and --tokenizer are needed (or --throughput)")

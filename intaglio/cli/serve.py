@@ -38,7 +38,19 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--api-key",
         default=os.environ.get("INTAGLIO_API_KEY"),
-        help="require 'Authorization: Bearer KEY' on the API routes (default: $INTAGLIO_API_KEY)",
+        help="require 'Authorization: Bearer KEY' on every route but /health (default: "
+        "$INTAGLIO_API_KEY; prefer it: a flag shows in the process list)",
+    )
+    g.add_argument(
+        "--open-metrics",
+        action="store_true",
+        help="with an API key, still serve /metrics without it (to a Prometheus scraper)",
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request body may take to arrive before a 408 closes it (default 30)",
     )
     g.add_argument(
         "--served-model-name",
@@ -74,7 +86,13 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = args.served_model_name or default_model_name(args.model)
-    app = build_app(engine, name, api_key=args.api_key)
+    app = build_app(
+        engine,
+        name,
+        api_key=args.api_key,
+        open_metrics=args.open_metrics,
+        body_timeout_s=args.body_timeout,
+    )
     serve(app, engine, args.host, args.port, args.graceful_timeout, args.log_level)
     return 0
 

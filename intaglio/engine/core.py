@@ -237,17 +237,23 @@ class EngineCore:
             request.matcher = self._compile_grammar(params).matcher()
         return request
 
-    def _compile_grammar(self, params: SamplingParams) -> Any:
-        """Compile (cached, time-limited); a bad grammar raises ValueError for this request."""
+    @property
+    def grammar_compiler(self) -> Any:
+        """The GrammarCompiler (cached grammars for this vocabulary), built on first use. The
+        server compiles in a worker process and hands the result in (add_automaton)."""
         if self._grammars is None:
             from intaglio.structured import GrammarCompiler, TokenizerInfo
 
             if self._grammar_tokenizer is None:
                 raise RequestError("structured output needs a tokenizer", "structured")
             vocab = TokenizerInfo.from_hf_tokenizer(self._grammar_tokenizer, self.eos_token_ids)
-            self._grammars = GrammarCompiler(vocab)
+            self._grammars = GrammarCompiler(vocab, self.config.grammar_timeout_s)
+        return self._grammars
+
+    def _compile_grammar(self, params: SamplingParams) -> Any:
+        """Compile (cached, time-limited); a bad grammar raises ValueError for this request."""
         try:
-            return self._grammars.compile(params.structured)
+            return self.grammar_compiler.compile(params.structured)
         except ValueError as e:
             raise RequestError(str(e), "structured") from e
 

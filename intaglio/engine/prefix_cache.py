@@ -6,10 +6,15 @@ path reuses the blocks instead of computing them. Each cache salt has its own ro
 never share KV. Blocks that no request references stay in the tree until memory is needed; then
 unreferenced leaves go, least recently used first (a match touches its whole path), so a shared
 prefix outlives the suffixes that hang from it.
+
+A salted root exists only while it holds a cached block: it goes with its last child, so there
+are never more salted roots than cached blocks, and a root is keyed by the salt's digest, so it
+costs the same whatever the salt's length. A stream of unique salts leaves memory flat.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 from collections.abc import Sequence
@@ -25,13 +30,14 @@ class Node:
     children: dict[tuple[int, ...], Node] = field(default_factory=dict)
     last_access: int = 0
     in_tree: bool = True
+    salt: bytes | None = None  # a salted root's key in RadixCache._roots
 
 
 class RadixCache:
     def __init__(self, block_size: int, ref_counts: list[int]) -> None:
         self.block_size = block_size
         self._refs = ref_counts  # the block pool's, read to know what may be evicted
-        self._roots: dict[str | None, Node] = {}
+        self._roots: dict[bytes | None, Node] = {None: Node((), -1, None, 0)}
         self._node_of_block: dict[int, Node] = {}
         self._clock = itertools.count(1)
         # Candidate leaves (last_access, -depth, tiebreak, node); stale entries are skipped.
@@ -42,10 +48,16 @@ class RadixCache:
     def __len__(self) -> int:
         return len(self._node_of_block)
 
+    @property
+    def num_roots(self) -> int:
+        return len(self._roots)
+
     def root(self, salt: str | None) -> Node:
-        node = self._roots.get(salt)
+        """The salt's root, made if new; only insert calls this (it adds a child at once)."""
+        key = _salt_key(salt)
+        node = self._roots.get(key)
         if node is None:
-            node = self._roots[salt] = Node((), -1, None, 0)
+            node = self._roots[key] = Node((), -1, None, 0, salt=key)
         return node
 
     def is_cached(self, block_id: int) -> bool:
@@ -54,7 +66,10 @@ class RadixCache:
     def match(self, token_ids: Sequence[int], max_blocks: int, salt: str | None) -> list[Node]:
         """The nodes of the longest cached prefix of token_ids, at most max_blocks of them."""
         bs = self.block_size
-        node, path = self.root(salt), []
+        node = self._roots.get(_salt_key(salt))
+        path: list[Node] = []
+        if node is None:
+            return path
         for i in range(max_blocks):
             child = node.children.get(tuple(token_ids[i * bs : (i + 1) * bs]))
             if child is None:
@@ -109,8 +124,18 @@ class RadixCache:
         del parent.children[node.key]
         del self._node_of_block[node.block_id]
         self.num_evictable -= 1
-        if parent.parent is not None and not parent.children and self._refs[parent.block_id] == 0:
+        if parent.children:
+            return
+        if parent.parent is None:
+            if parent.salt is not None:  # an empty salted root goes with its last block
+                del self._roots[parent.salt]
+        elif self._refs[parent.block_id] == 0:
             self._push(parent)
 
     def _push(self, node: Node) -> None:
         heapq.heappush(self._heap, (node.last_access, -node.depth, next(self._tiebreak), node))
+
+
+def _salt_key(salt: str | None) -> bytes | None:
+    # surrogatepass: a JSON string may hold lone surrogates, which strict UTF-8 refuses.
+    return None if salt is None else hashlib.sha256(salt.encode("utf-8", "surrogatepass")).digest()

@@ -18,8 +18,13 @@ async def admit(
     queue: asyncio.Queue[RequestOutput],
     priority: int = 0,
     cache_salt: str | None = None,
+    structured_param: str | None = None,
 ) -> None:
-    """Add every (request_id, prompt_token_ids, params); on any failure abort those added."""
+    """Add every (request_id, prompt_token_ids, params); on any failure abort those added.
+
+    `structured_param` names the request field of the output constraint: the engine's errors
+    about the grammar are reported against it.
+    """
     added: list[str] = []
     try:
         for request_id, token_ids, params in requests:
@@ -35,7 +40,10 @@ async def admit(
                 503, str(e), code="service_unavailable", headers={"Retry-After": "1"}
             ) from e
         if isinstance(e, RequestError):  # the engine names the field at fault
-            raise bad_request(str(e), e.param or "prompt", e.code) from e
+            param = e.param or "prompt"
+            if param == "structured":
+                param = structured_param or param
+            raise bad_request(str(e), param, e.code) from e
         if isinstance(e, ValueError):
             raise bad_request(str(e), "prompt") from e
         raise

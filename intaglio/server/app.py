@@ -8,41 +8,27 @@ app = build_app(engine, served_model_name="my-model", api_key=None)
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from intaglio.api.async_engine import AsyncEngine
 from intaglio.server import chat, completions
-from intaglio.server.chat_template import render_chat
-from intaglio.server.errors import OpenAIError, bad_request, install_error_handlers, parse_request
+from intaglio.server.auth import ApiKeyMiddleware
+from intaglio.server.bodies import parse_request
+from intaglio.server.chat_template import chat_length, render_chat
+from intaglio.server.errors import bad_request, install_error_handlers
 from intaglio.server.protocol import DetokenizeRequest, TokenizeRequest
 from intaglio.server.state import ServerState, get_state
 
-
-async def require_api_key(request: Request) -> None:
-    key = get_state(request).api_key
-    if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-        raise OpenAIError(
-            401,
-            "invalid or missing API key; send 'Authorization: Bearer <key>'",
-            code="invalid_api_key",
-        )
+router = APIRouter()
 
 
-open_routes = APIRouter()
-protected = APIRouter(dependencies=[Depends(require_api_key)])
-
-
-@open_routes.get("/health")
+@router.get("/health")
 async def health(request: Request) -> Response:
     engine = get_state(request).engine
     if not engine.accepting:
@@ -50,12 +36,12 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@open_routes.get("/metrics")
+@router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@protected.get("/v1/models")
+@router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     state = get_state(request)
     card = {
@@ -68,7 +54,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [card]}
 
 
-@protected.post("/tokenize")
+@router.post("/tokenize")
 async def tokenize(request: Request) -> dict[str, Any]:
     state = get_state(request)
     req = await parse_request(TokenizeRequest, request)
@@ -76,21 +62,22 @@ async def tokenize(request: Request) -> dict[str, Any]:
     if (req.prompt is None) == (req.messages is None):
         raise bad_request("give exactly one of prompt or messages", "prompt")
     if req.messages is not None:
-        text, add_special = render_chat(
-            state.engine.tokenizer, req.messages, req.add_generation_prompt
+        state.check_length(chat_length(req.messages), "messages")
+        text, add_special = await state.off_loop(
+            render_chat, state.text_tokenizer, req.messages, req.add_generation_prompt
         )
     else:
         text, add_special = req.prompt or "", req.add_special_tokens
-    tokens = state.encode(text, add_special)
+    tokens = await state.encode(text, add_special)
     return {"tokens": tokens, "count": len(tokens), "max_model_len": state.engine.max_model_len}
 
 
-@protected.post("/detokenize")
+@router.post("/detokenize")
 async def detokenize(request: Request) -> dict[str, Any]:
     state = get_state(request)
     req = await parse_request(DetokenizeRequest, request)
     state.check_model(req.model)
-    return {"prompt": state.decode(req.tokens, "tokens")}
+    return {"prompt": await state.decode(req.tokens, "tokens")}
 
 
 def build_app(
@@ -98,13 +85,17 @@ def build_app(
     served_model_name: str,
     api_key: str | None = None,
     drain_timeout: float = 1.0,
+    open_metrics: bool = False,
+    body_timeout_s: float = 30.0,
 ) -> FastAPI:
     """The app; starting it (lifespan) starts the engine thread, stopping it stops the thread.
 
+    With `api_key`, every route but /health needs it (/metrics too unless `open_metrics`).
     `drain_timeout` is how long shutdown waits for in-flight requests before failing them;
     uvicorn's own graceful shutdown (see launch.py) has usually drained them already.
+    `body_timeout_s` bounds how long a request body may take to arrive.
     """
-    state = ServerState(engine, served_model_name, api_key)
+    state = ServerState(engine, served_model_name, body_timeout_s=body_timeout_s)
     state.metrics.attach_engine(lambda: engine.stats)
     engine.on_finished.append(state.metrics.observe_finished)
 
@@ -113,12 +104,15 @@ def build_app(
         engine.start(asyncio.get_running_loop())
         yield
         await engine.shutdown(drain_timeout)
+        state.close()
 
     app = FastAPI(title="Intaglio", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.intaglio = state
     install_error_handlers(app)
-    app.include_router(open_routes)
-    app.include_router(protected)
-    app.include_router(completions.router, dependencies=[Depends(require_api_key)])
-    app.include_router(chat.router, dependencies=[Depends(require_api_key)])
+    app.include_router(router)
+    app.include_router(completions.router)
+    app.include_router(chat.router)
+    if api_key is not None:
+        open_paths = {"/health", "/metrics"} if open_metrics else {"/health"}
+        app.add_middleware(ApiKeyMiddleware, key=api_key, open_paths=frozenset(open_paths))
     return app

@@ -14,13 +14,14 @@ from fastapi.responses import JSONResponse
 from intaglio.api.reasoning import ReasoningSplitter, message_fields, starts_in_reasoning
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit, engine_error
-from intaglio.server.chat_template import render_chat
+from intaglio.server.bodies import parse_request
+from intaglio.server.chat_template import chat_length, render_chat
 from intaglio.server.confidence import confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
-from intaglio.server.errors import bad_request, parse_request
+from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import chat_logprobs
 from intaglio.server.protocol import ChatCompletionRequest
-from intaglio.server.sampling import build_sampling_params, check_fits
+from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
     ClientDisconnected,
@@ -69,8 +70,9 @@ async def create_chat_completion(raw: Request) -> Response:
     state.check_model(req.model)
     _check_supported(req)
     state.check_accepting()
-    text, add_special = render_chat(state.engine.tokenizer, req.messages)
-    token_ids = state.encode(text, add_special, "messages")
+    state.check_length(chat_length(req.messages), "messages")
+    text, add_special = await state.off_loop(render_chat, state.text_tokenizer, req.messages)
+    token_ids = await state.encode(text, add_special, "messages")
     max_tokens = req.max_completion_tokens or req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
     check_fits(len(token_ids), max_tokens, state.engine.max_model_len, "messages", param)
@@ -84,7 +86,12 @@ async def create_chat_completion(raw: Request) -> Response:
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
     await admit(
-        state.engine, [(request_id, token_ids, params)], queue, req.priority, req.cache_salt
+        state.engine,
+        [(request_id, token_ids, params)],
+        queue,
+        req.priority,
+        req.cache_salt,
+        structured_param(req),
     )
     view = _ChatView(state, req, request_id, params.n, text)
     if req.stream:

@@ -17,6 +17,11 @@ def message_text(message: ChatMessage, index: int) -> str:
         return content
     texts = []
     for part in content:
+        if part.type == "text" and part.text is None:
+            raise bad_request(
+                "a text content part needs its 'text' as a string",
+                f"messages.{index}.content",
+            )
         if part.type != "text" or part.text is None:
             raise bad_request(
                 f"content part type {part.type!r} is not supported; only text parts are",
@@ -25,6 +30,11 @@ def message_text(message: ChatMessage, index: int) -> str:
             )
         texts.append(part.text)
     return "".join(texts)
+
+
+def chat_length(messages: list[ChatMessage]) -> int:
+    """Characters of the messages' text: a bound checked before any template or tokenizer."""
+    return sum(len(message_text(m, i)) for i, m in enumerate(messages))
 
 
 def render_chat(

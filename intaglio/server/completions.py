@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.admission import admit, engine_error
+from intaglio.server.bodies import parse_request
 from intaglio.server.confidence import confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
-from intaglio.server.errors import bad_request, parse_request
+from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import completion_logprobs
 from intaglio.server.protocol import CompletionRequest
-from intaglio.server.sampling import build_sampling_params, check_fits
+from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
     ClientDisconnected,
@@ -34,7 +35,7 @@ router = APIRouter()
 OPENAI_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's documented default
 
 
-def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list[int]]]:
+async def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list[int]]]:
     """(text for echo, token ids) per prompt, tokenized the way the offline LLM does."""
     prompt = req.prompt
     if isinstance(prompt, str):
@@ -48,9 +49,9 @@ def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str, list
     out = []
     for item in items:
         if isinstance(item, str):
-            out.append((item, state.encode(item)))
+            out.append((item, await state.encode(item)))
         else:  # the engine checks the ids against the vocabulary when it admits them
-            out.append((state.decode(item) if req.echo else "", list(item)))
+            out.append((await state.decode(item) if req.echo else "", list(item)))
     return out
 
 
@@ -70,7 +71,7 @@ async def create_completion(raw: Request) -> Response:
     state.check_model(req.model)
     _check_supported(req)
     state.check_accepting()
-    prompts = _prompts(req, state)
+    prompts = await _prompts(req, state)
     for _, token_ids in prompts:
         check_fits(len(token_ids), req.max_tokens, state.engine.max_model_len, "prompt")
     max_tokens = req.max_tokens if req.max_tokens is not None else OPENAI_DEFAULT_MAX_TOKENS
@@ -92,6 +93,7 @@ async def create_completion(raw: Request) -> Response:
         queue,
         req.priority,
         req.cache_salt,
+        structured_param(req),
     )
     view = _View(state, req, base_id, request_ids, [text for text, _ in prompts], params)
     if req.stream:

@@ -7,24 +7,23 @@ unexpected into this JSON shape, so every client sees one error format.
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
-
-M = TypeVar("M", bound=BaseModel)
 
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     500: "internal_error",
     503: "service_unavailable",
@@ -80,26 +79,6 @@ def from_validation_error(e: ValidationError | RequestValidationError) -> OpenAI
             dict.fromkeys(err["msg"] for err in errors if err.get("loc", ())[:1] == root)
         )
     return bad_request(f"{param}: {message}" if param else message, param)
-
-
-MAX_BODY_BYTES = 32 << 20  # far above any prompt that fits a context window
-
-
-async def parse_request(model: type[M], request: Request) -> M:
-    """Read the body (refusing huge ones with a 413) and validate it; any problem is a 400."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise OpenAIError(413, f"request body over {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise OpenAIError(413, f"request body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    try:
-        return model.model_validate_json(b"".join(chunks))
-    except ValidationError as e:
-        raise from_validation_error(e) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:

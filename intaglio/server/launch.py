@@ -1,12 +1,15 @@
 """Running the app under uvicorn: in the foreground (the CLI) or on a background thread.
 
-On SIGTERM or Ctrl-C the engine stops admitting at once (new requests get 503) while uvicorn
-stops listening and lets in-flight responses finish for up to `graceful_timeout` seconds;
-whatever is still running then is cancelled, aborted and failed, and the engine thread exits.
+On SIGTERM or Ctrl-C the engine stops admitting at once: the server keeps listening while
+in-flight requests finish, for up to `graceful_timeout` seconds, and answers new ones 503 with
+Retry-After (a load balancer retries them elsewhere; a closed port would look like a crash).
+Then uvicorn stops listening and lets open responses end; whatever is still running then is
+cancelled, aborted and failed, and the engine thread exits. A second signal skips the wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -31,6 +34,13 @@ class GracefulServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.engine.begin_shutdown()  # only sets a flag: safe inside a signal handler
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Drain while still listening (new requests get 503), then uvicorn's shutdown."""
+        deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
+        while self.engine.num_in_flight and not self.force_exit and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await super().shutdown(sockets)
 
 
 def _config(app: FastAPI, graceful_timeout: float, log_level: str) -> uvicorn.Config:

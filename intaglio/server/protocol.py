@@ -41,7 +41,7 @@ class SamplingFields(_Strict):
     frequency_penalty: Penalty | None = None
     max_tokens: PositiveInt | None = None
     stop: str | list[str] | None = None
-    seed: Annotated[int, Field(ge=-_INT64, lt=_INT64)] | None = None
+    seed: Annotated[int, Field(ge=0, lt=_INT64)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None

@@ -65,6 +65,22 @@ def build_sampling_params(
         raise bad_request(str(e), getattr(e, "param", None)) from None
 
 
+_GUIDED = (
+    ("guided_json", "json_schema"),
+    ("guided_regex", "regex"),
+    ("guided_grammar", "grammar"),
+    ("guided_choice", "choice"),
+)
+
+
+def structured_param(req: SamplingFields) -> str | None:
+    """The request field that holds the output constraint (named by errors about it)."""
+    fmt = getattr(req, "response_format", None)
+    if fmt is not None and fmt.type in ("json_object", "json_schema"):
+        return "response_format"
+    return next((field for field, _ in _GUIDED if getattr(req, field) is not None), None)
+
+
 def _structured(req: SamplingFields) -> StructuredOutput | None:
     """response_format (chat) or one guided_* extra -> a StructuredOutput; a 400 if malformed.
 
@@ -83,25 +99,23 @@ def _structured(req: SamplingFields) -> StructuredOutput | None:
             )
         # strict or not, we enforce the schema; a schema we cannot enforce is refused.
         given["json_schema"] = spec.get("schema", {})
-    for field, key in (
-        ("guided_json", "json_schema"),
-        ("guided_regex", "regex"),
-        ("guided_grammar", "grammar"),
-        ("guided_choice", "choice"),
-    ):
+    for field, key in _GUIDED:
         value = getattr(req, field)
         if value is not None:
             given[key] = value
     if not given:
         return None
+    param = structured_param(req)
     if len(given) > 1:
-        raise bad_request(f"give at most one structured-output constraint, got {sorted(given)}")
+        raise bad_request(
+            f"give at most one structured-output constraint, got {sorted(given)}", param
+        )
     if req.guided_decoding_backend is not None:
         given["backend"] = req.guided_decoding_backend
     try:
         return StructuredOutput(**given)
     except ValueError as e:
-        raise bad_request(str(e)) from None
+        raise bad_request(str(e), param) from None
 
 
 def _check_queue_room(num_prompts: int, n: int, limit: int) -> None:
@@ -119,11 +133,11 @@ def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
     """JSON's string keys to token ids (the engine checks them against the vocabulary)."""
     parsed: dict[int, float] = {}
     for key, value in bias.items():
-        try:
-            parsed[int(key)] = value
-        except ValueError:
+        # Digits only: int() would also read "1_0" as 10 and " 7" as 7.
+        if not (key.isascii() and key.isdigit()):
             message = f"logit_bias keys must be token ids, got {key!r}"
-            raise bad_request(message, "logit_bias") from None
+            raise bad_request(message, "logit_bias")
+        parsed[int(key)] = value
     return parsed
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import Request
 from intaglio.sampling.params import SamplingParams
@@ -107,4 +109,31 @@ def test_fork_shares_blocks_and_copies_on_first_write():
     bm.free(parent)
     bm.free(child)
     assert bm.num_free_blocks == 16
+    assert_kv_consistent(bm, [])
+
+
+def test_memory_stays_flat_under_a_stream_of_unique_salts():
+    """Every request with a new salt (as a per-user salt makes them) caches blocks and leaves;
+    roots go with their last block, so neither roots nor memory grow with the salts seen."""
+    bm = BlockManager(num_blocks=8, block_size=BS)
+    cache = bm.pool.cache
+    assert cache is not None
+
+    def serve(i: int) -> None:
+        salt = f"user-{i}-" + "x" * 100_000  # long salts: a root must not keep one alive
+        request = _request(list(range(9)), salt=salt, rid=f"r{i}")
+        assert _run_prompt(bm, request) == 0  # another tenant's blocks are never a hit
+        bm.allocate(request, 0)
+        bm.free(request)
+
+    for i in range(100):
+        serve(i)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(100, 1100):
+        serve(i)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert cache.num_roots <= bm.num_blocks + 1  # one unsalted root, the rest hold a block
+    assert grown < 200_000, grown  # 1000 salts of 100 kB each: 100 MB if any were kept
     assert_kv_consistent(bm, [])

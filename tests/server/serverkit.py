@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from intaglio.api.async_engine import AsyncEngine
@@ -24,6 +30,7 @@ class RunningServer:
     url: str
     engine: AsyncEngine
     uvicorn: GracefulServer
+    app: FastAPI
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
@@ -31,12 +38,55 @@ class RunningServer:
 
 @contextmanager
 def run_server(
-    model_path: str, api_key: str | None = None, **engine_args: Any
+    model_path: str, app_args: dict[str, Any] | None = None, **engine_args: Any
 ) -> Iterator[RunningServer]:
+    """`app_args` go to build_app (api_key, open_metrics, body_timeout_s)."""
     engine = AsyncEngine.from_model(model_path, **{**ENGINE_ARGS, **engine_args})
-    app = build_app(engine, MODEL_NAME, api_key=api_key)
+    app = build_app(engine, MODEL_NAME, **(app_args or {}))
     with background_server(app, engine) as (url, uv):
-        yield RunningServer(url, engine, uv)
+        yield RunningServer(url, engine, uv, app)
+
+
+# `intaglio serve` through the CLI module alone (the parser shape cli/main.py builds).
+RUNNER = (
+    "import argparse, sys; from intaglio.cli.serve import register; "
+    "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command')); "
+    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
+)
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[str]
+
+
+@contextmanager
+def serve_process(model_path: str, *flags: str) -> Iterator[ServerProcess]:
+    """`intaglio serve` as its own process on a free port: its event loop and GIL are not the
+    test's, so timings the test takes are the server's."""
+    cmd = [sys.executable, "-c", RUNNER, "serve", "--model", model_path, "--port", "0"]
+    cmd += ["--dtype", "float32", "--num-threads", "1", "--served-model-name", MODEL_NAME]
+    proc = subprocess.Popen([*cmd, *flags], stderr=subprocess.PIPE, text=True)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stderr, lines), daemon=True).start()
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if m := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
+                url = m.group(1)
+        yield ServerProcess(url, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _pump(stream: Any, out: queue.Queue[str]) -> None:
+    for line in stream:
+        out.put(line)
 
 
 def metrics(url: str) -> dict[str, float]:

@@ -4,64 +4,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
-import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
+from serverkit import serve_process, wait_until
 
 from intaglio.bench.serve import RequestResult, summarize
 from intaglio.cli.serve import register, register_bench
 
-# Until cli/main.py wires these in, build the same parser shape here.
-RUNNER = (
-    "import argparse, sys; from intaglio.cli.serve import register; "
-    "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command')); "
-    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
-)
-
-
-def _lines(stream, out: queue.Queue[str]) -> None:
-    for line in stream:
-        out.put(line)
-
 
 def test_serve_process_drains_on_sigterm(model_path: str) -> None:
-    cmd = [sys.executable, "-c", RUNNER, "serve", "--model", model_path, "--port", "0"]
-    cmd += ["--dtype", "float32", "--num-threads", "1", "--served-model-name", "m"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    try:
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_lines, args=(proc.stderr, lines), daemon=True).start()
-        deadline = time.monotonic() + 60
-        url = None
-        while url is None:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            if m := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
-                url = m.group(1)
-        body = {"model": "m", "prompt": "a", "max_tokens": 500, "ignore_eos": True, "stream": True}
+    with serve_process(model_path) as server:
+        # 16 samples of 500 tokens: long enough that the drain outlasts the checks below.
+        body = {"prompt": "a", "max_tokens": 500, "n": 16, "ignore_eos": True, "stream": True}
         with (
-            httpx.Client(base_url=url, timeout=30) as c,
+            httpx.Client(base_url=server.url, timeout=30) as c,
             c.stream("POST", "/v1/completions", json=body) as r,
         ):
             it = r.iter_lines()
             next(x for x in it if x.startswith("data: "))
-            proc.send_signal(signal.SIGTERM)
+            server.process.send_signal(signal.SIGTERM)
+            wait_until(lambda: httpx.get(f"{server.url}/health").status_code == 503)
+            # Still listening while it drains: a new request is told to go elsewhere.
+            late = httpx.post(f"{server.url}/v1/completions", json={"prompt": "b"})
+            assert late.status_code == 503 and late.headers["retry-after"] == "1"
             rest = [x for x in it if x.startswith("data: ")]
         assert rest[-1] == "data: [DONE]"
         last = json.loads(rest[-2][len("data: ") :])
         assert last["choices"][0]["finish_reason"] == "length"  # drained, not cut off
         # uvicorn re-raises the signal once drained, so the exit status says "terminated"
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
 
 
 def test_bench_serve_smoke(model_path: str, tmp_path: Path, capsys) -> None:

@@ -191,7 +191,7 @@ def test_metrics_exposes_the_engine_gauges(server: RunningServer) -> None:
 
 
 def test_api_key(model_path: str) -> None:
-    with run_server(model_path, api_key="s3cret") as s, s.client() as c:
+    with run_server(model_path, {"api_key": "s3cret"}) as s, s.client() as c:
         body = {"prompt": "a", "max_tokens": 2}
         assert_openai_error(c.post(COMPLETIONS, json=body), 401)
         wrong = {"Authorization": "Bearer nope"}
@@ -200,3 +200,41 @@ def test_api_key(model_path: str) -> None:
         right = {"Authorization": "Bearer s3cret"}
         assert c.post(COMPLETIONS, json=body, headers=right).status_code == 200
         assert c.get("/health").status_code == 200  # probes need no key
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "param", "words"),
+    [
+        (CHAT, {"response_format": SCHEMA_FORMAT}, "response_format", "wrong type"),
+        (COMPLETIONS, {"guided_json": {"type": 5}}, "guided_json", "wrong type"),
+        (COMPLETIONS, {"guided_regex": "("}, "guided_regex", "cannot compile"),
+        (COMPLETIONS, {"seed": -1}, "seed", "greater than or equal to 0"),
+        (COMPLETIONS, {"guided_json": _deep(300)}, None, "nests objects or arrays too deeply"),
+        (COMPLETIONS, {"logit_bias": {"1_0": 1}}, "logit_bias", "must be token ids"),
+        (
+            CHAT,
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+            "messages.0.content",
+            "needs its 'text'",
+        ),
+    ],
+)
+def test_errors_name_the_field_at_fault(
+    server: RunningServer, path: str, fields: dict[str, Any], param: str | None, words: str
+) -> None:
+    body: dict[str, Any] = {"max_tokens": 2, **fields}
+    body.update({"prompt": "a"} if path == COMPLETIONS else {"messages": USER, **fields})
+    with server.client() as c:
+        err = assert_openai_error(c.post(path, json=body), 400, param)
+    assert words in err["message"], err
+    assert "Error" not in err["message"] and "Invalid JSON" not in err["message"], err

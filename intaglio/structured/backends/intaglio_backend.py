@@ -88,3 +88,10 @@ class IntaglioBackend:
             runtime.mask(runtime.initial)  # the first mask is part of compiling
             automaton.deadline = Deadline(None)
         return IntaglioGrammar(runtime)
+
+    def wrap(self, automaton: Automaton) -> IntaglioGrammar:
+        """A grammar over this vocabulary for an automaton compiled elsewhere."""
+        with self._lock:
+            runtime = GrammarRuntime(automaton, self.vocab)
+            runtime.mask(runtime.initial)
+        return IntaglioGrammar(runtime)

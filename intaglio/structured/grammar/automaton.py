@@ -392,26 +392,51 @@ class Automaton:
         finally:
             self._no_chain -= 1
 
-        def close(states: set[int]) -> frozenset[int]:
-            seen, work = set(states), list(states)
-            while work:
-                for m in self.eps[work.pop()]:
-                    if m not in seen:
-                        seen.add(m)
-                        work.append(m)
-            return frozenset(seen)
+        closures: dict[frozenset[int], frozenset[int]] = {}
 
-        def moves(states: frozenset[int]) -> dict[int, set[int]]:
-            out: dict[int, set[int]] = {}
+        def close(states: frozenset[int]) -> frozenset[int]:
+            got = closures.get(states)
+            if got is None:
+                seen, work = set(states), list(states)
+                while work:
+                    for m in self.eps[work.pop()]:
+                        if m not in seen:
+                            seen.add(m)
+                            work.append(m)
+                got = closures[states] = frozenset(seen)
+            return got
+
+        moved: dict[frozenset[int], list[tuple[int, frozenset[int]]]] = {}
+
+        def moves(states: frozenset[int]) -> list[tuple[int, frozenset[int]]]:
+            """(byte class, closed targets): the bytes of a class all lead to the same states.
+            Classes refine the edges' masks, so a set costs its edges, not 256 bytes; each
+            operand's sets recur across many pairs, so they are computed once."""
+            got = moved.get(states)
+            if got is None:
+                got = moved[states] = _classes(states)
+            return got
+
+        def _classes(states: frozenset[int]) -> list[tuple[int, frozenset[int]]]:
+            classes: list[tuple[int, set[int]]] = []
             for n in states:
                 if self.calls[n]:
                     raise GrammarError("an intersection may not contain rule references")
                 for mask, t in self.edges[n]:
-                    for b in self._bytes(mask):
-                        out.setdefault(b, set()).add(t)
-            return out
+                    refined = []
+                    for cls, targets in classes:
+                        inside = cls & mask
+                        if inside:
+                            refined.append((inside, targets | {t}))
+                            mask &= ~inside
+                        if cls & ~inside:
+                            refined.append((cls & ~inside, targets))
+                    if mask:
+                        refined.append((mask, {t}))
+                    classes = refined
+            return [(cls, close(frozenset(targets))) for cls, targets in classes]
 
-        first = (close({starts[0]}), close({starts[1]}))
+        first = (close(frozenset({starts[0]})), close(frozenset({starts[1]})))
         index = {first: self._new()}
         work = [first]
         while work:
@@ -420,21 +445,19 @@ class Automaton:
             s = index[pair]
             if ends[0] in pair[0] and ends[1] in pair[1]:
                 self.eps[s] = (*self.eps[s], nxt)
-            ma, mb = moves(pair[0]), moves(pair[1])
+            mb = moves(pair[1])
             grouped: dict[tuple[frozenset[int], frozenset[int]], int] = {}
-            for b in ma.keys() & mb.keys():
-                target = (close(ma[b]), close(mb[b]))
-                grouped[target] = grouped.get(target, 0) | (1 << b)
+            for cls_a, ta in moves(pair[0]):
+                for cls_b, tb in mb:
+                    both = cls_a & cls_b
+                    if both:
+                        grouped[ta, tb] = grouped.get((ta, tb), 0) | both
             for target, mask in grouped.items():
                 if target not in index:
                     index[target] = self._new()
                     work.append(target)
                 self.edges[s] = (*self.edges[s], (mask, index[target]))
         return index[first]
-
-    @staticmethod
-    def _bytes(mask: int) -> list[int]:
-        return [b for b in range(256) if mask >> b & 1]
 
     def _eps_reach(self, starts: list[int], nullable: set[int]) -> tuple[set[int], bool]:
         """Callees reachable without consuming a byte from starts, and whether accept is."""

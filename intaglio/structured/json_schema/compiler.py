@@ -85,8 +85,11 @@ class JsonSchemaCompiler:
         try:
             self.rules["root"] = self.node(self.root)
         except (AttributeError, TypeError, KeyError, IndexError) as e:
-            # A keyword holding the wrong kind of value (a list where an object belongs...).
-            raise GrammarError(f"malformed JSON Schema ({type(e).__name__}: {e})") from e
+            # A keyword holding the wrong kind of value (a list where an object belongs...);
+            # the exception's own text describes our code, not the schema.
+            raise GrammarError(
+                "malformed JSON Schema: a keyword holds a value of the wrong type"
+            ) from e
         return Grammar(self.rules, "root")
 
     # ------------------------------------------------------------ dispatch
