@@ -1,4 +1,4 @@
-"""Train the EAGLE draft head (intaglio/spec/eagle_head.py) for the default model.
+"""Train the EAGLE draft head (intaglio/model/eagle_head.py) for the default model.
 
 Data every machine has: chat prompts built from templates (questions over topics, instructions
 over standard library functions) rendered with the model's chat template and answered by the
@@ -39,8 +39,8 @@ from intaglio import LLM
 from intaglio.attention.metadata import AttentionMetadata
 from intaglio.model.checkpoint import installed_default_model
 from intaglio.model.decoder import DecoderForCausalLM
+from intaglio.model.eagle_head import EagleHead, dense_metadata
 from intaglio.model.loader import load_model
-from intaglio.spec.eagle_head import EagleHead, dense_metadata
 
 logger = logging.getLogger("train_eagle_head")
 ASSET = Path(__file__).resolve().parent.parent / "intaglio" / "assets" / "eagle_smollm2"

@@ -9,7 +9,7 @@ the target), then drafts greedily after each sampled request's last emitted toke
 decode per draft token, into the lookahead slots the scheduler reserved.
 
 - `DraftModel`: any smaller checkpoint on the target's tokenizer, fed the same tokens.
-- `EagleDrafter`: the EAGLE head (spec/eagle_head.py), fed the target's features and the next
+- `EagleDrafter`: the EAGLE head (model/eagle_head.py), fed the target's features and the next
   token of each row, predicting the target's next feature, read by the target's own lm_head.
 """
 
@@ -25,8 +25,8 @@ import torch
 
 from intaglio.attention.metadata import AttentionMetadata, decode_metadata
 from intaglio.model.decoder import DecoderForCausalLM
+from intaglio.model.eagle_head import EagleHead
 from intaglio.model.loader import load_model
-from intaglio.spec.eagle_head import EagleHead
 
 
 class Drafter(Protocol):

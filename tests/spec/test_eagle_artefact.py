@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from intaglio.model.checkpoint import installed_default_model, load_tokenizer
+from intaglio.model.eagle_head import EagleHead, dense_metadata
 from intaglio.model.loader import load_model
-from intaglio.spec.eagle_head import EagleHead, dense_metadata
 
 ASSET = Path(__file__).resolve().parents[2] / "intaglio" / "assets" / "eagle_smollm2"
 

@@ -233,7 +233,7 @@ def test_eagle_head_greedy_output_identical(checkpoint, tmp_path):
     """An (untrained) EAGLE head on a random checkpoint: its drafts are verified like any other,
     so the output is the target's, and its KV lives in the target's blocks."""
     from intaglio.model.config import ModelConfig
-    from intaglio.spec.eagle_head import EagleHead
+    from intaglio.model.eagle_head import EagleHead
 
     path = str(checkpoint("llama"))
     torch.manual_seed(0)

@@ -10,9 +10,6 @@ so the head attends over a paged KV cache of its own, with the same block tables
 positions as the target: the executor hands it the step's AttentionMetadata unchanged. Training
 (scripts/train_eagle_head.py) runs whole sequences through `forward_dense`, one prefill chunk
 per sequence over a throwaway cache, so the same code is trained and served.
-
-Not exported from `intaglio.spec` on purpose: the engine imports that package, and this module
-imports model code that only the executor needs.
 """
 
 from __future__ import annotations

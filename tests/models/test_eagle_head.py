@@ -9,7 +9,7 @@ import torch
 
 from intaglio.attention.metadata import AttentionMetadata, PrefillChunk
 from intaglio.model.config import ModelConfig, ModelLoadError
-from intaglio.spec.eagle_head import EagleHead
+from intaglio.model.eagle_head import EagleHead
 
 HF_CONFIG = {
     "architectures": ["LlamaForCausalLM"],
