@@ -15,7 +15,7 @@ the position, the head's own K/V and features after it) and counts the drafts th
 target's next greedy tokens.
 
     python scripts/train_eagle_head.py                # the shipped artefact, ~45 min, 1 thread
-    python scripts/train_eagle_head.py --quick --model TINY_CHECKPOINT --out /tmp/head
+    python scripts/train_eagle_head.py --quick --model TINY_CHECKPOINT --out HEAD_FOLDER
 """
 
 from __future__ import annotations
