@@ -294,7 +294,10 @@ class EngineCore:
             return [self._output(g) for g in touched.values()]
         start = time.perf_counter()
         result = self.executor.execute(sched)
-        if self._speculator is not None:
+        # The draft-length controller learns what a decode row costs, so it times only steps of
+        # decodes and verifications: a prefill token is far cheaper than a row that reads its
+        # whole context, and mixing them would make drafts look cheap.
+        if self._speculator is not None and all(s.is_decode for s in sched.scheduled):
             num_tokens = sum(s.num_new_tokens for s in sched.scheduled)
             seconds = result.duration_s
             if seconds is None:
