@@ -302,7 +302,7 @@ class EngineCore:
             seconds = result.duration_s
             if seconds is None:
                 seconds = time.perf_counter() - start
-            self._speculator.controller.observe_step(num_tokens, seconds)
+            self._speculator.observe_step(num_tokens, seconds)
         for request in self.scheduler.update(sched, result.sampled):
             if request.error is not None:
                 self._group_of[request.request_id].error = request.error

@@ -60,6 +60,10 @@ class Speculator:
                 drafts = grammar_prefix(request.matcher, drafts)
             request.spec_token_ids = drafts
 
+    def observe_step(self, num_tokens: int, seconds: float) -> None:
+        """A step of decodes and verifications took `seconds` for `num_tokens` rows."""
+        self.controller.observe_step(num_tokens, seconds)
+
     def finish(self, request: Request) -> None:
         if self.proposer is not None:
             self.proposer.finish(request.request_id, request.output_token_ids)

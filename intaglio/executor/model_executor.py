@@ -135,10 +135,14 @@ class ModelExecutor:
         # Rows whose logits we need: each sampling request's last token and the drafts after it
         # (the positions it verifies), plus prompt positions of requests asking for prompt
         # logprobs.
-        sample_rows = [
-            starts[i] + s.num_new_tokens - 1 - len(s.spec_token_ids) + j
+        first_rows = [  # each sampling request's row of its last known token
+            starts[i] + s.num_new_tokens - 1 - len(s.spec_token_ids)
             for i, s in enumerate(batch)
             if s.samples
+        ]
+        sample_rows = [
+            row + j
+            for row, s in zip(first_rows, samplers)
             for j in range(len(s.spec_token_ids) + 1)
         ]
         result = ExecutorOutput()
@@ -147,11 +151,6 @@ class ModelExecutor:
             allowed = None if masks is None else torch.from_numpy(masks.result()).to(self.device)
             self._sample(samplers, logits, result, allowed)
         if self.drafter is not None:
-            first_rows = [
-                starts[i] + s.num_new_tokens - 1 - len(s.spec_token_ids)
-                for i, s in enumerate(batch)
-                if s.samples
-            ]
             step = DraftStep(
                 input_ids,
                 positions,
