@@ -10,6 +10,8 @@ text layer's (engine.py); virtual time is the simulator's (sim/runner.py).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,8 +19,9 @@ from typing import Any
 
 from intaglio.config import EngineConfig
 from intaglio.engine import stop as stops
+from intaglio.engine.beam_search import BeamSearch, Continuation
 from intaglio.engine.outputs import RequestMetrics
-from intaglio.engine.request import FINISH_ABORT, Request
+from intaglio.engine.request import FINISH_ABORT, FINISH_STOP, Request
 from intaglio.engine.scheduler import Scheduler
 from intaglio.engine.speculator import Speculator
 from intaglio.errors import RequestError
@@ -47,6 +50,7 @@ class SampleUpdate:
     output_token_ids: list[int]
     output_logprobs: list[dict[int, float]] | None
     output_confidences: list[float] | None = None  # the sample's live list, when asked for
+    cumulative_logprob: float | None = None  # beam search: what ranked the sample
 
 
 @dataclass
@@ -72,6 +76,9 @@ class _Group:
     new_prompt_logprobs: list[dict[int, float] | None] | None = None
     error: str | None = None
     finished: bool = False
+    # Beam search: the children are the live beams, re-seated every step; the user's n
+    # samples are the best finished hypotheses, reported once at the end.
+    beam: BeamSearch | None = None
 
 
 class EngineCore:
@@ -96,6 +103,7 @@ class EngineCore:
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, _Group] = {}  # sample request id -> its group
         self._aborted: list[_Group] = []
+        self._beam_ids = itertools.count(1)  # request ids of forked beams
         self._speculator = Speculator.from_config(config) if config.speculative_method else None
 
     # ---------------------------------------------------------------- admission
@@ -126,6 +134,9 @@ class EngineCore:
         self._check_tokens(prompt_token_ids, params)
         now = time.monotonic() if arrival_time is None else arrival_time
         group = _Group(request_id, [], RequestMetrics(now))
+        if params.use_beam_search:
+            self._add_beam_search(group, prompt_token_ids, params, priority, cache_salt)
+            return
         for i in range(params.n):
             # Each sample gets its own seed stream; the same seed always gives the same samples.
             seed = None if params.seed is None else params.seed + i
@@ -138,6 +149,39 @@ class EngineCore:
         self._register(group)
         # Samples after the first fork from it once the prompt is computed, sharing its KV.
         self.scheduler.add(group.children[0], group.children[1:])
+
+    def _add_beam_search(
+        self,
+        group: _Group,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        priority: int,
+        cache_salt: str | None,
+    ) -> None:
+        """One greedy request computes the prompt; the beams fork from it after each step."""
+        eos = () if params.ignore_eos else self.eos_token_ids
+        beam = BeamSearch(
+            params.beam_width, params.n, 1, eos, params.length_penalty, params.early_stopping
+        )
+        if beam.num_candidates > self.executor.vocab_size:
+            raise RequestError(
+                f"a beam width of {params.beam_width} needs {beam.num_candidates} candidates "
+                f"per step, more than the vocabulary's {self.executor.vocab_size} tokens",
+                "best_of",
+            )
+        beam_params = dataclasses.replace(
+            params, n=1, best_of=None, temperature=0.0, logprobs=0, ignore_eos=True, seed=None
+        )
+        # Each beam needs its top K next tokens; K may pass the API's cap of 20 logprobs.
+        object.__setattr__(beam_params, "logprobs", beam.num_candidates)
+        root = self._new_sample(
+            f"{group.request_id}#0", prompt_token_ids, beam_params, priority, cache_salt, None
+        )
+        root.arrival_time = group.metrics.arrival_time
+        beam.max_tokens = root.max_tokens
+        group.beam, group.children = beam, [root]
+        self._register(group)
+        self.scheduler.add(root)
 
     def _check_tokens(self, token_ids: list[int], params: SamplingParams) -> None:
         if not token_ids:
@@ -324,13 +368,67 @@ class EngineCore:
             if request.logprobs is not None:  # one entry per token kept (a stop drops the rest)
                 kept = len(request.output_token_ids) - len(request.logprobs)
                 request.logprobs.extend(result.logprobs[request.request_id][:kept])
+        for group in touched.values():
+            if group.beam is not None and not group.beam.done and not group.finished:
+                self._advance_beams(group)
         if self._speculator is not None:
             self._speculator.propose(self.scheduler, result.draft_token_ids)
         return [self._output(g) for g in touched.values()]
 
+    def _advance_beams(self, group: _Group) -> None:
+        """Once every live beam has drawn, choose the next beams and re-seat the requests."""
+        beam = group.beam
+        assert beam is not None
+        live = group.children
+        drawn = [len(r.output_token_ids) == beam.num_generated + 1 for r in live]
+        if not all(drawn):  # a beam was preempted or left out of this step: the others wait
+            for r, d in zip(live, drawn):
+                r.held = d
+            return
+        assert all(r.logprobs for r in live)
+        tops = [r.logprobs[-1] for r in live]  # type: ignore[index]
+        chosen = beam.advance(tops, [r.output_token_ids[:-1] for r in live])
+        seated: list[Request] = []
+        first_use: set[int] = set()
+        for c in chosen:
+            parent = live[c.parent]
+            if c.parent in first_use:
+                seated.append(self._fork_beam(group, parent, c))
+                continue
+            first_use.add(c.parent)
+            seated.append(parent)
+        for i, c in enumerate(chosen):  # after the forks, which copied the parents' tokens
+            if c.parent in first_use and seated[i] is live[c.parent]:
+                seated[i].output_token_ids[-1] = c.token_id
+        for b, r in enumerate(live):
+            if b not in first_use:  # not chosen: its blocks return to the pool now
+                if not r.is_finished:
+                    self.scheduler.finish(r, FINISH_STOP)
+                del self._group_of[r.request_id]
+        for r in seated:
+            r.held = False
+            r.logprobs = []  # only the next step's entry is read
+        group.children = seated or [r for r in live if r.request_id in self._group_of]
+
+    def _fork_beam(self, group: _Group, parent: Request, c: Continuation) -> Request:
+        """A second beam from the same parent: its tokens with the chosen last one, its KV."""
+        child = self._new_sample(
+            f"{group.request_id}#{next(self._beam_ids)}",
+            parent.prompt_token_ids,
+            parent.params,
+            parent.priority,
+            parent.cache_salt,
+            None,
+        )
+        child.arrival_time = parent.arrival_time
+        child.output_token_ids = [*parent.output_token_ids[:-1], c.token_id]
+        self._group_of[child.request_id] = group
+        self.scheduler.fork(parent, child)
+        return child
+
     def _output(self, group: _Group) -> CoreOutput:
-        samples = []
-        for i, child in enumerate(group.children):
+        samples = [] if group.beam is None else _beam_samples(group)
+        for i, child in enumerate(() if group.beam is not None else group.children):
             start = group.reported[i]
             num = len(child.output_token_ids)
             if num == start and not child.is_finished:
@@ -396,6 +494,27 @@ def _max_model_len(
         )
         max_model_len = capacity
     return max_model_len
+
+
+def _beam_samples(group: _Group) -> list[SampleUpdate]:
+    """The n best finished hypotheses, once the search has ended."""
+    beam = group.beam
+    assert beam is not None
+    if not beam.done:
+        return []
+    return [
+        SampleUpdate(
+            index=i,
+            new_token_ids=h.token_ids,
+            new_logprobs=None,
+            finish_reason=h.finish_reason,
+            stop_reason=h.token_ids[-1] if h.finish_reason == FINISH_STOP else None,
+            output_token_ids=h.token_ids,
+            output_logprobs=None,
+            cumulative_logprob=h.logprob,
+        )
+        for i, h in enumerate(beam.finished[: beam.num_returned])
+    ]
 
 
 def _confidences(request: Request) -> list[float] | None:

@@ -47,6 +47,7 @@ class _Sample:
     num_chars_sent: int = 0  # delta outputs: text already handed out
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    cumulative_logprob: float | None = None
 
 
 @dataclass
@@ -160,6 +161,7 @@ class LLMEngine:
         sample = text.samples[update.index]
         sample.token_ids, sample.logprobs = update.output_token_ids, update.output_logprobs
         sample.confidences = update.output_confidences
+        sample.cumulative_logprob = update.cumulative_logprob
         sample.finish_reason, sample.stop_reason = update.finish_reason, update.stop_reason
         if not text.params.detokenize:
             return False
@@ -230,6 +232,7 @@ class LLMEngine:
             stop_reason=sample.stop_reason,
             logprobs=logprobs,
             confidences=confidences,
+            cumulative_logprob=sample.cumulative_logprob,
         )
 
 

@@ -39,6 +39,7 @@ class CompletionOutput:
     stop_reason: str | int | None = None  # the stop string or stop token id that matched
     logprobs: list[dict[int, float]] | None = None  # per token: sampled token first, then top N
     confidences: list[float] | None = None  # per token, when confidence_top_k > 0
+    cumulative_logprob: float | None = None  # beam search: the sample's summed logprob
 
     @property
     def finished(self) -> bool:

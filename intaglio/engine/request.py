@@ -67,6 +67,8 @@ class Request:
     # drafts tried and accepted (its acceptance rate sizes its next drafts).
     spec_token_ids: list[int] = field(default_factory=list)
     spec: SpecStats = field(default_factory=SpecStats)
+    # Beam search: a beam that drew while a sibling could not waits, unscheduled, for it.
+    held: bool = False
     num_spec_tried: int = 0  # drafts reached by verification (those after a rejection are not)
 
     @property

@@ -124,13 +124,14 @@ class Scheduler:
             self._preempt_for_waiting(out)
         num_displaced = len(out.preempted)  # by priority; later ones: running work lacked KV
         budget = self.max_num_batched_tokens
-        decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
-        has_prefill = len(decodes) < len(self.running) or bool(self.waiting)
+        active = [r for r in self.running if not r.held]
+        decodes = [r for r in active if r.num_tokens - r.num_computed_tokens == 1]
+        has_prefill = len(decodes) < len(active) or bool(self.waiting)
         run_decodes, run_prefills = self._interleaver.choose(bool(decodes), has_prefill)
         if run_decodes:
             budget = self._schedule_running(decodes, budget, out)
         if run_prefills:
-            prefills = [r for r in self.running if r.num_tokens - r.num_computed_tokens > 1]
+            prefills = [r for r in active if r.num_tokens - r.num_computed_tokens > 1]
             budget = self._schedule_running(prefills, budget, out)
             if len(out.preempted) == num_displaced:  # new work joins only without KV pressure
                 budget = self._admit_waiting(budget, out)
@@ -172,6 +173,8 @@ class Scheduler:
 
     def _admit_waiting(self, budget: int, out: SchedulerOutput[Request]) -> int:
         for request in self._waiting_order():
+            if request.held:
+                continue
             if budget <= 0 or len(self.running) + self._seats(request) > self.max_num_seqs:
                 break
             num_new = self.block_manager.admit(request, budget)

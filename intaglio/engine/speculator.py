@@ -46,8 +46,8 @@ class Speculator:
         self.num_draft_tokens = max(lengths, default=0)
         for request, k in zip(decodes, lengths):
             state = request.sampler_state
-            if state is not None and state.changes_per_token:
-                continue
+            if (state is not None and state.changes_per_token) or request.params.use_beam_search:
+                continue  # beams are re-seated after every token
             k = min(k, _room(request))
             if k <= 0:
                 continue

@@ -102,6 +102,13 @@ class SamplingParams:
     confidence_top_k: int = 0
     confidence_window: int = 2048
     confidence_threshold: float | None = None
+    # Beam search inside the engine (engine/beam_search.py; vLLM's and HF's names): best_of
+    # beams (default n), the n best returned; the model's raw log-probabilities rank them, so
+    # temperature and the samplers above do not apply.
+    use_beam_search: bool = False
+    best_of: int | None = None
+    length_penalty: float = 1.0  # finished beams score logprob / length ** length_penalty
+    early_stopping: bool | str = False  # True, False (HF's heuristic) or "never"
     # What each step's output holds: everything so far (cumulative), only what is new (delta:
     # streaming at O(new tokens) per step), or nothing until the request ends (final_only).
     output_kind: str = "cumulative"
@@ -144,6 +151,7 @@ class SamplingParams:
 
         for name in (
             "n",
+            "best_of",
             "top_k",
             "min_tokens",
             "max_tokens",
@@ -210,6 +218,40 @@ class SamplingParams:
             if value is not None and not 0 <= value <= 20:
                 fail(f"{name} must be between 0 and 20, got {value}")
         self._validate_samplers(fail)
+        self._validate_beam_search(fail)
+
+    def _validate_beam_search(self, fail: Any) -> None:
+        """Beam search ranks by the raw model: what would change that, or end a beam from
+        outside, is refused rather than ignored."""
+        if self.best_of is not None and self.best_of < self.n:
+            fail(f"best_of must be at least n ({self.n}), got {self.best_of}")
+        if not isinstance(self.length_penalty, (int, float)):
+            fail(f"length_penalty must be a number, got {self.length_penalty!r}")
+        if self.early_stopping not in (True, False, "never"):
+            fail(f"early_stopping must be true, false or 'never', got {self.early_stopping!r}")
+        if not self.use_beam_search:
+            if self.best_of is not None and self.best_of != self.n:
+                fail("best_of other than n needs use_beam_search")
+            return
+        conflicts = {
+            "stop": bool(self.stop),
+            "stop_token_ids": bool(self.stop_token_ids),
+            "min_tokens": self.min_tokens > 0,
+            "logit_bias": bool(self.logit_bias),
+            "structured": self.structured is not None,
+            "bad_words": bool(self.bad_words),
+            "allowed_token_ids": self.allowed_token_ids is not None,
+            "logits_processors": bool(self.logits_processors),
+            "thinking_token_budget": self.uses_thinking_budget,
+            "confidence_top_k": self.confidence_top_k > 0,
+        }
+        for name, conflict in conflicts.items():
+            if conflict:
+                fail(f"{name} does not combine with use_beam_search (beams rank by the raw model)")
+
+    @property
+    def beam_width(self) -> int:
+        return self.best_of if self.best_of is not None else self.n
 
     def _validate_samplers(self, fail: Any) -> None:
         """The samplers added for reasoning models: ranges as vLLM, HF and llama.cpp accept."""
