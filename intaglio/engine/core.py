@@ -320,6 +320,13 @@ class EngineCore:
             group.error = stop.error
         return self._release_if_done(group)
 
+    def kv_blocks(self, request_id: str) -> set[int]:
+        """The KV blocks a user request's live samples hold now (shared ones once)."""
+        group = self._groups.get(request_id)
+        if group is None:
+            return set()
+        return {b for child in group.children for b in child.block_ids}
+
     def has_unfinished(self) -> bool:
         """True while any request has not had its final output (aborted ones too)."""
         return bool(self._groups)
@@ -404,6 +411,7 @@ class EngineCore:
             if b not in first_use:  # not chosen: its blocks return to the pool now
                 if not r.is_finished:
                     self.scheduler.finish(r, FINISH_STOP)
+                group.metrics.num_cached_tokens += r.num_cached_prompt_tokens
                 del self._group_of[r.request_id]
         for r in seated:
             r.held = False
@@ -424,6 +432,7 @@ class EngineCore:
         child.output_token_ids = [*parent.output_token_ids[:-1], c.token_id]
         self._group_of[child.request_id] = group
         self.scheduler.fork(parent, child)
+        child.num_cached_tokens = 0  # the search's own KV, not a prefix-cache hit
         return child
 
     def _output(self, group: _Group) -> CoreOutput:
@@ -464,6 +473,7 @@ class EngineCore:
         group.finished = True
         group.metrics.finished_time = time.monotonic()
         group.metrics.num_preemptions = sum(c.num_preemptions for c in group.children)
+        group.metrics.num_cached_tokens += sum(c.num_cached_prompt_tokens for c in group.children)
         if self._speculator is not None:
             group.metrics.spec = SpecStats()
             for child in group.children:

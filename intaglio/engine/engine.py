@@ -17,7 +17,7 @@ from intaglio.engine import stop as stops
 from intaglio.engine.core import CoreOutput, EngineCore, QueueFullError, SampleUpdate
 from intaglio.engine.detokenizer import IncrementalDetokenizer
 from intaglio.engine.outputs import CompletionOutput, RequestOutput
-from intaglio.engine.request import FINISH_ERROR
+from intaglio.engine.request import FINISH_ABORT, FINISH_ERROR
 from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
@@ -132,6 +132,12 @@ class LLMEngine:
 
     def abort(self, request_id: str) -> None:
         self.core.abort(request_id)
+
+    def abort_sample(self, request_id: str, index: int) -> None:
+        """End one sample of a request now (its KV returns to the pool); when it was the last
+        one running, the request ends without a further output."""
+        if self.core.stop(request_id, index, stops.Stop(FINISH_ABORT)):
+            del self._texts[request_id]
 
     def has_unfinished(self) -> bool:
         """True while any request has not had its final output emitted (aborted ones too)."""

@@ -67,6 +67,8 @@ class Request:
     # drafts tried and accepted (its acceptance rate sizes its next drafts).
     spec_token_ids: list[int] = field(default_factory=list)
     spec: SpecStats = field(default_factory=SpecStats)
+    # Tokens it found computed when it first ran: a prefix-cache hit, or what a fork shares.
+    num_cached_tokens: int = 0
     # Beam search: a beam that drew while a sibling could not waits, unscheduled, for it.
     held: bool = False
     num_spec_tried: int = 0  # drafts reached by verification (those after a rejection are not)
@@ -78,6 +80,10 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_cached_prompt_tokens(self) -> int:
+        return min(self.num_cached_tokens, self.num_prompt_tokens)
 
     @property
     def is_finished(self) -> bool:

@@ -104,7 +104,7 @@ class Scheduler:
 
     def _run_forked(self, parent: Request, child: Request, num_computed: int) -> None:
         """Start child running on parent's KV up to num_computed tokens (shared blocks)."""
-        child.num_computed_tokens = num_computed
+        child.num_computed_tokens = child.num_cached_tokens = num_computed
         self.block_manager.fork(parent, child)
         child.status = RequestStatus.RUNNING
         self.running.append(child)
@@ -183,6 +183,7 @@ class Scheduler:
             self.waiting.remove(request)
             if request.num_preemptions == 0:
                 self.num_new_waiting -= 1
+                request.num_cached_tokens = request.num_computed_tokens
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             self._record(request, num_new, out)
