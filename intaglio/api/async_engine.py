@@ -33,6 +33,7 @@ from intaglio.engine.engine import LLMEngine
 from intaglio.engine.outputs import RequestOutput
 from intaglio.errors import RequestError
 from intaglio.sampling.params import SamplingParams
+from intaglio.search.runner import Budget, Program, ProgramResult, ProgramRunner, ProgramState
 from intaglio.spec import SpecStats
 from intaglio.structured.compile_worker import CompileWorker
 
@@ -86,6 +87,15 @@ class _Compiled:
     error: str | None
 
 
+@dataclass
+class _RunProgram:
+    """A search program to run on the engine thread, beside the plain requests."""
+
+    program: Program[Any]
+    budget: Budget | None
+    future: concurrent.futures.Future[ProgramResult[Any]]
+
+
 _STOP = object()
 
 
@@ -126,6 +136,9 @@ class AsyncEngine:
         # Engine thread only: adds held outside the engine until their grammar is compiled.
         self._compiling: dict[str, _Add] = {}
         self._compile_worker: CompileWorker | None = None
+        # Engine thread only: search programs, resumed between steps.
+        self._programs = ProgramRunner(engine)
+        self._program_futures: dict[int, concurrent.futures.Future[ProgramResult[Any]]] = {}
 
     @classmethod
     def from_model(cls, model: str | None = None, **engine_args: Any) -> AsyncEngine:
@@ -213,6 +226,19 @@ class AsyncEngine:
             self._drop_stream(request_id)
             raise
 
+    async def run_program(
+        self, program: Program[Any], budget: Budget | None = None
+    ) -> ProgramResult[Any]:
+        """Run a search program (intaglio.search) on the engine's shared batches."""
+        if not self.accepting:
+            raise EngineUnavailableError("the server is shutting down; not accepting requests")
+        future: concurrent.futures.Future[ProgramResult[Any]] = concurrent.futures.Future()
+        with self._commands_lock:
+            if self._closed:
+                raise EngineUnavailableError("the engine has stopped; not accepting requests")
+            self._commands.put(_RunProgram(program, budget, future))
+        return await asyncio.wrap_future(future)
+
     def abort(self, request_id: str) -> None:
         """Abort a request; its KV blocks are freed on the engine thread's next iteration."""
         stream = self._streams.get(request_id)
@@ -257,7 +283,8 @@ class AsyncEngine:
         commands: deque[Any] = deque()  # taken off the queue, not yet fully applied
         try:
             while True:
-                block = not needs_step and not self.engine.has_unfinished()
+                busy = self.engine.has_unfinished() or self._programs.has_work()
+                block = not needs_step and not busy
                 commands.extend(self._next_commands(block))
                 while commands:
                     if commands[0] is _STOP:
@@ -266,9 +293,11 @@ class AsyncEngine:
                         return
                     needs_step |= self._apply(commands[0])
                     commands.popleft()
+                self._programs.before_step()
                 if needs_step or self.engine.has_unfinished():
                     needs_step = False
                     self._step()
+                self._finish_programs()
                 # Let the event loop have the GIL between steps: with small models a step is
                 # mostly Python, and without this the HTTP side would wait for the 5 ms switch.
                 time.sleep(0)
@@ -294,6 +323,10 @@ class AsyncEngine:
             _refuse(command.future, error)
             self._post(self._drop_stream, command.request_id)
         self._compiling.clear()
+        self._finish_programs()
+        for command in leftover:
+            if isinstance(command, _RunProgram):
+                _refuse(command.future, error)  # type: ignore[arg-type]
 
     def _next_commands(self, block: bool) -> list[Any]:
         commands = [self._commands.get()] if block else []
@@ -303,8 +336,13 @@ class AsyncEngine:
             except thread_queue.Empty:
                 return commands
 
-    def _apply(self, command: _Add | _Abort | _Compiled) -> bool:
+    def _apply(self, command: _Add | _Abort | _Compiled | _RunProgram) -> bool:
         """Apply one command; True when the engine must step to emit an abort."""
+        if isinstance(command, _RunProgram):
+            if command.future.set_running_or_notify_cancel():
+                state = self._programs.start(command.program, command.budget)
+                self._program_futures[id(state)] = command.future
+            return False
         if isinstance(command, _Abort):
             held = self._compiling.pop(command.request_id, None)
             if held is not None:  # its caller left while the grammar compiled
@@ -390,9 +428,17 @@ class AsyncEngine:
         for out in outputs:
             if out.finished:
                 self._live.discard(out.request_id)
+        self._programs.feed(outputs)
         self._publish_stats()  # before the outputs: a client that got them sees fresh metrics
         if outputs:
             self._post(self._dispatch, outputs)
+
+    def _finish_programs(self) -> None:
+        finished: list[ProgramState] = self._programs.take_finished()
+        for state in finished:
+            future = self._program_futures.pop(id(state))
+            assert state.result is not None
+            future.set_result(state.result)
 
     def _recover(self, message: str) -> None:
         """After a failed step: abort everything, flush the aborts, fail the callers."""
@@ -405,6 +451,7 @@ class AsyncEngine:
         for request_id in self._live:
             self.engine.abort(request_id)
         self._live.clear()
+        self._programs.fail_all("the engine stopped while running this program")
         try:
             self.engine.step()  # emits (and forgets) the aborted requests, freeing their blocks
         except Exception:

@@ -6,7 +6,7 @@ import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -18,11 +18,13 @@ from intaglio.engine.outputs import RequestOutput
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.model.checkpoint import generation_defaults, load_tokenizer, resolve_model_path
 from intaglio.sampling.params import SamplingParams
+from intaglio.search.runner import Budget, Program, ProgramResult, run_programs
 
 logger = logging.getLogger(__name__)
 
 Prompt = str | list[int]
 ParamsLike = SamplingParams | dict[str, Any]
+T = TypeVar("T")
 
 
 class LLM:
@@ -77,6 +79,12 @@ class LLM:
             bar.close()
             self._abort_unfinished(order, final)
         return [final[rid] for rid in order]
+
+    def run_programs(
+        self, programs: Sequence[Program[T]], budget: Budget | None = None
+    ) -> list[ProgramResult[T]]:
+        """Run search programs (intaglio.search) together on this engine's shared batches."""
+        return run_programs(self.engine, programs, budget)
 
     def chat(
         self,

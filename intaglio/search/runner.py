@@ -138,6 +138,12 @@ class ProgramRunner:
     def has_work(self) -> bool:
         return any(p.result is None for p in self._programs)
 
+    def fail_all(self, message: str) -> None:
+        """End every program with an error (the engine is stopping or failed)."""
+        for state in self._programs:
+            if state.result is None:
+                self._end(state, ProgramResult(None, state.stats, message))
+
     def take_finished(self) -> list[ProgramState]:
         done = [p for p in self._programs if p.result is not None]
         self._programs = [p for p in self._programs if p.result is None]

@@ -22,6 +22,7 @@ from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import chat_logprobs
 from intaglio.server.protocol import ChatCompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
+from intaglio.server.search import check_search, run_search
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
     ClientDisconnected,
@@ -84,6 +85,11 @@ async def create_chat_completion(raw: Request) -> Response:
         stream=bool(req.stream),
     )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if req.search is not None:
+        pattern = check_search(req.search, params, bool(req.stream))
+        out, info = await run_search(state, req.search, pattern, request_id, token_ids, params)
+        view = _ChatView(state, req, request_id, 1, text)
+        return JSONResponse({**view.response(out), "search": info})
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
     await admit(
         state.engine,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import completion_logprobs
 from intaglio.server.protocol import CompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
+from intaglio.server.search import check_search, run_search
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
     ClientDisconnected,
@@ -58,8 +60,6 @@ async def _prompts(req: CompletionRequest, state: ServerState) -> list[tuple[str
 def _check_supported(req: CompletionRequest) -> None:
     if req.suffix:
         raise bad_request("suffix is not supported", "suffix", "unsupported")
-    if req.best_of is not None and req.best_of != req.n:
-        raise bad_request("best_of must equal n (no best-of ranking yet)", "best_of")
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options needs stream=true", "stream_options")
 
@@ -85,6 +85,8 @@ async def create_completion(raw: Request) -> Response:
         stream=bool(req.stream),
     )
     base_id = f"cmpl-{uuid.uuid4().hex}"
+    if req.search is not None:
+        return await _search(state, req, base_id, prompts, params)
     request_ids = [f"{base_id}-{i}" for i in range(len(prompts))]
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
     await admit(
@@ -108,6 +110,34 @@ async def create_completion(raw: Request) -> Response:
         if out.error is not None:
             raise engine_error(out, state.engine)
     return JSONResponse(view.response([finals[rid] for rid in request_ids]))
+
+
+async def _search(
+    state: ServerState,
+    req: CompletionRequest,
+    base_id: str,
+    prompts: list[tuple[str, list[int]]],
+    params: SamplingParams,
+) -> Response:
+    """One search program per prompt, run together; one choice per prompt."""
+    assert req.search is not None
+    pattern = check_search(req.search, params, bool(req.stream))
+    runs = [
+        run_search(state, req.search, pattern, f"{base_id}-{i}", ids, params)
+        for i, (_, ids) in enumerate(prompts)
+    ]
+    results = await asyncio.gather(*runs)
+    view = _View(
+        state,
+        req,
+        base_id,
+        [o.request_id for o, _ in results],
+        [t for t, _ in prompts],
+        dataclasses.replace(params, n=1),
+    )
+    return JSONResponse(
+        {**view.response([o for o, _ in results]), "search": [i for _, i in results]}
+    )
 
 
 class _View:

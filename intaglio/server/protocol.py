@@ -30,6 +30,26 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None  # OpenAI padding against side channels; ignored
 
 
+class SearchSpec(BaseModel):
+    """`search` (an extra_body field): run a search program instead of one plain generation;
+    the response's one choice is what the program chose (intaglio/search)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    method: Literal["best_of_n", "self_consistency"]
+    n: Annotated[int, Field(ge=1, le=256)]
+    # best_of_n: rank by mean log-probability, or by the model judging its own answer.
+    scorer: Literal["mean_logprob", "judge"] = "mean_logprob"
+    judge_question: str = "\nIs the answer above correct? Answer Yes or No.\nAnswer:"
+    # self_consistency: the answer is the regex's last match (its first group, if it has one);
+    # by default the last number in the text.
+    answer_regex: str | None = None
+    weighted: bool = False
+    early_stop: bool = True
+    # A budget for the whole program: generated tokens, wall seconds.
+    max_search_tokens: PositiveInt | None = None
+    max_search_seconds: Annotated[float, Field(gt=0)] | None = None
+
+
 class SamplingFields(_Strict):
     """What completions and chat share: OpenAI's sampling fields plus vLLM-style extras."""
 
@@ -93,11 +113,16 @@ class SamplingFields(_Strict):
     confidence_top_k: int | None = None
     confidence_window: int | None = None
     confidence_threshold: float | None = None
+    # Beam search inside the engine (vLLM's names): best_of beams, the n best returned.
+    use_beam_search: bool | None = None
+    length_penalty: float | None = None
+    early_stopping: bool | Literal["never"] | None = None
+    search: SearchSpec | None = None
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | TokenIds | list[TokenIds]
-    best_of: PositiveInt | None = None  # only best_of == n is supported
+    best_of: PositiveInt | None = None  # beam search's width; otherwise it must equal n
     echo: bool | None = False
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     suffix: str | None = None  # insertion is not supported; refused when non-empty

@@ -26,6 +26,9 @@ _DIRECT = (
     "ignore_eos",
     "include_stop_str_in_output",
     "skip_special_tokens",
+    "use_beam_search",
+    "length_penalty",
+    "early_stopping",
 )
 
 
@@ -54,6 +57,9 @@ def build_sampling_params(
         values["stop_token_ids"] = tuple(req.stop_token_ids)
     if req.logit_bias:  # token id -> bias added to its logit before sampling
         values["logit_bias"] = _logit_bias(req.logit_bias)
+    best_of = getattr(req, "best_of", None)  # completions: beam search's width
+    if best_of is not None:
+        values["best_of"] = best_of
     values["output_kind"] = "delta" if stream else "final_only"
     structured = _structured(req)
     if structured is not None:
