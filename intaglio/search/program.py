@@ -61,6 +61,10 @@ class Pending:
     finish_reasons: list[str | None] = field(default_factory=list)
     stop_reasons: list[str | int | None] = field(default_factory=list)
     done: bool = False
+    # Beam search: its width, and the tokens it may generate (held against a token budget,
+    # since beams report only at the end).
+    beam_width: int = 0
+    reserved_tokens: int = 0
     # select/score requests: the log-probabilities of the last num_scored context tokens.
     prompt_logprobs: list[float] | None = None
     num_scored: int = 0

@@ -70,12 +70,13 @@ class ProgramState:
     waiting: Wait | None = None
     pendings: dict[str, Pending] = field(default_factory=dict)  # live, by request id
     exhausted: bool = False
+    reserved_tokens: int = 0  # held for beam searches in flight
     result: ProgramResult[Any] | None = None
 
     @property
     def tokens_left(self) -> int | None:
         limit = self.budget.max_tokens
-        return None if limit is None else limit - self.stats.generated_tokens
+        return None if limit is None else limit - self.stats.generated_tokens - self.reserved_tokens
 
     def launch(self, branches: Sequence[Branch], fields: dict[str, Any]) -> list[Pending]:
         """One engine request per fork group (n samples) and per branch outside one."""
@@ -86,19 +87,26 @@ class ProgramState:
         return [self._submit(bs[0], len(bs), fields) for bs in groups.values()]
 
     def _submit(self, branch: Branch, n: int, fields: dict[str, Any]) -> Pending:
+        width = 0
         if fields.get("use_beam_search"):  # one context; n is how many beams come back
             n = fields.get("n", 1)
-        pending = Pending(self.runner.new_request_id(), branch, n)
+            width = fields.get("best_of") or n
+        pending = Pending(self.runner.new_request_id(), branch, n, beam_width=width)
         left = self.tokens_left
-        if self.exhausted or (left is not None and left <= 0):
+        # Each sample (each beam) may take at most its share of what is left.
+        share = None if left is None else left // max(width, 1)
+        if self.exhausted or (share is not None and share <= 0):
             self.exhausted = self.stats.budget_exhausted = True
             pending.finish_reasons = [FINISH_ABORT] * n
             pending.done = True
             return pending
         fields = {"logprobs": 0, **fields, "n": n, "output_kind": "delta"}
         max_tokens = fields.get("max_tokens", 16)
-        if left is not None:  # one sample alone may not pass the budget either
-            fields["max_tokens"] = left if max_tokens is None else min(max_tokens, left)
+        if share is not None:
+            fields["max_tokens"] = share if max_tokens is None else min(max_tokens, share)
+            if width:
+                pending.reserved_tokens = width * fields["max_tokens"]
+                self.reserved_tokens += pending.reserved_tokens
         self.runner.add(self, pending, SamplingParams(**fields))
         return pending
 
@@ -184,6 +192,13 @@ class ProgramRunner:
             left = state.tokens_left
             if left is None and not out_of_time:
                 continue
+            # Beams keep within the tokens reserved for them; a time limit aborts them whole.
+            beams = [p for p in live if p.beam_width]
+            live = [p for p in live if not p.beam_width]
+            if out_of_time:
+                for pending in beams:
+                    state.prune(pending)
+                    state.exhausted = state.stats.budget_exhausted = True
             num_live = sum(p.num_live for p in live)
             allowed = 0 if out_of_time else max(left or 0, 0) // self._tokens_per_step
             for pending in reversed(live):  # the newest samples end first
@@ -226,6 +241,10 @@ class ProgramRunner:
                 entries = out.prompt_logprobs[-pending.num_scored :]
                 pending.prompt_logprobs += [next(iter(e.values())) for e in entries if e]
             return
+        if pending.beam_width and out.finished:  # width beams grew to the longest length
+            longest = max((len(c.token_ids) for c in out.outputs), default=0)
+            state.stats.generated_tokens += pending.beam_width * longest
+            state.reserved_tokens -= pending.reserved_tokens
         for c in out.outputs:
             if pending.finish_reasons[c.index] is not None:
                 continue  # ended by the budget: what comes after is not counted
@@ -237,10 +256,13 @@ class ProgramRunner:
                 pending.logprobs[c.index] += sum(next(iter(e.values())) for e in c.logprobs or ())
             pending.finish_reasons[c.index] = c.finish_reason
             pending.stop_reasons[c.index] = c.stop_reason
-            state.stats.generated_tokens += len(c.token_ids)
+            if not pending.beam_width:
+                state.stats.generated_tokens += len(c.token_ids)
 
     def _finish(self, state: ProgramState, pending: Pending) -> None:
         pending.done = True
+        # An aborted beam search reports no beams: its samples end empty.
+        pending.finish_reasons = [r or FINISH_ABORT for r in pending.finish_reasons]
         state.pendings.pop(pending.request_id, None)
         self._owner.pop(pending.request_id, None)
 

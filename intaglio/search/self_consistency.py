@@ -57,16 +57,18 @@ async def self_consistency(
     **sampling: Any,
 ) -> Vote:
     pendings = s.launch(s.fork(root, n), **sampling)
-    seen: dict[tuple[int, int], Branch] = {}  # (pending, sample) -> finished branch, in order
+    # (pending, sample) -> the finished branch and its answer, in the order they finished;
+    # each answer is extracted once (an extractor may run code).
+    seen: dict[tuple[int, int], tuple[Branch, str | None]] = {}
     while True:
         await s.wait(pendings, num_samples=len(seen) + 1)
         for p, pending in enumerate(pendings):
             for i, branch in pending.finished_results():
-                seen.setdefault((p, i), branch)
-        branches = list(seen.values())
-        answers = [extract(b.text) for b in branches]
+                if (p, i) not in seen:
+                    seen[p, i] = (branch, extract(branch.text))
+        branches = [b for b, _ in seen.values()]
         weights = [math.exp(b.mean_logprob) if weighted else 1.0 for b in branches]
-        votes = tally(answers, weights)
+        votes = tally([a for _, a in seen.values()], weights)
         unfinished = n - len(branches)
         if unfinished == 0 or (early_stop and is_decided(votes, unfinished)):
             for pending in pendings:
