@@ -231,7 +231,10 @@ class SamplingParams:
             fail(f"early_stopping must be true, false or 'never', got {self.early_stopping!r}")
         if not self.use_beam_search:
             if self.best_of is not None and self.best_of != self.n:
-                fail("best_of other than n needs use_beam_search")
+                fail(
+                    "best_of other than n needs use_beam_search (for best-of-N sampling, run "
+                    "the best_of_n search program: intaglio.search, or the server's search field)"
+                )
             return
         conflicts = {
             "stop": bool(self.stop),
