@@ -63,8 +63,14 @@ async def tokenize(request: Request) -> dict[str, Any]:
         raise bad_request("give exactly one of prompt or messages", "prompt")
     if req.messages is not None:
         state.check_length(chat_length(req.messages), "messages")
+        tools = [t.model_dump(exclude_none=True) for t in req.tools or []] or None
         text, add_special = await state.off_loop(
-            render_chat, state.text_tokenizer, req.messages, req.add_generation_prompt
+            render_chat,
+            state.text_tokenizer,
+            req.messages,
+            req.add_generation_prompt,
+            tools,
+            req.chat_template_kwargs,
         )
     else:
         text, add_special = req.prompt or "", req.add_special_tokens
