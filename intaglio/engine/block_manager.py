@@ -111,6 +111,8 @@ class BlockManager:
         request.block_ids = [node.block_id for node in path]
         request.cache_path = path
         request.num_computed_tokens = num_cached
+        if request.num_cached_tokens is None:  # a preempted request's own blocks do not count
+            request.num_cached_tokens = num_cached
         self.num_queried_tokens += request.num_tokens
         self.num_hit_tokens += num_cached
         assert self.allocate(request, num_new)

@@ -349,6 +349,7 @@ class EngineCore:
                 )
             )
         new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None
+        group.metrics.num_cached_tokens = group.children[0].num_cached_tokens or 0
         return CoreOutput(
             group.request_id,
             samples,

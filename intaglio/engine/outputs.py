@@ -14,6 +14,7 @@ class RequestMetrics:
     first_token_time: float | None = None
     finished_time: float | None = None
     num_preemptions: int = 0
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when first admitted
     spec: SpecStats | None = None  # speculative decoding: drafts and acceptance, when it ran
 
     @property

@@ -48,6 +48,7 @@ class Request:
     output_token_ids: list[int] = field(default_factory=list)
     # Tokens whose K/V are in the cache; the scheduler catches this up to num_tokens.
     num_computed_tokens: int = 0
+    num_cached_tokens: int | None = None  # of those, found in the prefix cache at first admission
     block_ids: list[int] = field(default_factory=list)
     cache_path: list[Node] = field(default_factory=list)  # prefix-cache nodes of its first blocks
     local_block_ids: list[int] = field(default_factory=list)  # chunked_kv.py; else empty

@@ -97,6 +97,8 @@ class SamplingFields(_Strict):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | TokenIds | list[TokenIds]
+    # 0 scores the prompt (with echo and logprobs, as lm-eval's loglikelihood does).
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
     best_of: PositiveInt | None = None  # only best_of == n is supported
     echo: bool | None = False
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
