@@ -393,6 +393,8 @@ class EngineCore:
                 r.held = d
             return
         assert all(r.logprobs for r in live)
+        if beam.num_generated == 0:  # the prompt's request, before any beam forks
+            group.metrics.num_cached_tokens = live[0].num_cached_prompt_tokens
         tops = [r.logprobs[-1] for r in live]  # type: ignore[index]
         chosen = beam.advance(tops, [r.output_token_ids[:-1] for r in live])
         seated: list[Request] = []
@@ -411,7 +413,7 @@ class EngineCore:
             if b not in first_use:  # not chosen: its blocks return to the pool now
                 if not r.is_finished:
                     self.scheduler.finish(r, FINISH_STOP)
-                group.metrics.num_cached_tokens += r.num_cached_prompt_tokens
+                group.metrics.num_reused_prompt_tokens += r.num_cached_prompt_tokens
                 del self._group_of[r.request_id]
         for r in seated:
             r.held = False
@@ -456,6 +458,8 @@ class EngineCore:
                 )
             )
         new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None
+        if group.beam is None:  # a beam search's is set when its first beams are chosen
+            group.metrics.num_cached_tokens = group.children[0].num_cached_prompt_tokens
         return CoreOutput(
             group.request_id,
             samples,
@@ -473,7 +477,8 @@ class EngineCore:
         group.finished = True
         group.metrics.finished_time = time.monotonic()
         group.metrics.num_preemptions = sum(c.num_preemptions for c in group.children)
-        group.metrics.num_cached_tokens += sum(c.num_cached_prompt_tokens for c in group.children)
+        reused = sum(c.num_cached_prompt_tokens for c in group.children)
+        group.metrics.num_reused_prompt_tokens += reused
         if self._speculator is not None:
             group.metrics.spec = SpecStats()
             for child in group.children:

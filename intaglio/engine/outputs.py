@@ -14,7 +14,10 @@ class RequestMetrics:
     first_token_time: float | None = None
     finished_time: float | None = None
     num_preemptions: int = 0
-    num_cached_tokens: int = 0  # prompt tokens its samples found computed (prefix cache, forks)
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache when first admitted
+    # Prompt tokens its samples did not compute, summed over samples: prefix-cache hits, and
+    # the prompt a sample forked from a sibling shares (what a search program's cost counts).
+    num_reused_prompt_tokens: int = 0
     spec: SpecStats | None = None  # speculative decoding: drafts and acceptance, when it ran
 
     @property

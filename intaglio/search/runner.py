@@ -226,7 +226,7 @@ class ProgramRunner:
             self._record(state, pending, out)
             if out.finished:
                 self._finish(state, pending)
-                state.stats.cached_tokens += out.metrics.num_cached_tokens
+                state.stats.cached_tokens += out.metrics.num_reused_prompt_tokens
         for state in self._programs:
             if state.result is None:
                 blocks: set[int] = set()

@@ -21,9 +21,10 @@ from intaglio.server import chat, completions
 from intaglio.server.auth import ApiKeyMiddleware
 from intaglio.server.bodies import parse_request
 from intaglio.server.chat_template import chat_length, render_chat
-from intaglio.server.errors import bad_request, install_error_handlers
+from intaglio.server.errors import OpenAIError, bad_request, install_error_handlers
 from intaglio.server.protocol import DetokenizeRequest, TokenizeRequest
 from intaglio.server.state import ServerState, get_state
+from intaglio.server.tokenizer_info import tokenizer_config
 
 router = APIRouter()
 
@@ -41,17 +42,38 @@ async def metrics(request: Request) -> Response:
     return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    state = get_state(request)
-    card = {
+def _model_card(state: ServerState) -> dict[str, Any]:
+    return {
         "id": state.served_model_name,
         "object": "model",
         "created": state.created,
         "owned_by": "intaglio",
         "max_model_len": state.engine.max_model_len,
     }
-    return {"object": "list", "data": [card]}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(get_state(request))]}
+
+
+@router.get("/v1/models/{model_id:path}")  # ids may hold slashes ("org/name")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    if model_id != state.served_model_name:
+        raise OpenAIError(
+            404, f"model {model_id!r} does not exist", param="model", code="model_not_found"
+        )
+    return _model_card(state)
+
+
+@router.get("/tokenizer_info")
+async def tokenizer_info(request: Request) -> dict[str, Any]:
+    """The tokenizer's configuration, as vLLM's route of the same name gives it."""
+    state = get_state(request)
+    return tokenizer_config(
+        state.text_tokenizer, state.engine.max_model_len, state.engine.vocab_size
+    )
 
 
 @router.post("/tokenize")
@@ -63,8 +85,14 @@ async def tokenize(request: Request) -> dict[str, Any]:
         raise bad_request("give exactly one of prompt or messages", "prompt")
     if req.messages is not None:
         state.check_length(chat_length(req.messages), "messages")
+        tools = [t.model_dump(exclude_none=True) for t in req.tools or []] or None
         text, add_special = await state.off_loop(
-            render_chat, state.text_tokenizer, req.messages, req.add_generation_prompt
+            render_chat,
+            state.text_tokenizer,
+            req.messages,
+            req.add_generation_prompt,
+            tools,
+            req.chat_template_kwargs,
         )
     else:
         text, add_special = req.prompt or "", req.add_special_tokens

@@ -32,17 +32,20 @@ from intaglio.server.streams import (
     sse,
     stream_chunks,
 )
+from intaglio.server.tool_output import ToolCallOutput
+from intaglio.server.tools import ToolPlan, plan_tools
 
 router = APIRouter()
 
 
 def _check_supported(req: ChatCompletionRequest) -> None:
     """Refuse what would silently change the meaning of the answer if ignored."""
-    if req.tools or req.functions:
-        raise bad_request("tool and function calling are not supported", "tools", "unsupported")
-    for name in ("tool_choice", "function_call"):
-        if getattr(req, name) not in (None, "none", "auto"):
-            raise bad_request(f"{name} is not supported", name, "unsupported")
+    if req.functions or req.function_call not in (None, "none", "auto"):
+        raise bad_request(
+            "the legacy functions/function_call fields are not supported; use tools",
+            "functions" if req.functions else "function_call",
+            "unsupported",
+        )
     if req.response_format is not None and req.response_format.type not in (
         "text",
         "json_object",
@@ -70,9 +73,17 @@ async def create_chat_completion(raw: Request) -> Response:
     req = await parse_request(ChatCompletionRequest, raw)
     state.check_model(req.model)
     _check_supported(req)
+    tools = plan_tools(req)
     state.check_accepting()
     state.check_length(chat_length(req.messages), "messages")
-    text, add_special = await state.off_loop(render_chat, state.text_tokenizer, req.messages)
+    text, add_special = await state.off_loop(
+        render_chat,
+        state.text_tokenizer,
+        req.messages,
+        True,
+        tools.tools if tools is not None and tools.mode != "none" else None,
+        req.chat_template_kwargs,
+    )
     token_ids = await state.encode(text, add_special, "messages")
     max_tokens = req.max_completion_tokens or req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
@@ -83,12 +94,13 @@ async def create_chat_completion(raw: Request) -> Response:
         max_tokens=max_tokens,
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         stream=bool(req.stream),
+        structured=tools.structured if tools is not None else None,
     )
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     if req.search is not None:
         pattern = check_search(req.search, params, bool(req.stream))
         out, info = await run_search(state, req.search, pattern, request_id, token_ids, params)
-        view = _ChatView(state, req, request_id, 1, text)
+        view = _ChatView(state, req, request_id, 1, text, tools)
         return JSONResponse({**view.response(out), "search": info})
     queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
     await admit(
@@ -97,9 +109,9 @@ async def create_chat_completion(raw: Request) -> Response:
         queue,
         req.priority,
         req.cache_salt,
-        structured_param(req),
+        "tools" if tools is not None and tools.structured is not None else structured_param(req),
     )
-    view = _ChatView(state, req, request_id, params.n, text)
+    view = _ChatView(state, req, request_id, params.n, text, tools)
     if req.stream:
         return EventStream(view.stream(queue), lambda: abort_all(state.engine, [request_id]))
     try:
@@ -116,7 +128,13 @@ async def create_chat_completion(raw: Request) -> Response:
 
 class _ChatView:
     def __init__(
-        self, state: ServerState, req: ChatCompletionRequest, request_id: str, n: int, prompt: str
+        self,
+        state: ServerState,
+        req: ChatCompletionRequest,
+        request_id: str,
+        n: int,
+        prompt: str,
+        tools: ToolPlan | None,
     ) -> None:
         self.state = state
         self.req = req
@@ -130,17 +148,36 @@ class _ChatView:
         if markers is not None:
             opened = starts_in_reasoning(prompt, *markers)
             self.splitters = [ReasoningSplitter(*markers, opened) for _ in range(n)]
+        # With tools in play, one parser per choice finds the calls in its answer.
+        self.tool_outputs: list[ToolCallOutput] | None = None
+        if tools is not None and tools.mode != "none":
+            self.tool_outputs = [ToolCallOutput(tools) for _ in range(n)]
 
-    def _message(self, d: Delta, stream: bool) -> dict[str, Any]:
-        """The message (or delta) fields of a choice's new text."""
+    def _message(self, d: Delta, stream: bool) -> tuple[dict[str, Any], str | None]:
+        """The message (or delta) fields of a choice's new text, and its finish reason."""
+        reasoning, content = "", d.text
+        if self.splitters is not None:
+            splitter = self.splitters[d.index]
+            reasoning, content = splitter.feed(d.text)
+            if d.finish_reason is not None:
+                held_reasoning, held_content = splitter.finish()
+                reasoning, content = reasoning + held_reasoning, content + held_content
+        calls: list[dict[str, Any]] = []
+        if self.tool_outputs is not None:
+            finished = d.finish_reason is not None
+            content, calls = self.tool_outputs[d.index].feed(content, finished)
         if self.splitters is None:
-            return {"content": d.text} if d.text or not stream else {}
-        splitter = self.splitters[d.index]
-        reasoning, content = splitter.feed(d.text)
-        if d.finish_reason is not None:
-            held_reasoning, held_content = splitter.finish()
-            reasoning, content = reasoning + held_reasoning, content + held_content
-        return message_fields(reasoning, content, stream)
+            fields: dict[str, Any] = {"content": content} if content or not stream else {}
+        else:
+            fields = message_fields(reasoning, content, stream)
+        if not calls:
+            return fields, d.finish_reason
+        if stream:
+            fields["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        else:
+            fields["content"] = content or None
+            fields["tool_calls"] = calls
+        return fields, "tool_calls"
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -159,16 +196,18 @@ class _ChatView:
 
     def response(self, out: RequestOutput) -> dict[str, Any]:
         tracker = DeltaTracker([self.id], self.n)
-        choices = [
-            {
-                "index": d.index,
-                "message": {"role": "assistant", **self._message(d, stream=False)},
-                "logprobs": self._logprobs(d),
-                "finish_reason": d.finish_reason,
-                **confidence_fields(out.outputs[d.index], self.req.confidence_window),
-            }
-            for d in tracker.update(out)
-        ]
+        choices = []
+        for d in tracker.update(out):
+            message, finish_reason = self._message(d, stream=False)
+            choices.append(
+                {
+                    "index": d.index,
+                    "message": {"role": "assistant", **message},
+                    "logprobs": self._logprobs(d),
+                    "finish_reason": finish_reason,
+                    **confidence_fields(out.outputs[d.index], self.req.confidence_window),
+                }
+            )
         return {**self._envelope("chat.completion", choices), "usage": tracker.usage()}
 
     def _chunk(self, choice: dict[str, Any], include_usage: bool) -> str:
@@ -187,12 +226,16 @@ class _ChatView:
                 include_usage,
             )
 
-        def make_choice(out: RequestOutput, d: Delta) -> dict[str, Any]:
+        def make_choice(out: RequestOutput, d: Delta) -> dict[str, Any] | None:
+            delta, finish_reason = self._message(d, stream=True)
+            logprobs = self._logprobs(d)
+            if not delta and finish_reason is None and logprobs is None:
+                return None  # all of it held back (a tool call being written)
             return {
                 "index": d.index,
-                "delta": self._message(d, stream=True),
-                "logprobs": self._logprobs(d),
-                "finish_reason": d.finish_reason,
+                "delta": delta,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason,
             }
 
         def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from intaglio.api.chat_prompt import render_conversation
+from intaglio.api.chat_prompt import render_conversation, template_knows_tools
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import ChatMessage
+from intaglio.server.tools import tool_conversation
 
 
 def message_text(message: ChatMessage, index: int) -> str:
@@ -38,23 +40,64 @@ def chat_length(messages: list[ChatMessage]) -> int:
 
 
 def render_chat(
-    tokenizer: Any, messages: list[ChatMessage], add_generation_prompt: bool = True
+    tokenizer: Any,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """(prompt text, whether tokenizing it should add the tokenizer's special tokens).
 
     A real template writes BOS and friends itself; the fallback does not, so it lets the
-    tokenizer add them.
+    tokenizer add them. `tools` are OpenAI tool definitions (see tools.py for templates that
+    do not render them); `template_kwargs` are extra template variables.
     """
-    conversation: list[dict[str, str]] = []
-    for i, m in enumerate(messages):
-        item = {
-            "role": "system" if m.role == "developer" else m.role,
-            "content": message_text(m, i),
-        }
-        if m.name is not None:
-            item["name"] = m.name
-        conversation.append(item)
+    conversation = [_conversation_item(m, i) for i, m in enumerate(messages)]
+    knows_tools = template_knows_tools(tokenizer)
+    conversation = tool_conversation(conversation, tools, knows_tools)
     try:
-        return render_conversation(tokenizer, conversation, add_generation_prompt)
+        return render_conversation(
+            tokenizer,
+            conversation,
+            add_generation_prompt,
+            tools if knows_tools else None,
+            template_kwargs,
+        )
     except ValueError as e:
-        raise bad_request(str(e), "messages") from None
+        raise bad_request(str(e), getattr(e, "param", None) or "messages") from None
+
+
+def _conversation_item(m: ChatMessage, index: int) -> dict[str, Any]:
+    """A message as templates take it: tool call arguments as objects, as vLLM passes them
+    (templates write them with `tojson`)."""
+    item: dict[str, Any] = {
+        "role": "system" if m.role == "developer" else m.role,
+        "content": message_text(m, index),
+    }
+    if m.name is not None:
+        item["name"] = m.name
+    if m.tool_call_id is not None:
+        item["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        item["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _arguments(call.function.arguments, index, j),
+                },
+            }
+            for j, call in enumerate(m.tool_calls)
+        ]
+    return item
+
+
+def _arguments(text: str, index: int, call_index: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise bad_request(
+            "a tool call's arguments must be JSON text",
+            f"messages.{index}.tool_calls.{call_index}.function.arguments",
+        ) from None

@@ -62,6 +62,8 @@ def _check_supported(req: CompletionRequest) -> None:
         raise bad_request("suffix is not supported", "suffix", "unsupported")
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options needs stream=true", "stream_options")
+    if req.max_tokens == 0 and not req.echo:
+        raise bad_request("max_tokens 0 generates nothing; it needs echo=true", "max_tokens")
 
 
 @router.post("/v1/completions")
@@ -75,6 +77,9 @@ async def create_completion(raw: Request) -> Response:
     for _, token_ids in prompts:
         check_fits(len(token_ids), req.max_tokens, state.engine.max_model_len, "prompt")
     max_tokens = req.max_tokens if req.max_tokens is not None else OPENAI_DEFAULT_MAX_TOKENS
+    # Scoring a prompt: the engine samples one token (its last step computes the prompt's last
+    # logprob anyway) and the view drops it.
+    max_tokens = max(max_tokens, 1)
     params = build_sampling_params(
         req,
         state.engine,
@@ -160,6 +165,10 @@ class _View:
         self.n = params.n
         self.created = int(time.time())
         self.strings = state.token_strings
+        self.scoring = req.max_tokens == 0
+
+    def _tracker(self) -> DeltaTracker:
+        return DeltaTracker(self.request_ids, self.n, drop_output=self.scoring)
 
     def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -195,15 +204,18 @@ class _View:
             text_offset = 0
         if self.req.logprobs is not None:
             logprobs = completion_logprobs(token_ids, entries, self.strings, text_offset)
+        finish_reason = delta.finish_reason
+        if self.scoring and finish_reason == "stop":  # the dropped token was EOS
+            finish_reason = "length"
         return {
             "index": delta.index,
             "text": text,
             "logprobs": logprobs,
-            "finish_reason": delta.finish_reason,
+            "finish_reason": finish_reason,
         }
 
     def response(self, finals: list[RequestOutput]) -> dict[str, Any]:
-        tracker = DeltaTracker(self.request_ids, self.n)
+        tracker = self._tracker()
         choices = []
         for prompt_index, out in enumerate(finals):
             for delta in tracker.update(out):
@@ -225,7 +237,7 @@ class _View:
 
         return stream_chunks(
             queue,
-            DeltaTracker(self.request_ids, self.n),
+            self._tracker(),
             self.state.engine,
             self._envelope,
             make_choice,

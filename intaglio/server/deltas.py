@@ -9,7 +9,8 @@ samples; choice `index` is prompt_index * n + sample_index, as in OpenAI's API.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from intaglio.engine.outputs import RequestOutput
 from intaglio.server.logprobs import LogprobEntry
@@ -38,11 +39,15 @@ class _Progress:
 
 
 class DeltaTracker:
-    def __init__(self, request_ids: list[str], n: int) -> None:
+    def __init__(self, request_ids: list[str], n: int, drop_output: bool = False) -> None:
+        """`drop_output`: prompt scoring (max_tokens 0), where the one token the engine must
+        sample is neither returned nor counted."""
         self._prompt_index = {rid: i for i, rid in enumerate(request_ids)}
         self._n = n
+        self._drop_output = drop_output
         self._progress: dict[tuple[str, int], _Progress] = {}
         self._prompt_tokens: dict[str, int] = {}
+        self._cached_tokens: dict[str, int] = {}
         self.finished: set[str] = set()
 
     @property
@@ -51,6 +56,7 @@ class DeltaTracker:
 
     def update(self, out: RequestOutput) -> list[Delta]:
         self._prompt_tokens[out.request_id] = len(out.prompt_token_ids)
+        self._cached_tokens[out.request_id] = out.metrics.num_cached_tokens
         if out.finished:
             self.finished.add(out.request_id)
         deltas = []
@@ -58,6 +64,8 @@ class DeltaTracker:
             p = self._progress.setdefault((out.request_id, c.index), _Progress())
             if p.done:
                 continue
+            if self._drop_output:
+                c = replace(c, text="", token_ids=[], logprobs=None)
             p.text += c.text
             p.token_ids.extend(c.token_ids)
             if c.logprobs is not None:
@@ -80,11 +88,14 @@ class DeltaTracker:
             p.started, p.done = True, c.finished
         return deltas
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's usage object; `cached_tokens` are prompt tokens whose KV came from the
+        prefix cache."""
         prompt = sum(self._prompt_tokens.values())
         completion = sum(p.num_tokens for p in self._progress.values())
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": sum(self._cached_tokens.values())},
         }

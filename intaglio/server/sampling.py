@@ -40,8 +40,12 @@ def build_sampling_params(
     prompt_logprobs: int | None = None,
     num_prompts: int = 1,
     stream: bool = False,
+    structured: StructuredOutput | None = None,
 ) -> SamplingParams:
     """The model's defaults (generation_config.json) overridden by what the client set.
+
+    `structured` is a constraint the route derived itself (a forced tool call), in place of
+    the request's response_format / guided_* fields.
 
     `num_prompts` x n sequences must fit in the waiting queue at once, or the request could never
     be admitted whole: that is a 400, not a 429 to retry.
@@ -61,7 +65,7 @@ def build_sampling_params(
     if best_of is not None:
         values["best_of"] = best_of
     values["output_kind"] = "delta" if stream else "final_only"
-    structured = _structured(req)
+    structured = structured or _structured(req)
     if structured is not None:
         values["structured"] = structured
     _check_queue_room(num_prompts, req.n, engine.max_num_waiting)

@@ -131,12 +131,13 @@ async def stream_chunks(
     tracker: DeltaTracker,
     engine: AsyncEngine,
     envelope: Callable[[list[dict[str, Any]]], dict[str, Any]],
-    make_choice: Callable[[RequestOutput, Delta], dict[str, Any]],
+    make_choice: Callable[[RequestOutput, Delta], dict[str, Any] | None],
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    """The SSE body both endpoints share: one chunk per choice delta until every choice has
-    finished, then the usage chunk (when asked for) and [DONE]. A failed request ends the stream
-    with an error event and [DONE]; EventStream aborts the rest if the client leaves first.
+    """The SSE body both endpoints share: one chunk per choice delta (unless make_choice has
+    nothing to send for it) until every choice has finished, then the usage chunk (when asked
+    for) and [DONE]. A failed request ends the stream with an error event and [DONE];
+    EventStream aborts the rest if the client leaves first.
 
     With include_usage every chunk carries "usage": null and the final one the totals, as in
     OpenAI's API.
@@ -149,7 +150,10 @@ async def stream_chunks(
                 yield DONE
                 return
             for delta in tracker.update(out):
-                chunk = envelope([make_choice(out, delta)])
+                choice = make_choice(out, delta)
+                if choice is None:  # nothing to send yet (text held back)
+                    continue
+                chunk = envelope([choice])
                 if include_usage:
                     chunk["usage"] = None
                 yield sse(chunk)

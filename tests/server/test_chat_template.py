@@ -53,3 +53,38 @@ def test_non_text_parts_are_refused(model_path: str) -> None:
     with pytest.raises(OpenAIError) as e:
         render_chat(tok, messages(("user", [{"type": "image_url", "image_url": {"url": "x"}}])))
     assert e.value.status == 400 and e.value.param == "messages.0.content"
+
+
+TOOL_TEMPLATE = (
+    "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>"
+    "{% endif %}{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}[{{ c.function.name }}{{ c.function.arguments | tojson }}]"
+    "{% endfor %}{% endfor %}"
+    "{% if enable_thinking is defined and not enable_thinking %}<no_think>{% endif %}"
+)
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+
+
+def test_tools_history_and_template_variables_reach_the_template(model_path: str) -> None:
+    tok = AutoTokenizer.from_pretrained(model_path)
+    tok.chat_template = TOOL_TEMPLATE
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    msgs = [
+        ChatMessage.model_validate(m)
+        for m in (
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "2"},
+        )
+    ]
+    text, _ = render_chat(tok, msgs, False, TOOLS, {"enable_thinking": False})
+    # Arguments reach the template as an object (it writes them with tojson), as vLLM does.
+    assert text == '<tools>get_weather;</tools><user>hi<assistant>[f{"x": 1}]<tool>2<no_think>'
+
+
+def test_template_variables_may_not_override_rendering_options(model_path: str) -> None:
+    tok = AutoTokenizer.from_pretrained(model_path)
+    tok.chat_template = TOOL_TEMPLATE
+    with pytest.raises(OpenAIError) as e:
+        render_chat(tok, messages(("user", "a")), True, None, {"tokenize": True})
+    assert e.value.status == 400 and e.value.param == "chat_template_kwargs"

@@ -70,7 +70,7 @@ def test_malformed_json_is_400(server: RunningServer, body: bytes) -> None:
         (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, None),
         (CHAT, {"messages": USER, "logprobs": True, "top_logprobs": 99}, "top_logprobs"),
         (CHAT, {"messages": USER, "top_logprobs": 2}, "top_logprobs"),
-        (CHAT, {"messages": USER, "tools": [{"type": "function"}]}, "tools"),
+        (CHAT, {"messages": USER, "tools": [{"type": "function"}]}, "tools.0.function"),
         (CHAT, {"messages": USER, "response_format": {"type": "xml"}}, "response_format"),
         (CHAT, {"messages": USER, "max_completion_tokens": 10**6}, "max_completion_tokens"),
     ],
