@@ -282,3 +282,26 @@ def test_no_block_leaks_after_any_program(llm, ops, limit):
         assert all(r.stats.generated_tokens <= limit for r in results)
     assert _free_all(llm)
     assert not llm.engine.has_unfinished()
+
+
+def test_select_and_score_read_the_models_logprobs(llm):
+    """select appends the option of highest mean log-probability; score sums them: both
+    equal the prompt logprobs of the context followed by the option."""
+    options = ["abc", "hello world", "xyz!"]
+    tok = llm.tokenizer
+
+    def reference(option: str) -> list[float]:
+        ids = tok.encode(option, add_special_tokens=False)
+        out = llm.generate([PROMPT + ids], SamplingParams(max_tokens=1, prompt_logprobs=0))[0]
+        return [next(iter(e.values())) for e in out.prompt_logprobs[-len(ids) :]]
+
+    async def program(s):
+        root = s.root(PROMPT)
+        chosen, index = await s.select(root, options)
+        return chosen, index, await s.score(root, options[1])
+
+    chosen, index, score = run_programs(llm.engine, [program])[0].value
+    means = [sum(r) / len(r) for r in map(reference, options)]
+    assert index == max(range(len(options)), key=lambda i: means[i])
+    assert chosen.text == options[index]
+    assert score == pytest.approx(sum(reference(options[1])), abs=1e-4)
