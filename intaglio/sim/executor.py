@@ -5,6 +5,9 @@ It receives the scheduler's real SchedulerOutput, costs the step on a hardware d
 for every request whose step reaches its end, exactly where ModelExecutor would sample one:
 `synthetic_token`, or for a structured request the lowest token its grammar allows.
 
+Requests that ask for logprobs (beam search ranks by them) get synthetic ones: the emitted
+token likeliest, random others after it.
+
 Speculative decoding is simulated with an acceptance profile measured by the real engine
 (`acceptance[i]`: the chance that draft i is accepted when every draft before it was): each
 verification keeps a random number of its drafts drawn from the profile, then one token.
@@ -65,6 +68,7 @@ class SimulatedExecutor:
         q = np.empty(n, dtype=np.int64)
         c = np.empty(n, dtype=np.int64)
         sampled: dict[str, list[int]] = {}
+        logprobs: dict[str, list[dict[int, float]]] = {}
         prefill = num_rows = 0
         for i, s in enumerate(out.scheduled):
             r = s.request
@@ -75,6 +79,10 @@ class SimulatedExecutor:
             if s.samples:  # the step reaches the end: tokens are drawn (one per verified row)
                 sampled[r.request_id] = self._tokens(r, s.spec_token_ids)
                 num_rows += len(s.spec_token_ids) + 1
+                if r.params.logprobs is not None:
+                    logprobs[r.request_id] = self._logprobs(
+                        sampled[r.request_id], r.params.logprobs
+                    )
         duration, flops, traffic = self.step_model.estimate(q, c, num_rows)
         num_emitted = sum(len(tokens) for tokens in sampled.values())
         self.steps.append(
@@ -83,7 +91,20 @@ class SimulatedExecutor:
             )
         )
         self.clock_s += duration
-        return ExecutorOutput(sampled=sampled, duration_s=duration)
+        return ExecutorOutput(sampled=sampled, logprobs=logprobs, duration_s=duration)
+
+    def _logprobs(self, tokens: list[int], n: int) -> list[dict[int, float]]:
+        """Synthetic logprob entries (what beam search ranks by): the emitted token first and
+        likeliest, then n other random tokens, probabilities from a flat Dirichlet."""
+        entries = []
+        for token in tokens:
+            others = self._rng.choice(
+                self.vocab_size, size=min(n + 1, self.vocab_size), replace=False
+            )
+            top = [token, *[int(t) for t in others if t != token][:n]]
+            probs = np.sort(self._rng.dirichlet(np.ones(len(top))))[::-1]
+            entries.append({t: float(np.log(p)) for t, p in zip(top, probs)})
+        return entries
 
     def _tokens(self, request: SequenceView, drafts: list[int]) -> list[int]:
         num_kept = 0

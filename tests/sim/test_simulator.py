@@ -265,3 +265,32 @@ def test_a_study_refuses_a_draft_network_it_cannot_simulate():
     )
     with pytest.raises(ValueError, match="no draft network"):
         serve(study)
+
+
+def test_beam_search_runs_in_the_simulator(step_model):
+    """The simulator runs the engine's own beam search: beams fork and prune over the real
+    block manager, and a wider beam costs more virtual time for the same length."""
+    from intaglio.engine.core import EngineCore
+    from intaglio.sampling.params import SamplingParams
+
+    times = []
+    for width in (1, 8):
+        ex = SimulatedExecutor(step_model, 4096, 16, synthetic_token=5, seed=width)
+        core = EngineCore(EngineConfig(max_num_seqs=64), ex, eos_token_ids=(2,))
+        params = SamplingParams(
+            n=min(width, 3), best_of=width, use_beam_search=True, max_tokens=40, ignore_eos=True
+        )
+        core.add("beam", list(range(10, 300)), params)
+        outputs = []
+        while core.has_unfinished():
+            outputs += core.step()
+        samples = outputs[-1].samples
+        assert outputs[-1].finished and len(samples) == min(width, 3)
+        assert all(len(s.output_token_ids) == 40 for s in samples)
+        assert [s.cumulative_logprob for s in samples] == sorted(
+            (s.cumulative_logprob for s in samples), reverse=True
+        )
+        assert core.block_manager.num_free_blocks == 4096
+        assert max(s.num_seqs for s in ex.steps) == width
+        times.append(ex.clock_s)
+    assert times[1] > times[0]
