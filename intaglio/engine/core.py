@@ -28,6 +28,7 @@ from intaglio.errors import RequestError
 from intaglio.executor.base import Executor
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.state import SequenceSamplerState, thinking_markers
+from intaglio.sampling.thinking import answer_start
 from intaglio.spec import SpecStats
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class EngineCore:
         if child.sampler_state is not None:
             child.sampler_state.continue_from(parent.sampler_state)
         if child.matcher is not None:
-            for token in child.output_token_ids:
+            for token in _answer_tokens(child):
                 if not child.matcher.accept_token(token):
                     raise RequestError(
                         "the tokens so far do not fit the fork's structured grammar", "structured"
@@ -509,6 +510,18 @@ def _max_model_len(
         )
         max_model_len = capacity
     return max_model_len
+
+
+def _answer_tokens(request: Request) -> list[int]:
+    """The output tokens a structured request's grammar has seen: all of them, or for a
+    reasoning model those after its thinking ended."""
+    state, output = request.sampler_state, request.output_token_ids
+    if state is None or state.thinking is None:
+        return output
+    if not state.thinking.ended:
+        return []
+    start = answer_start(output, state.thinking.markers)
+    return output if start is None else output[start:]
 
 
 def _beam_samples(group: _Group) -> list[SampleUpdate]:

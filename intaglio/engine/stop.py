@@ -50,6 +50,9 @@ def check_token(request: Request, token: int) -> Stop | None:
     early = len(request.output_token_ids) < params.min_tokens
     is_eos = not params.ignore_eos and token in request.eos_token_ids
     matcher = request.matcher
+    state = request.sampler_state
+    if matcher is not None and state is not None and not state.last_token_in_answer:
+        matcher = None  # a reasoning model's thinking: the grammar waits for the answer
     # The EOS that a grammar allows once complete ends the request; any other token must fit.
     if matcher is not None and not (is_eos and not early) and not matcher.accept_token(token):
         return Stop(FINISH_ERROR, error=f"token {token} violates the structured-output grammar")
@@ -59,7 +62,6 @@ def check_token(request: Request, token: int) -> Stop | None:
         return Stop(FINISH_STOP)
     if matcher is not None and matcher.is_terminated():
         return Stop(FINISH_STOP)
-    state = request.sampler_state
     if state is not None and state.confidence is not None and state.confidence.low:
         return Stop(FINISH_LOW_CONFIDENCE)
     if len(request.output_token_ids) >= request.max_tokens:

@@ -128,7 +128,7 @@ class ModelExecutor:
         samplers = [s for s in batch if s.samples]
         # Grammar masks are filled on a worker thread while the forward pass runs (torch
         # releases the GIL inside its kernels).
-        constrained = any(s.request.matcher is not None for s in samplers)
+        constrained = any(_grammar_applies(s.request) for s in samplers)
         masks = self._mask_pool().submit(self._grammar_masks, samplers) if constrained else None
         hidden = self.model(input_ids, positions, self.kv_caches, meta, local_meta)
 
@@ -262,7 +262,7 @@ class ModelExecutor:
         row = 0
         for s in samplers:
             matcher = s.request.matcher
-            if matcher is not None:
+            if matcher is not None and _grammar_applies(s.request):
                 for i, draft in enumerate([*s.spec_token_ids, None]):
                     matcher.fill_next_token_bitmask(packed[row + i])
                     if draft is not None:
@@ -351,3 +351,8 @@ class ModelExecutor:
                 entries.append(_logprob_entry(token, target_lps[j], top_ids, top_lps))
         if entries:
             result.prompt_logprobs[r.request_id] = entries
+
+
+def _grammar_applies(request: SequenceView) -> bool:
+    state = request.sampler_state
+    return request.matcher is not None and (state is None or state.grammar_applies)

@@ -18,7 +18,12 @@ from intaglio.errors import RequestError
 from intaglio.sampling.confidence import ConfidenceState
 from intaglio.sampling.dry import DryBreakers
 from intaglio.sampling.params import SamplingParams
-from intaglio.sampling.thinking import ThinkingMarkers, ThinkingState, opens_thinking
+from intaglio.sampling.thinking import (
+    ThinkingMarkers,
+    ThinkingState,
+    closes_thinking,
+    opens_thinking,
+)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class SequenceSamplerState:
             or params.uses_mirostat
             or params.uses_thinking_budget
             or params.confidence_top_k
+            or (params.structured is not None and markers is not None)
         ):
             return None
         if tokenizer is None and (params.bad_words or params.uses_dry):
@@ -56,7 +62,7 @@ class SequenceSamplerState:
             state.confidence = ConfidenceState(
                 k, params.confidence_window, params.confidence_threshold
             )
-        if params.uses_thinking_budget:
+        if params.uses_thinking_budget or params.structured is not None:
             state.thinking = _thinking(params, tokenizer, list(prompt_token_ids), markers)
         if params.bad_words:
             state.bad_words = bad_word_token_ids(tokenizer, params.bad_words)
@@ -65,6 +71,16 @@ class SequenceSamplerState:
         if params.uses_mirostat:
             state.mirostat_mu = 2.0 * params.mirostat_tau  # llama.cpp's starting point
         return state
+
+    @property
+    def grammar_applies(self) -> bool:
+        """A structured request's grammar constrains the next token: always, except for a
+        reasoning model before its thinking has ended (the grammar is for the answer)."""
+        return self.thinking is None or self.thinking.ended
+
+    @property
+    def last_token_in_answer(self) -> bool:
+        return self.thinking is None or self.thinking.last_in_answer
 
     @property
     def changes_per_token(self) -> bool:
@@ -103,17 +119,20 @@ def _thinking(
     )
     if markers is None or tokenizer is None:
         raise RequestError(f"{name} needs an engine started with a reasoning parser", name)
-    if params.structured is not None:
-        raise RequestError(f"{name} with structured output is not supported", name)
-    cue = tuple(tokenizer.encode(params.thinking_continuation, add_special_tokens=False))
-    if not cue:
-        raise RequestError("thinking_continuation encodes to no tokens", "thinking_continuation")
+    cue = ()
+    if params.uses_thinking_budget:
+        cue = tuple(tokenizer.encode(params.thinking_continuation, add_special_tokens=False))
+        if not cue:
+            raise RequestError(
+                "thinking_continuation encodes to no tokens", "thinking_continuation"
+            )
     return ThinkingState(
         markers,
         params.thinking_token_budget,
         params.min_thinking_tokens,
         cue,
         active=opens_thinking(prompt, markers),
+        ended=closes_thinking(prompt, markers),
     )
 
 

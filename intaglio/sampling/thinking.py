@@ -30,6 +30,9 @@ class ThinkingState:
     spent: int = 0  # thinking tokens so far (the end marker's last token not counted)
     forced: tuple[int, ...] = ()  # tokens that must come next (rest of the end marker or cue)
     tail: tuple[int, ...] = field(default=())  # the last tokens, to see multi-token markers
+    # Structured output applies to the answer only: the tokens after an end marker.
+    ended: bool = False  # an end marker has closed the thinking (in the prompt or the output)
+    last_in_answer: bool = False  # the token last appended came after it
 
     def forced_token(self) -> int | None:
         """The token this step must produce, if any."""
@@ -45,6 +48,7 @@ class ThinkingState:
 
     def advance(self, token: int) -> None:
         """After `token` was appended to the output."""
+        self.last_in_answer = self.ended
         width = max(len(self.markers.start), len(self.markers.end))
         self.tail = (*self.tail, token)[-width:]
         if self.forced:
@@ -53,13 +57,24 @@ class ThinkingState:
             self.forced = self.markers.end[1:]  # the first token was forced: the rest follows
         elif self.replaces_end() and token == self.cue[0]:
             self.forced = self.cue[1:]
-        if self.active:
-            if _ends_with(self.tail, self.markers.end):
-                self.active = False
-            else:
-                self.spent += 1
+        if _ends_with(self.tail, self.markers.end):
+            self.active, self.ended = False, True
+        elif self.active:
+            self.spent += 1
         elif _ends_with(self.tail, self.markers.start):
             self.active, self.spent = True, 0
+
+
+def closes_thinking(prompt_token_ids: list[int], markers: ThinkingMarkers) -> bool:
+    """True when the prompt's last marker is an end marker (thinking done, or switched off)."""
+    last_end = _last_index(prompt_token_ids, markers.end)
+    return last_end >= 0 and last_end > _last_index(prompt_token_ids, markers.start)
+
+
+def answer_start(output_token_ids: list[int], markers: ThinkingMarkers) -> int | None:
+    """Where the answer begins in an output: after its last end marker (None: not yet)."""
+    last_end = _last_index(output_token_ids, markers.end)
+    return None if last_end < 0 else last_end + len(markers.end)
 
 
 def _ends_with(tail: tuple[int, ...], marker: tuple[int, ...]) -> bool:

@@ -4,6 +4,8 @@ think markers and whose chat template opens the thinking: offline, and through t
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -130,3 +132,47 @@ def test_thinking_budgets_need_a_reasoning_parser(thinker: str):
     with pytest.raises(RequestError) as e:
         llm.engine.add_request("r", [5, 6, 7], SamplingParams(min_thinking_tokens=3))
     assert e.value.param == "min_thinking_tokens" and "reasoning parser" in str(e.value)
+
+
+def test_structured_output_constrains_the_answer_only(offline: LLM, client: OpenAI):
+    """With a reasoning parser the grammar waits for the end of thinking: the thinking is free,
+    the answer after the end marker fits the grammar, and the grammar's end ends the request."""
+    params = SamplingParams(
+        temperature=1.0,
+        seed=3,
+        max_tokens=20,
+        thinking_token_budget=4,
+        structured={"regex": "[abc]{5}"},
+    )
+    out = offline.chat(USER, params)[0].outputs[0]
+    assert out.token_ids.index(END) == 4  # four free thinking tokens, then the marker
+    reasoning, content = _split(out.text)
+    assert re.fullmatch("[abc]{5}", content)
+    assert set(reasoning) - set("abc")  # the thinking was not held to the grammar
+    assert out.finish_reason == "stop"
+    # A model that ends its thinking at once answers under the grammar straight away.
+    eager = SamplingParams(
+        temperature=0.0,
+        max_tokens=12,
+        logit_bias={END: 100.0},
+        structured={"choice": ["yes", "no"]},
+    )
+    assert _split(offline.chat(USER, eager)[0].outputs[0].text)[1] in ("yes", "no")
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"enum": ["yes", "no"]}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    got = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=USER,
+        temperature=1.0,
+        seed=5,
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        extra_body={"thinking_token_budget": 3},
+    )
+    message = got.choices[0].message
+    assert json.loads(message.content) in ({"ok": "yes"}, {"ok": "no"})
+    assert (message.model_extra or {})["reasoning_content"]
