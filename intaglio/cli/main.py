@@ -83,6 +83,13 @@ def _bench_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_search(args: argparse.Namespace) -> int:
+    from intaglio.bench.search import run_search_benchmark
+
+    run_search_benchmark(args, engine_args(args))
+    return 0
+
+
 def _bench_sampler(args: argparse.Namespace) -> int:
     from intaglio.bench.sampler import run_sampler_benchmark
 
@@ -135,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_bench_flags(spec)
     add_engine_flags(spec)
     spec.set_defaults(func=_bench_spec)
+    search = bench_sub.add_parser("search", help="search methods: accuracy against compute")
+    from intaglio.bench.search import add_search_bench_flags
+
+    add_search_bench_flags(search)
+    add_engine_flags(search)
+    search.set_defaults(func=_bench_search)
     moe = bench_sub.add_parser("moe", help="an MoE layer versus a dense layer of equal active size")
     from intaglio.bench.moe_layer import add_moe_flags
 
