@@ -60,6 +60,22 @@ SCHEMAS = {
 }
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
+HISTORY = [  # an earlier call and its result
+    *USER,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "22 degrees"},
+]
+
 
 @pytest.fixture(scope="module")
 def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
@@ -151,45 +167,15 @@ def test_auto_returns_text_when_the_model_writes_no_call(client: OpenAI) -> None
 
 
 def test_tool_history_is_accepted(client: OpenAI) -> None:
-    history = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "22 degrees"},
-    ]
-    got = create(client, messages=history, tool_choice="none", max_tokens=4)
+    got = create(client, messages=HISTORY, tool_choice="none", max_tokens=4)
     assert got.choices[0].message.tool_calls is None
 
 
 def test_tool_prompt_reaches_a_template_without_tool_support(tool_server: RunningServer) -> None:
     """The tiny tokenizer has no template: the tools and the history are written as Hermes
     text in the prompt the model sees."""
-    history = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "22 degrees"},
-    ]
     with tool_server.client() as c:
-        tokens = c.post("/tokenize", json={"messages": history, "tools": TOOLS}).json()["tokens"]
+        tokens = c.post("/tokenize", json={"messages": HISTORY, "tools": TOOLS}).json()["tokens"]
         text = c.post("/detokenize", json={"tokens": tokens}).json()["prompt"]
     assert "<tools>" in text and '"name": "route"' in text
     assert (
