@@ -15,7 +15,8 @@ Per method and N it records accuracy, generated tokens, the mean of each program
 blocks and the wall time, and plots accuracy against each. Two more measurements check the
 targets that are about cost: the KV blocks N forks of one prompt hold against N independent
 requests (no prefix cache), and the wall time of beam search of width 8 against 8 independent
-sampled requests of the same length, with HF transformers' beam search beside them.
+sampled requests of the same length, with HF transformers' beam search beside them (timed, and
+checked for the same best beam).
 
     intaglio bench search --ns 1 2 4 8 16 32 --num-per-kind 10 --json-out search.json
 """
@@ -174,7 +175,7 @@ def _beam_speed(
     )
     llm.generate(roots[:1], SamplingParams(max_tokens=4))  # warm-up
     start = time.perf_counter()
-    beams = llm.generate(roots, beam)
+    llm.generate(roots, beam)
     beam_s = time.perf_counter() - start
     start = time.perf_counter()
     llm.generate([r for r in roots for _ in range(width)], sampled)
@@ -194,10 +195,9 @@ def _beam_speed(
     }
     if hf is not None:
         start = time.perf_counter()
-        same = 0
         with torch.inference_mode():
-            for root, ours in zip(roots, beams):
-                ids = hf.generate(
+            for root in roots:  # EOS banned until `length`, as ours ignores it
+                hf.generate(
                     torch.tensor([root]),
                     num_beams=width,
                     max_new_tokens=length,
@@ -205,10 +205,33 @@ def _beam_speed(
                     do_sample=False,
                     early_stopping=False,
                 )
-                same += ids[0, len(root) :].tolist() == ours.outputs[0].token_ids
         out["hf_beam_s"] = time.perf_counter() - start
-        out["hf_same_best_beam"] = same
+        out["hf_same_best_beam"] = _same_best_beam(llm, hf, roots, width, length)
     return out
+
+
+def _same_best_beam(llm: Any, hf: Any, roots: list[list[int]], width: int, length: int) -> int:
+    """Prompts whose best beam equals HF's, both ending at EOS. (With EOS ignored the two differ
+    by design: HF bans EOS before min_new_tokens, ours lets a beam go on past it.)"""
+    from intaglio import SamplingParams
+
+    eos = list(llm.engine.eos_token_ids)
+    params = SamplingParams(use_beam_search=True, best_of=width, n=1, max_tokens=length)
+    same = 0
+    with torch.inference_mode():
+        for root, out in zip(roots, llm.generate(roots, params)):
+            ids = hf.generate(
+                torch.tensor([root]),
+                num_beams=width,
+                max_new_tokens=length,
+                do_sample=False,
+                early_stopping=False,
+                eos_token_id=eos,
+            )
+            tokens = ids[0, len(root) :].tolist()
+            end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+            same += tokens[:end] == out.outputs[0].token_ids
+    return same
 
 
 def _hf_model(path: Path) -> Any:
@@ -286,7 +309,12 @@ def run_search_benchmark(args: argparse.Namespace, eargs: dict[str, Any]) -> dic
                     flush=True,
                 )
     alone = LLM(args.model, **{**eargs, "prefix_caching": False, "max_num_seqs": 256})
-    sharing = _kv_sharing(llm, alone, roots[0], 16, args.output_len)
+    # At the suite's own mean answer length, and at the longest answer allowed.
+    sampled = [r for r in rows if r["method"] == "best_of_n_verifier"]
+    last = sampled[-1] if sampled else None
+    mean_len = round(last["generated_tokens"] / (last["n"] * len(tasks))) if last else 16
+    lengths = (max(mean_len, 1), args.output_len)
+    sharing = [_kv_sharing(llm, alone, roots[0], 16, n) for n in lengths]
     print(f"KV sharing: {sharing}")
     del alone
     gc.collect()
