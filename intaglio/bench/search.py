@@ -263,6 +263,10 @@ def _plot(rows: list[dict[str, Any]], plot_dir: Path) -> list[str]:
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for method in dict.fromkeys(r["method"] for r in rows):
+            if method == "greedy":  # one point: the baseline, drawn across
+                accuracy = next(r["accuracy"] for r in rows if r["method"] == method)
+                ax.axhline(accuracy, linestyle="--", color="gray", label="greedy")
+                continue
             points = sorted((r[axis], r["accuracy"], r["n"]) for r in rows if r["method"] == method)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
         ax.set_xscale("log")
