@@ -15,7 +15,7 @@ from typing import Any
 
 from intaglio.search.program import Branch, Search
 from intaglio.search.scorers import Scorer
-from intaglio.search.step_search import STEP_DELIMITERS, is_complete
+from intaglio.search.step_search import STEP_DELIMITERS, expand_steps, is_complete
 
 
 @dataclass
@@ -66,15 +66,12 @@ async def mcts(
 ) -> Branch | None:
     tree = Node(root)
     scored: list[tuple[float, Node]] = []
-    step = {**sampling, "stop": list(delimiters), "include_stop_str_in_output": True}
     for _ in range(iterations):
         leaf = select_leaf(tree, exploration)
         if leaf is None or s.exhausted:
             break
-        children = await s.gen_all(s.fork(leaf.branch, expand), **step)
+        children = await expand_steps(s, [(leaf.branch, expand)], delimiters, sampling)
         for branch in children:
-            if not branch.num_generated:
-                continue
             child = Node(branch, leaf, complete=is_complete(branch, delimiters))
             leaf.children.append(child)
             v = await value(s, branch)

@@ -30,10 +30,10 @@ def is_complete(branch: Branch, delimiters: Sequence[str] = STEP_DELIMITERS) -> 
     return branch.finish_reason is not None and branch.stop_reason not in delimiters
 
 
-async def _expand(
+async def expand_steps(
     s: Search, parents: list[tuple[Branch, int]], delimiters: Sequence[str], sampling: dict
 ) -> list[Branch]:
-    """One step on each parent, `count` times each (forks of its KV)."""
+    """One step on each parent, `count` times each (forks of its KV); empty steps dropped."""
     forks = [c for parent, count in parents if count > 0 for c in s.fork(parent, count)]
     if not forks:
         return []
@@ -63,7 +63,7 @@ async def step_beam_search(
     complete: list[tuple[float, Branch]] = []
     last: list[tuple[float, Branch]] = []
     for _ in range(max_steps):
-        children = await _expand(s, [(b, expand) for b in frontier], delimiters, sampling)
+        children = await expand_steps(s, [(b, expand) for b in frontier], delimiters, sampling)
         scored = sorted(zip(await _values(s, value, children), children), key=lambda vb: -vb[0])
         last = scored or last
         complete += [(v, b) for v, b in scored if is_complete(b, delimiters)]
@@ -107,7 +107,7 @@ async def rebase(
         if left <= 0 or not frontier or s.exhausted:
             break
         counts = allocate([v for v, _ in frontier], left, temperature)
-        children = await _expand(
+        children = await expand_steps(
             s, [(b, c) for (_, b), c in zip(frontier, counts)], delimiters, sampling
         )
         scored = list(zip(await _values(s, value, children), children))
