@@ -209,6 +209,8 @@ def _letter(rng: random.Random) -> dict[str, object]:
     return {"c": rng.choice("aeinorst")}
 
 
+# Mostly functions the default model gets wrong at first but right in some samples; two it
+# usually gets right.
 _FAMILIES = (
     _Family(
         "scale",
@@ -227,14 +229,6 @@ _FAMILIES = (
         lambda r: (_ints(r, r.randint(0, 6)),),
     ),
     _Family(
-        "is_multiple",
-        "n",
-        "True when n is divisible by {a}, else False",
-        "return n % {a} == 0",
-        lambda r: {"a": r.randint(3, 9)},
-        lambda r: (r.randint(0, 60),),
-    ),
-    _Family(
         "repeat",
         "s",
         "the string s repeated {a} times",
@@ -243,28 +237,12 @@ _FAMILIES = (
         lambda r: (r.choice(("ab", "x", "", "hey", "12", "go")),),
     ),
     _Family(
-        "tail",
-        "s",
-        "the last {a} characters of the string s",
-        "return s[-{a}:]",
-        lambda r: {"a": r.randint(2, 5)},
-        lambda r: (r.choice(_WORDS),),
-    ),
-    _Family(
         "clamp",
         "x",
         "x limited to the range {a} to {b} (values below {a} become {a}, above {b} become {b})",
         "return min(max(x, {a}), {b})",
         lambda r: {"a": r.randint(0, 5), "b": r.randint(10, 20)},
         lambda r: (r.randint(-10, 30),),
-    ),
-    _Family(
-        "add_to_all",
-        "xs",
-        "a new list with {a} added to every number in the list xs",
-        "return [x + {a} for x in xs]",
-        lambda r: {"a": r.randint(1, 9)},
-        lambda r: (_ints(r, r.randint(0, 4)),),
     ),
     _Family(
         "count_letter",
