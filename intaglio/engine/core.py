@@ -407,9 +407,9 @@ class EngineCore:
                 continue
             first_use.add(c.parent)
             seated.append(parent)
-        for i, c in enumerate(chosen):  # after the forks, which copied the parents' tokens
-            if c.parent in first_use and seated[i] is live[c.parent]:
-                seated[i].output_token_ids[-1] = c.token_id
+        for request, c in zip(seated, chosen):  # after the forks copied the parents' tokens
+            if request is live[c.parent]:
+                request.output_token_ids[-1] = c.token_id
         for b, r in enumerate(live):
             if b not in first_use:  # not chosen: its blocks return to the pool now
                 if not r.is_finished:
