@@ -9,7 +9,9 @@ tasks' programs running together on one engine (as a server would batch them):
   (so at the same cost): best-of-N with the task's verifier, best-of-N by mean log-probability,
   and a plain majority vote of the extracted answers;
 - `self_consistency`: the vote with early stopping (its cost is its own);
-- `beam`: beam search of width N inside the engine, its best beam.
+- `beam`: beam search of width N inside the engine, its best beam;
+- `rebase`: REBASE tree search over lines (steps end at a newline) with N expansions in all,
+  valued by the branch's mean log-probability (the suite has no process reward model).
 
 Per method and N it records accuracy, generated tokens, the mean of each program's peak KV
 blocks and the wall time, and plots accuracy against each. Two more measurements check the
@@ -37,12 +39,12 @@ import torch
 
 from intaglio.bench.search_tasks import KINDS, Task, make_tasks
 from intaglio.ops.cpu_kernels import cpu_flags
-from intaglio.search import Search, run_programs, self_consistency
+from intaglio.search import Search, mean_logprob, rebase, run_programs, self_consistency
 from intaglio.search.self_consistency import leader, tally
 from intaglio.toolkit.machine import measure_machine
 
 _FLAGS_SHOWN = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-METHODS = ("greedy", "sample", "self_consistency", "beam")
+METHODS = ("greedy", "sample", "self_consistency", "beam", "rebase")
 
 
 def add_search_bench_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +57,11 @@ def add_search_bench_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--output-len", type=int, default=96, help="max tokens per answer")
     g.add_argument("--sample-temperature", type=float, default=0.8)
     g.add_argument("--beam-len", type=int, default=64, help="tokens per beam, speed check")
+    g.add_argument(
+        "--no-cost-checks",
+        action="store_true",
+        help="skip the KV-sharing and beam-speed measurements",
+    )
     g.add_argument("--json-out", help="write the results here")
     g.add_argument("--plot-dir", help="write accuracy plots (PNG) here")
 
@@ -92,6 +99,8 @@ def _method_rows(
                 return [await s.gen(root, temperature=0.0, max_tokens=args.output_len)]
             if method == "sample":
                 return await s.gen_all(s.fork(root, n), **sampling)
+            if method == "rebase":
+                return [await rebase(s, root, mean_logprob, budget=n, **sampling)]
             if method == "beam":
                 beams = dict(use_beam_search=True, n=1, best_of=n, max_tokens=args.output_len)
                 return await s.gen_all([root], **beams)
@@ -101,8 +110,8 @@ def _method_rows(
 
     values, cost = _run(llm, [program(i) for i in range(len(tasks))])
     row = {"n": n, **cost}
-    if method in ("greedy", "beam"):
-        texts = [v[0].text if v else None for v in values]
+    if method in ("greedy", "beam", "rebase"):
+        texts = [v[0].text if v and v[0] is not None else None for v in values]
         return [{"method": method, **row, "accuracy": _accuracy(tasks, texts)}]
     if method == "self_consistency":
         voted = [
@@ -312,19 +321,22 @@ def run_search_benchmark(args: argparse.Namespace, eargs: dict[str, Any]) -> dic
                     f"  wall {row['wall_s']:7.1f} s",
                     flush=True,
                 )
-    alone = LLM(args.model, **{**eargs, "prefix_caching": False, "max_num_seqs": 256})
-    # At the suite's own mean answer length, and at the longest answer allowed.
-    sampled = [r for r in rows if r["method"] == "best_of_n_verifier"]
-    last = sampled[-1] if sampled else None
-    mean_len = round(last["generated_tokens"] / (last["n"] * len(tasks))) if last else 16
-    lengths = (max(mean_len, 1), args.output_len)
-    sharing = [_kv_sharing(llm, alone, roots[0], 16, n) for n in lengths]
-    print(f"KV sharing: {sharing}")
-    del alone
-    gc.collect()
-    hf = _hf_model(llm.model_path)
-    speed = _beam_speed(llm, roots[:4], 8, args.beam_len, hf, limits.read_bandwidth_gbs)
-    print(f"beam speed: {speed}")
+    sharing: list[dict[str, Any]] = []
+    speed: dict[str, Any] = {}
+    if not args.no_cost_checks:
+        alone = LLM(args.model, **{**eargs, "prefix_caching": False, "max_num_seqs": 256})
+        # At the suite's own mean answer length, and at the longest answer allowed.
+        sampled = [r for r in rows if r["method"] == "best_of_n_verifier"]
+        last = sampled[-1] if sampled else None
+        mean_len = round(last["generated_tokens"] / (last["n"] * len(tasks))) if last else 16
+        lengths = (max(mean_len, 1), args.output_len)
+        sharing = [_kv_sharing(llm, alone, roots[0], 16, n) for n in lengths]
+        print(f"KV sharing: {sharing}")
+        del alone
+        gc.collect()
+        hf = _hf_model(llm.model_path)
+        speed = _beam_speed(llm, roots[:4], 8, args.beam_len, hf, limits.read_bandwidth_gbs)
+        print(f"beam speed: {speed}")
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "cpu_flags": flags,
