@@ -27,6 +27,7 @@ from intaglio.sampling.params import SamplingParams
 from intaglio.search.program import Branch, Pending, Search, Wait
 
 T = TypeVar("T")
+_RUNNERS = itertools.count()  # request ids stay unique across runners on one engine
 Program = Callable[[Search], Coroutine[Any, Any, T]]  # an async def function
 
 
@@ -130,6 +131,7 @@ class ProgramRunner:
         self._programs: list[ProgramState] = []
         self._owner: dict[str, ProgramState] = {}  # request id -> the program that made it
         self._ids = itertools.count()
+        self._prefix = f"search{next(_RUNNERS)}"
         config = engine.core.config
         spec = config.num_speculative_tokens if config.speculative_method else 0
         self._tokens_per_step = 1 + spec  # the most a sample can gain in one step
@@ -146,6 +148,10 @@ class ProgramRunner:
     def has_work(self) -> bool:
         return any(p.result is None for p in self._programs)
 
+    def has_requests(self) -> bool:
+        """Requests of its programs not yet finished in the engine (pruned ones included)."""
+        return bool(self._owner)
+
     def fail_all(self, message: str) -> None:
         """End every program with an error (the engine is stopping or failed)."""
         for state in self._programs:
@@ -159,7 +165,7 @@ class ProgramRunner:
 
     # ------------------------------------------------------------ engine side
     def new_request_id(self) -> str:
-        return f"search-{next(self._ids)}"
+        return f"{self._prefix}-{next(self._ids)}"
 
     def add(self, state: ProgramState, pending: Pending, params: SamplingParams) -> None:
         self.engine.add_request(pending.request_id, list(pending.branch.token_ids), params)
@@ -296,7 +302,8 @@ def run_programs(
     """Run programs to completion on the engine's shared batches; results in order."""
     runner = ProgramRunner(engine)
     states = [runner.start(p, budget) for p in programs]
-    while runner.has_work():
+    # Programs that returned early pruned their requests; their ends are flushed here too.
+    while runner.has_work() or runner.has_requests():
         runner.before_step()
         if not engine.has_unfinished():
             if runner.has_work():

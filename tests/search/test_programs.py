@@ -305,3 +305,18 @@ def test_select_and_score_read_the_models_logprobs(llm):
     assert index == max(range(len(options)), key=lambda i: means[i])
     assert chosen.text == options[index]
     assert score == pytest.approx(sum(reference(options[1])), abs=1e-4)
+
+
+def test_runs_after_a_pruning_run_do_not_collide(llm):
+    """A run whose programs pruned requests flushes them before returning, and request ids
+    stay unique across runners on one engine (a second run used to reuse a pruned id)."""
+    ragged = dict(temperature=1.0, seed=5, max_tokens=60, stop_token_ids=list(range(3, 60)))
+
+    async def decided_early(s):
+        return await self_consistency(s, s.root(PROMPT), 9, lambda t: "x", **ragged)
+
+    for _ in range(3):
+        results = run_programs(llm.engine, [decided_early, decided_early])
+        assert all(r.error is None and r.value.num_finished < 9 for r in results)
+        assert not llm.engine.has_unfinished()
+    assert _free_all(llm)
