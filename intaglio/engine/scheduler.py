@@ -126,7 +126,7 @@ class Scheduler:
         budget = self.max_num_batched_tokens
         active = [r for r in self.running if not r.held]
         decodes = [r for r in active if r.num_tokens - r.num_computed_tokens == 1]
-        has_prefill = len(decodes) < len(active) or bool(self.waiting)
+        has_prefill = len(decodes) < len(active) or any(not r.held for r in self.waiting)
         run_decodes, run_prefills = self._interleaver.choose(bool(decodes), has_prefill)
         if run_decodes:
             budget = self._schedule_running(decodes, budget, out)

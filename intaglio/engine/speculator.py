@@ -40,14 +40,15 @@ class Speculator:
     def propose(self, scheduler: Scheduler, drafted: dict[str, list[int]]) -> None:
         """Set spec_token_ids of every running request whose next step is a decode, from the
         lookup proposer or from what the executor's draft network `drafted` this step."""
-        decodes = [r for r in scheduler.running if r.num_tokens - r.num_computed_tokens == 1]
+        decodes = [
+            r
+            for r in scheduler.running
+            if r.num_tokens - r.num_computed_tokens == 1 and _may_draft(r)
+        ]
         alphas = [acceptance_rate(r.spec.num_accepted_tokens, r.num_spec_tried) for r in decodes]
         lengths = self.controller.draft_lengths(alphas)
         self.num_draft_tokens = max(lengths, default=0)
         for request, k in zip(decodes, lengths):
-            state = request.sampler_state
-            if (state is not None and state.changes_per_token) or request.params.use_beam_search:
-                continue  # beams are re-seated after every token
             k = min(k, _room(request))
             if k <= 0:
                 continue
@@ -67,6 +68,14 @@ class Speculator:
     def finish(self, request: Request) -> None:
         if self.proposer is not None:
             self.proposer.finish(request.request_id, request.output_token_ids)
+
+
+def _may_draft(request: Request) -> bool:
+    """Beams are re-seated after every token, and some sampler states move with every token:
+    neither can verify drafts, so they neither get any nor size the draft network's work."""
+    state = request.sampler_state
+    changes = state is not None and state.changes_per_token
+    return not changes and not request.params.use_beam_search
 
 
 def _room(request: Request) -> int:

@@ -25,8 +25,18 @@ def _beams(llm):
 
 def test_beam_search_under_speculative_decoding_and_priority(checkpoint, plain):
     want = _beams(plain)
-    spec = LLM(str(checkpoint("llama")), dtype="float32", speculative_method="ngram")
+    spec = LLM(
+        str(checkpoint("llama")),
+        dtype="float32",
+        speculative_method="ngram",
+        speculative_adaptive=False,
+    )
     assert _beams(spec) == want
+    # Beams take no drafts, so they must not size a draft network's lookahead either.
+    spec.engine.add_request("beams", PROMPT, BEAM)
+    while spec.engine.has_unfinished():
+        spec.engine.step()
+        assert spec.engine.core._speculator.num_draft_tokens == 0
     prio = LLM(
         str(checkpoint("llama")), dtype="float32", scheduling_policy="priority", max_num_seqs=3
     )
