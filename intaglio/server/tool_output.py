@@ -19,7 +19,6 @@ class ToolCallOutput:
     def __init__(self, plan: ToolPlan) -> None:
         forced = plan.mode == "forced"
         self._reader: Reader = ForcedReader(plan.names) if forced else AutoReader(plan.names)
-        self._sent_content = 0
         self._sent_arguments: list[int] = []  # per call: characters of its arguments sent
         self._ids: list[str] = []
 
@@ -32,8 +31,7 @@ class ToolCallOutput:
         self._reader.feed(text)
         if finished:
             self._reader.finish()
-        content = self._reader.content[self._sent_content :]
-        self._sent_content += len(content)
+        content = self._reader.take_content()
         deltas: list[dict[str, Any]] = []
         for i, call in enumerate(self._reader.calls):
             if i == len(self._ids):

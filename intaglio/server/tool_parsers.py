@@ -11,11 +11,12 @@ instruction-tuned models use.
   literal arguments. These two are read once the answer is complete.
 - Forced calls (tools.py's grammar): a JSON call object or a list of them, read as it comes.
 
-Every reader takes text in pieces (`feed`), then `finish()`; `content` is the text known to be
-no call (it only grows) and `calls` the committed calls. Each decision depends only on the
-text read so far, so pieces of any size give what the whole text gives. A Hermes block that
-turns out to be no call (not JSON, a function not among the tools) is content, and reading
-goes on after its tag; a call cut short keeps the arguments written so far.
+Every reader takes text in pieces (`feed`), then `finish()`; `take_content()` hands out the
+text found to be no call since it was last asked, and `calls` are the committed calls. Each
+decision depends only on the text read so far, so pieces of any size give what the whole
+text gives. A Hermes block that turns out to be no call (not JSON, a function not among the
+tools) is content, and reading goes on after its tag; text after the calls is content too; a
+call cut short keeps the arguments written so far.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Call(Protocol):
 
 
 class Reader(Protocol):
-    content: str
+    def take_content(self) -> str: ...
 
     @property
     def calls(self) -> list[Call]: ...
@@ -66,15 +67,27 @@ def tool_call_id() -> str:
 class HermesReader:
     def __init__(self, names: set[str]) -> None:
         self.names = names
-        self.content = ""
         self.calls: list[Call] = []
+        self._content: list[str] = []
         self._state = "text"  # text, tag (after <tool_call>), object, close, between (blocks)
         self._held = ""  # read but not content yet: a partial tag, or a block not yet a call
         self._scanner: CallScanner | None = None
 
+    def take_content(self) -> str:
+        out = "".join(self._content)
+        self._content.clear()
+        return out
+
     def feed(self, text: str) -> None:
         i = 0
         while i < len(text):
+            if self._state == "text" and not self._held:  # plain text up to a possible tag
+                j = text.find(HERMES_START[0], i)
+                j = len(text) if j < 0 else j
+                if j > i:
+                    self._content.append(text[i:j])
+                    i = j
+                    continue
             replay = self._step(text[i])
             i += 1
             if replay:  # read again in the state the step ended in
@@ -82,7 +95,7 @@ class HermesReader:
 
     def finish(self) -> None:
         if self._state in ("text", "tag", "object"):  # a committed call holds nothing back
-            self.content += self._held
+            self._content.append(self._held)
         self._held = ""
 
     def _step(self, ch: str) -> str:
@@ -96,7 +109,7 @@ class HermesReader:
                 self._state = "tag"
                 return ""
             keep = _partial_tag(self._held, HERMES_START)
-            self.content += self._held[: len(self._held) - keep]
+            self._content.append(self._held[: len(self._held) - keep])
             self._held = self._held[len(self._held) - keep :]
             return ""
         if state == "tag":
@@ -125,7 +138,7 @@ class HermesReader:
         consumed = scanner.feed(ch)
         if not scanner.committed:
             if scanner.not_call:  # the tag is text; what followed it is read again
-                self.content += HERMES_START
+                self._content.append(HERMES_START)
                 replay, self._held, self._state = self._held[len(HERMES_START) :] + ch, "", "text"
                 return replay
             self._held += ch
@@ -204,21 +217,25 @@ class ForcedReader:
     of it is content only if no call was made, e.g. cut short by max_tokens early on)."""
 
     def __init__(self, names: set[str]) -> None:
-        self.content = ""
-        self._text = ""
+        self._text: list[str] = []
+        self._content = ""
         self._json = JsonCallsReader(names)
 
     @property
     def calls(self) -> list[Call]:
         return self._json.calls
 
+    def take_content(self) -> str:
+        out, self._content = self._content, ""
+        return out
+
     def feed(self, text: str) -> None:
-        self._text += text
+        self._text.append(text)
         self._json.feed(text)
 
     def finish(self) -> None:
         if not self.calls:
-            self.content = self._text
+            self._content = "".join(self._text)
 
 
 class AutoReader:
@@ -227,20 +244,25 @@ class AutoReader:
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
-        self.content = ""
         self._head = ""  # the answer's opening, until it tells the format
         self._whole = False
         self._hermes: HermesReader | None = None
         self._calls: list[Call] = []
+        self._content = ""  # a whole answer that holds no calls
 
     @property
     def calls(self) -> list[Call]:
         return self._hermes.calls if self._hermes is not None else self._calls
 
+    def take_content(self) -> str:
+        if self._hermes is not None:
+            return self._hermes.take_content()
+        out, self._content = self._content, ""
+        return out
+
     def feed(self, text: str) -> None:
         if self._hermes is not None:
             self._hermes.feed(text)
-            self.content = self._hermes.content
             return
         self._head += text
         lead = self._head.lstrip(_WHITESPACE)
@@ -255,7 +277,7 @@ class AutoReader:
         if self._whole:
             calls = _whole_calls(self._head, self.names)
             if calls is None:
-                self.content = self._head
+                self._content = self._head
             else:
                 self._calls = calls
             return
@@ -263,12 +285,10 @@ class AutoReader:
             self._start_hermes()
         assert self._hermes is not None
         self._hermes.finish()
-        self.content = self._hermes.content
 
     def _start_hermes(self) -> None:
         self._hermes = HermesReader(self.names)
         self._hermes.feed(self._head)
-        self.content = self._hermes.content
 
 
 def _whole_calls(text: str, names: set[str]) -> list[Call] | None:

@@ -17,6 +17,8 @@ from serverkit import MODEL_NAME, RunningServer, run_server
 from transformers import AutoTokenizer
 
 from checkpoints import build_checkpoint, build_tokenizer
+from intaglio.server.protocol import ChatCompletionRequest
+from intaglio.server.tools import ToolPlan, plan_tools, writes_hermes
 
 # Schemas whose every valid value is short, so a random model always finishes them.
 WEATHER = {
@@ -366,3 +368,50 @@ def test_auto_without_strict_tools_is_unconstrained(client: OpenAI) -> None:
     no call (so the whole answer is content)."""
     got = create(client, seed=0, temperature=1.0, logit_bias=LT_BIAS, max_tokens=8)
     assert got.choices[0].message.content.startswith("<tool_call><tool_call>")
+
+
+def plan(hermes: bool = True, **fields: Any) -> ToolPlan | None:
+    body = {"model": MODEL_NAME, "messages": USER, "tools": STRICT_TOOLS, **fields}
+    return plan_tools(ChatCompletionRequest.model_validate(body), hermes)
+
+
+def test_auto_is_constrained_only_for_strict_tools_of_a_hermes_model() -> None:
+    got = plan()
+    assert got is not None and got.mode == "auto" and got.structured is not None
+    blocks = got.structured.tagged_json
+    assert blocks is not None and (blocks.begin, blocks.max_blocks) == ("<tool_call>", None)
+    one = plan(parallel_tool_calls=False)
+    assert one is not None and one.structured is not None and one.structured.tagged_json
+    assert one.structured.tagged_json.max_blocks == 1
+    for unconstrained in (
+        plan(tools=TOOLS),  # no strict tool: free, as vLLM
+        plan(hermes=False),  # the model writes another format: the parser alone
+        plan(response_format={"type": "json_object"}),  # the answer follows that instead
+    ):
+        assert unconstrained is not None and unconstrained.structured is None
+
+
+def test_only_strict_tools_arguments_follow_their_schema_under_auto() -> None:
+    tools = [STRICT_TOOLS[0], TOOLS[1], TOOLS[2]]  # strict, not strict, no parameters
+    got = plan(tools=tools)
+    assert got is not None and got.structured is not None and got.structured.tagged_json
+    defs = json.loads(str(got.structured.tagged_json.schema))["$defs"]
+    assert defs["tool0"] == WEATHER
+    assert defs["tool1"] == {"type": "object", "additionalProperties": True}
+    assert defs["tool2"] == {"type": "object", "properties": {}}
+
+
+@pytest.mark.parametrize(
+    ("template", "hermes"),
+    [
+        (None, True),  # no template: our prompt asks for Hermes blocks
+        ("{{ messages }}", True),  # a template that does not render tools: the same
+        ("{% for t in tools %}...<tool_call>{{ t }}</tool_call>{% endfor %}", True),  # Qwen
+        ("{% if tools %}<|python_tag|>{{ tools }}{% endif %}", False),  # Llama 3
+    ],
+)
+def test_which_models_write_hermes_blocks(template: str | None, hermes: bool) -> None:
+    class Tokenizer:
+        chat_template = template
+
+    assert writes_hermes(Tokenizer()) is hermes

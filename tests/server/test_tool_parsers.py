@@ -14,17 +14,14 @@ from intaglio.server.tools import ToolPlan
 NAMES = {"get_weather", "add"}
 
 
-def read(reader: Reader, text: str, size: int) -> Reader:
-    """The reader after `text` fed in pieces of `size` characters, then finished."""
+def read(reader: Reader, text: str, size: int) -> tuple[str, list[tuple[str | None, str]]]:
+    """(content, calls) of `text` fed in pieces of `size` characters."""
+    content = ""
     for i in range(0, len(text), size):
         reader.feed(text[i : i + size])
+        content += reader.take_content()
     reader.finish()
-    return reader
-
-
-def calls(text: str, size: int) -> tuple[str, list[tuple[str | None, str]]]:
-    r = read(AutoReader(NAMES), text, size)
-    return r.content, [(c.name, c.arguments) for c in r.calls]
+    return content + reader.take_content(), [(c.name, c.arguments) for c in reader.calls]
 
 
 PARIS = ("get_weather", '{"city": "Paris"}')
@@ -100,7 +97,8 @@ CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 )
 @pytest.mark.parametrize("size", [1, 3, None])
 def test_auto(text: str, content: str | None, expected: list, size: int | None) -> None:
-    assert calls(text, size or len(text)) == (text if content is None else content, expected)
+    want = (text if content is None else content, expected)
+    assert read(AutoReader(NAMES), text, size or len(text)) == want
 
 
 @pytest.mark.parametrize(
@@ -119,8 +117,7 @@ def test_auto(text: str, content: str | None, expected: list, size: int | None) 
 )
 @pytest.mark.parametrize("size", [1, 3, None])
 def test_forced(text: str, content: str, expected: list, size: int | None) -> None:
-    r = read(ForcedReader(NAMES), text, size or len(text))
-    assert (r.content, [(c.name, c.arguments) for c in r.calls]) == (content, expected)
+    assert read(ForcedReader(NAMES), text, size or len(text)) == (content, expected)
 
 
 def test_scanner_commits_once_the_arguments_begin_and_then_grows_them() -> None:
