@@ -33,7 +33,7 @@ from intaglio.server.streams import (
     stream_chunks,
 )
 from intaglio.server.tool_output import ToolCallOutput
-from intaglio.server.tools import ToolPlan, plan_tools
+from intaglio.server.tools import ToolPlan, plan_tools, writes_hermes
 
 router = APIRouter()
 
@@ -73,7 +73,7 @@ async def create_chat_completion(raw: Request) -> Response:
     req = await parse_request(ChatCompletionRequest, raw)
     state.check_model(req.model)
     _check_supported(req)
-    tools = plan_tools(req)
+    tools = plan_tools(req, writes_hermes(state.text_tokenizer))
     state.check_accepting()
     state.check_length(chat_length(req.messages), "messages")
     text, add_special = await state.off_loop(
@@ -163,21 +163,24 @@ class _ChatView:
                 held_reasoning, held_content = splitter.finish()
                 reasoning, content = reasoning + held_reasoning, content + held_content
         calls: list[dict[str, Any]] = []
+        finish_reason = d.finish_reason
         if self.tool_outputs is not None:
-            finished = d.finish_reason is not None
-            content, calls = self.tool_outputs[d.index].feed(content, finished)
+            tool_output = self.tool_outputs[d.index]
+            content, calls = tool_output.feed(content, finish_reason is not None)
+            if tool_output.has_calls and finish_reason == "stop":
+                finish_reason = "tool_calls"  # a call cut short keeps "length"
         if self.splitters is None:
             fields: dict[str, Any] = {"content": content} if content or not stream else {}
         else:
             fields = message_fields(reasoning, content, stream)
         if not calls:
-            return fields, d.finish_reason
+            return fields, finish_reason
         if stream:
-            fields["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+            fields["tool_calls"] = calls
         else:
             fields["content"] = content or None
-            fields["tool_calls"] = calls
-        return fields, "tool_calls"
+            fields["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+        return fields, finish_reason
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {

@@ -1,63 +1,48 @@
-"""One choice's answer text -> content and tool calls, whole or fed piece by piece.
+"""One choice's answer -> content and tool-call deltas, whole or fed piece by piece.
 
-Streaming sends content as it comes but holds back the text from where a call may begin
-(tool_parsers.call_start / undecided_tail); when the choice finishes, the held text is parsed
-exactly as a whole response is, so a stream's pieces add up to the whole response. Calls are
-sent whole, in the choice's last chunk.
+A reader (tool_parsers.py) splits the answer into content and calls as it arrives; this turns
+what it found since the last piece into OpenAI's stream shape: a call's first delta carries
+its `index`, `id`, `type` and `function.name` with the arguments so far, later ones only the
+`index` and the new `function.arguments` text. A whole response is the same read done in one
+piece, so its calls are exactly what a stream's deltas add up to.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from intaglio.server.tool_parsers import (
-    call_start,
-    parse_forced_calls,
-    parse_tool_calls,
-    tool_call_id,
-    undecided_tail,
-)
+from intaglio.server.tool_parsers import AutoReader, ForcedReader, Reader, tool_call_id
 from intaglio.server.tools import ToolPlan
 
 
 class ToolCallOutput:
     def __init__(self, plan: ToolPlan) -> None:
-        self.plan = plan
-        self._text = ""
-        self._sent = 0  # characters of _text already handed out as content
+        forced = plan.mode == "forced"
+        self._reader: Reader = ForcedReader(plan.names) if forced else AutoReader(plan.names)
+        self._sent_arguments: list[int] = []  # per call: characters of its arguments sent
+        self._ids: list[str] = []
+
+    @property
+    def has_calls(self) -> bool:
+        return bool(self._ids)
 
     def feed(self, text: str, finished: bool) -> tuple[str, list[dict[str, Any]]]:
-        """(content to send now, tool calls in OpenAI's shape: only once finished)."""
-        self._text += text
+        """(content to send now, tool-call deltas to send now)."""
+        self._reader.feed(text)
         if finished:
-            content, calls = self._parse()
-        else:
-            content, calls = self._text[: self._safe()], []
-        piece = content[self._sent :]
-        self._sent = max(self._sent, len(content))
-        return piece, calls
-
-    def _safe(self) -> int:
-        """How much of the text surely precedes any call."""
-        if self.plan.mode == "forced":
-            return 0
-        start = call_start(self._text)
-        if start is not None:
-            return start
-        return len(self._text) - undecided_tail(self._text)
-
-    def _parse(self) -> tuple[str, list[dict[str, Any]]]:
-        if self.plan.mode == "forced":
-            forced = parse_forced_calls(self._text)
-            content, parsed = ("", forced) if forced is not None else (self._text, [])
-        else:
-            content, parsed = parse_tool_calls(self._text, self.plan.names)
-        calls = [
-            {
-                "id": tool_call_id(),
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            }
-            for c in parsed
-        ]
-        return content, calls
+            self._reader.finish()
+        content = self._reader.take_content()
+        deltas: list[dict[str, Any]] = []
+        for i, call in enumerate(self._reader.calls):
+            if i == len(self._ids):
+                self._ids.append(tool_call_id())
+                self._sent_arguments.append(len(call.arguments))
+                function = {"name": call.name, "arguments": call.arguments}
+                deltas.append(
+                    {"index": i, "id": self._ids[i], "type": "function", "function": function}
+                )
+            elif len(call.arguments) > self._sent_arguments[i]:
+                piece = call.arguments[self._sent_arguments[i] :]
+                self._sent_arguments[i] += len(piece)
+                deltas.append({"index": i, "function": {"arguments": piece}})
+        return content, deltas

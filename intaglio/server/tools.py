@@ -1,8 +1,11 @@
-"""Function calling: a chat request's `tools` and `tool_choice` -> the prompt's tool part and,
-when a call is forced, the grammar its output must follow.
+"""Function calling: a chat request's `tools` and `tool_choice` -> the prompt's tool part and
+the grammar, if any, its output must follow.
 
 - `none` (or no tools): the tools are left out of the prompt; the output is plain text.
-- `auto` (the default with tools): the output is free; tool_parsers.py finds calls in it.
+- `auto` (the default with tools): the model answers in words or calls; tool_parsers.py finds
+  the calls. Free by default (as vLLM); when a tool is `strict` (OpenAI's flag) and the model
+  writes Hermes `<tool_call>` blocks, a grammar lets it write text or blocks whose JSON is a
+  call of one of the tools, strict tools' arguments following their `parameters` schema.
 - `required` / a named function: the output must be calls, enforced by the grammar engine: a
   JSON object `{"name": ..., "arguments": {...}}` whose arguments follow that function's
   `parameters` schema, or with `parallel_tool_calls` (OpenAI's default) a JSON list of one or
@@ -19,26 +22,36 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from intaglio.api.chat_prompt import template_knows_tools
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import ChatCompletionRequest, Tool
 from intaglio.server.sampling import structured_param
 from intaglio.server.tool_parsers import HERMES_END, HERMES_START
-from intaglio.structured.spec import StructuredOutput
+from intaglio.structured.spec import StructuredOutput, TaggedJson
 
 
 @dataclass(frozen=True)
 class ToolPlan:
     tools: list[dict[str, Any]]  # OpenAI tool definitions, as the chat template takes them
     mode: str  # "none", "auto" or "forced"
-    structured: StructuredOutput | None  # the forced calls' grammar
+    structured: StructuredOutput | None  # the grammar of forced calls, or of strict `auto`
 
     @property
     def names(self) -> set[str]:
         return {t["function"]["name"] for t in self.tools}
 
 
-def plan_tools(req: ChatCompletionRequest) -> ToolPlan | None:
-    """The request's function calling, or None without tools; a 400 for what cannot be met."""
+def writes_hermes(tokenizer: Any) -> bool:
+    """Whether the model is asked for Hermes `<tool_call>` blocks: by our own prompt when its
+    template does not render tools, or by a template that shows that format."""
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    return not template_knows_tools(tokenizer) or HERMES_START in template
+
+
+def plan_tools(req: ChatCompletionRequest, hermes: bool) -> ToolPlan | None:
+    """The request's function calling, or None without tools; a 400 for what cannot be met.
+    `hermes`: whether the model writes Hermes blocks (writes_hermes), which strict `auto`
+    can enforce."""
     choice = req.tool_choice
     if not req.tools:
         if choice not in (None, "none"):
@@ -50,9 +63,19 @@ def plan_tools(req: ChatCompletionRequest) -> ToolPlan | None:
     tools = [t.model_dump(exclude_none=True) for t in req.tools]
     if choice == "none":
         return ToolPlan(tools, "none", None)
-    if choice is None or choice == "auto":
-        return ToolPlan(tools, "auto", None)
+    parallel = req.parallel_tool_calls is not False
     other = structured_param(req)
+    if choice is None or choice == "auto":
+        strict = any(t.function.strict for t in req.tools)
+        if not (strict and hermes and other is None):
+            return ToolPlan(tools, "auto", None)
+        blocks = TaggedJson(
+            HERMES_START,
+            HERMES_END,
+            calls_schema(req.tools, False, forced=False),
+            None if parallel else 1,
+        )
+        return ToolPlan(tools, "auto", StructuredOutput(tagged_json=blocks))
     if other is not None:
         raise bad_request(f"a forced tool call cannot also follow {other}", "tool_choice")
     if choice == "required":
@@ -61,22 +84,27 @@ def plan_tools(req: ChatCompletionRequest) -> ToolPlan | None:
         forced = [t for t in req.tools if t.function.name == choice.function.name]
         if not forced:
             raise bad_request(f"tool_choice names no tool: {choice.function.name!r}", "tool_choice")
-    parallel = req.parallel_tool_calls is not False and choice == "required"
-    return ToolPlan(tools, "forced", StructuredOutput(json_schema=calls_schema(forced, parallel)))
+    schema = calls_schema(forced, parallel and choice == "required")
+    return ToolPlan(tools, "forced", StructuredOutput(json_schema=schema))
 
 
-def calls_schema(tools: list[Tool], parallel: bool) -> dict[str, Any]:
-    """The JSON Schema of a forced output: one call of the given tools, or a list of them.
+def calls_schema(tools: list[Tool], parallel: bool, forced: bool = True) -> dict[str, Any]:
+    """The JSON Schema of calls: one call of the given tools, or a list of them.
 
     Each function's parameters schema is kept whole under `$defs`, its own `#...` references
-    rewritten to point inside it, so schemas with `$defs` of their own compose.
+    rewritten to point inside it, so schemas with `$defs` of their own compose. In `auto`,
+    only strict tools' arguments follow their schema; the others' are any JSON object.
     """
     defs: dict[str, Any] = {}
     calls = []
     for i, tool in enumerate(tools):
         key = f"tool{i}"
         params = tool.function.parameters
-        defs[key] = _rebase(params if params is not None else _NO_ARGUMENTS, f"#/$defs/{key}")
+        if params is None:
+            params = _NO_ARGUMENTS
+        elif not (forced or tool.function.strict):
+            params = _ANY_OBJECT
+        defs[key] = _rebase(params, f"#/$defs/{key}")
         calls.append(
             {
                 "type": "object",
@@ -95,6 +123,7 @@ def calls_schema(tools: list[Tool], parallel: bool) -> dict[str, Any]:
 
 
 _NO_ARGUMENTS = {"type": "object", "properties": {}}
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
 
 
 def _rebase(schema: Any, base: str) -> Any:

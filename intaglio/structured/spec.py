@@ -6,13 +6,35 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-_KINDS = ("json_schema", "regex", "grammar", "choice", "json_object")
+_KINDS = ("json_schema", "regex", "grammar", "choice", "json_object", "tagged_json")
+
+
+@dataclass(frozen=True)
+class TaggedJson:
+    """Free text in which `begin` does not occur, then optionally blocks of `begin`, a JSON
+    value following `schema`, and `end`, then the end of the output (frontends/tagged.py has
+    the exact shape): how tool-calling models write Hermes `<tool_call>` blocks.
+    `max_blocks`: at most this many blocks (None: any number)."""
+
+    begin: str
+    end: str
+    schema: str | dict[str, Any]  # a dict is kept as JSON text (hashable)
+    max_blocks: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schema, str):
+            object.__setattr__(self, "schema", json.dumps(self.schema, sort_keys=False))
+        if not self.begin or not self.end:
+            raise ValueError("invalid StructuredOutput: tagged_json needs a begin and an end")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise ValueError("invalid StructuredOutput: tagged_json max_blocks must be >= 1")
 
 
 @dataclass(frozen=True)
 class StructuredOutput:
-    """One of: a JSON Schema (dict or JSON text), a regex, a CFG text, a choice list, or any
-    JSON object (`json_object=True`). `whitespace` is the regex allowed between JSON tokens.
+    """One of: a JSON Schema (dict or JSON text), a regex, a CFG text, a choice list, any
+    JSON object (`json_object=True`), or free text with tagged JSON blocks (`tagged_json`).
+    `whitespace` is the regex allowed between JSON tokens.
     `backend` names the grammar engine: "intaglio" (ours) or "xgrammar" (when installed).
     """
 
@@ -21,6 +43,7 @@ class StructuredOutput:
     grammar: str | None = None
     choice: tuple[str, ...] | None = None
     json_object: bool = False
+    tagged_json: TaggedJson | None = None
     whitespace: str = r"[ ]?"
     backend: str = "intaglio"
 
@@ -33,6 +56,8 @@ class StructuredOutput:
                 json.loads(schema)
             except json.JSONDecodeError as e:
                 raise ValueError(f"invalid StructuredOutput: json_schema is not JSON: {e}") from e
+        if isinstance(self.tagged_json, dict):
+            object.__setattr__(self, "tagged_json", TaggedJson(**self.tagged_json))
         if self.choice is not None:
             choice = (self.choice,) if isinstance(self.choice, str) else tuple(self.choice)
             if not choice or not all(isinstance(c, str) and c for c in choice):

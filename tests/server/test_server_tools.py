@@ -14,8 +14,11 @@ import jsonschema
 import pytest
 from openai import OpenAI
 from serverkit import MODEL_NAME, RunningServer, run_server
+from transformers import AutoTokenizer
 
-from checkpoints import build_checkpoint
+from checkpoints import build_checkpoint, build_tokenizer
+from intaglio.server.protocol import ChatCompletionRequest
+from intaglio.server.tools import ToolPlan, plan_tools, writes_hermes
 
 # Schemas whose every valid value is short, so a random model always finishes them.
 WEATHER = {
@@ -77,10 +80,22 @@ HISTORY = [  # an earlier call and its result
 ]
 
 
+# The tiny tokenizer's 320 tokens, then the tags as tokens of their own (as in Qwen 2.5).
+TAG_TOKENS = {"<tool_call>": 320, "</tool_call>": 321}
+LT_BIAS = {"320": 100}  # makes the model open a `<tool_call>` block wherever one may start
+
+
 @pytest.fixture(scope="module")
 def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # A longer context than the shared tiny model: the tool prompt is long in a 320-token vocab.
-    path = build_checkpoint("llama", tmp_path_factory.mktemp("tools"), max_position_embeddings=4096)
+    path = build_checkpoint(
+        "llama", tmp_path_factory.mktemp("tools"), max_position_embeddings=4096, vocab_size=322
+    )
+    build_tokenizer(path, 320)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer.add_tokens(list(TAG_TOKENS))
+    assert tokenizer.convert_tokens_to_ids(list(TAG_TOKENS)) == list(TAG_TOKENS.values())
+    tokenizer.save_pretrained(str(path))
     with run_server(str(path)) as s:
         yield s
 
@@ -134,28 +149,79 @@ def test_parallel_required_calls_validate(client: OpenAI) -> None:
     assert_valid(calls)
 
 
-def test_streamed_calls_equal_the_whole_response(client: OpenAI) -> None:
-    kw: dict[str, Any] = {"tool_choice": "required", "seed": 5, "temperature": 1.0, "n": 2}
-    whole = create(client, **kw)
-    pieces: dict[int, dict[int, dict[str, str]]] = {}
+def stream_calls(client: OpenAI, **kw: Any) -> tuple[dict[int, list], dict[int, int], dict]:
+    """Per choice: the calls its deltas add up to (name and arguments text, by index), how
+    many chunks carried argument
+    pieces, and its finish reason. Checks each delta's OpenAI shape on the way."""
+    calls: dict[int, dict[int, dict[str, str]]] = {}
+    pieces: dict[int, int] = {}
     finish: dict[int, str | None] = {}
     for chunk in create(client, **kw, stream=True):
         for choice in chunk.choices:
             for call in choice.delta.tool_calls or []:
-                entry = pieces.setdefault(choice.index, {}).setdefault(
-                    call.index, {"name": "", "arguments": ""}
-                )
                 assert call.function is not None
-                entry["name"] += call.function.name or ""
-                entry["arguments"] += call.function.arguments or ""
+                entry = calls.setdefault(choice.index, {})
+                if call.id is not None:  # a call's first delta: id, type and name
+                    assert call.index not in entry and call.type == "function"
+                    assert call.function.name
+                    entry[call.index] = {"name": call.function.name, "arguments": ""}
+                else:  # later ones: only argument pieces
+                    assert call.type is None and call.function.name is None
+                entry[call.index]["arguments"] += call.function.arguments or ""
+                pieces[choice.index] = pieces.get(choice.index, 0) + bool(call.function.arguments)
             if choice.finish_reason is not None:
                 finish[choice.index] = choice.finish_reason
+    assembled = {
+        i: [(c["name"], c["arguments"]) for _, c in sorted(entry.items())]
+        for i, entry in calls.items()
+    }
+    return assembled, pieces, finish
+
+
+def raw_calls(message: Any) -> list[tuple[str, str]]:
+    return [(c.function.name, c.function.arguments) for c in message.tool_calls]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"tool_choice": "required", "seed": 5, "n": 2, "max_tokens": 600},  # parallel: a list
+        {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "seed": 2},
+    ],
+)
+def test_streamed_calls_equal_the_whole_response(client: OpenAI, kw: dict[str, Any]) -> None:
+    kw = {"temperature": 1.0, **kw}
+    whole = create(client, **kw)
+    streamed, pieces, finish = stream_calls(client, **kw)
+    assert len(whole.choices) == kw.get("n", 1)
     for choice in whole.choices:
-        streamed = [pieces[choice.index][i] for i in sorted(pieces[choice.index])]
-        assert [(c["name"], json.loads(c["arguments"])) for c in streamed] == calls_of(
-            choice.message
-        )
+        # The same calls, arguments equal character for character.
+        assert streamed[choice.index] == raw_calls(choice.message)
+        assert_valid(calls_of(choice.message))
         assert finish[choice.index] == choice.finish_reason == "tool_calls"
+        # The arguments grow over several chunks rather than arriving whole.
+        assert pieces[choice.index] >= 3
+    if kw["tool_choice"] == "required":  # parallel calls: several in one choice
+        assert max(len(c) for c in streamed.values()) >= 2
+
+
+def test_auto_hermes_calls_stream_piece_by_piece(client: OpenAI) -> None:
+    """`auto` with a strict tool: the grammar lets the model write text or `<tool_call>`
+    blocks; a logit bias on the tag's first byte makes the random model open one."""
+    tools = [{**TOOLS[0], "function": {**TOOLS[0]["function"], "strict": True}}]
+    kw: dict[str, Any] = {
+        "tools": tools,
+        "seed": 4,
+        "temperature": 1.0,
+        "logit_bias": LT_BIAS,
+        "parallel_tool_calls": False,  # else the bias opens block after block
+    }
+    whole = create(client, **kw)
+    message = whole.choices[0].message
+    assert whole.choices[0].finish_reason == "tool_calls" and message.tool_calls
+    assert_valid(calls_of(message))
+    streamed, pieces, finish = stream_calls(client, **kw)
+    assert streamed[0] == raw_calls(message) and finish[0] == "tool_calls" and pieces[0] >= 3
 
 
 def test_auto_returns_text_when_the_model_writes_no_call(client: OpenAI) -> None:
@@ -262,10 +328,90 @@ def test_forced_call_stream_over_raw_http_has_openai_shape(tool_server: RunningS
     chunks = [json.loads(e) for e in events[:-1]]
     deltas = [ch["choices"][0]["delta"] for ch in chunks]
     assert deltas[0] == {"role": "assistant", "content": ""}
-    with_calls = [d for d in deltas if "tool_calls" in d]
-    assert len(with_calls) == 1
-    (call,) = with_calls[0]["tool_calls"]
-    assert set(call) == {"index", "id", "type", "function"} and call["index"] == 0
-    assert call["function"]["name"] == "get_weather"
-    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER)
+    calls = [call for d in deltas for call in d.get("tool_calls", [])]
+    first, rest = calls[0], calls[1:]
+    assert set(first) == {"index", "id", "type", "function"} and first["index"] == 0
+    assert first["type"] == "function" and first["function"]["name"] == "get_weather"
+    assert rest and all(
+        c == {"index": 0, "function": {"arguments": c["function"]["arguments"]}} for c in rest
+    )
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    jsonschema.validate(json.loads(arguments), WEATHER)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+STRICT_TOOLS = [{**t, "function": {**t["function"], "strict": True}} for t in TOOLS]
+
+
+def test_auto_with_strict_tools_writes_text_or_valid_calls(client: OpenAI) -> None:
+    """Random weights write junk; under the grammar it is text free of the call tag, then
+    possibly calls that validate (the tag is one token of 322 here, so some seeds open one)."""
+    kinds = set()
+    for seed in range(6):
+        got = create(
+            client, tools=STRICT_TOOLS, seed=seed, temperature=1.0, parallel_tool_calls=seed < 3
+        )
+        choice = got.choices[0]
+        assert "<tool_call>" not in (choice.message.content or "")
+        if choice.message.tool_calls:
+            assert_valid(calls_of(choice.message))
+            assert choice.finish_reason == "tool_calls"
+            kinds.add("calls")
+        else:
+            assert choice.finish_reason in ("stop", "length")
+            kinds.add("text")
+    assert kinds == {"calls", "text"}
+
+
+def test_auto_without_strict_tools_is_unconstrained(client: OpenAI) -> None:
+    """No grammar: the random model writes the tag token in its text, and what follows it is
+    no call (so the whole answer is content)."""
+    got = create(client, seed=0, temperature=1.0, logit_bias=LT_BIAS, max_tokens=8)
+    assert got.choices[0].message.content.startswith("<tool_call><tool_call>")
+
+
+def plan(hermes: bool = True, **fields: Any) -> ToolPlan | None:
+    body = {"model": MODEL_NAME, "messages": USER, "tools": STRICT_TOOLS, **fields}
+    return plan_tools(ChatCompletionRequest.model_validate(body), hermes)
+
+
+def test_auto_is_constrained_only_for_strict_tools_of_a_hermes_model() -> None:
+    got = plan()
+    assert got is not None and got.mode == "auto" and got.structured is not None
+    blocks = got.structured.tagged_json
+    assert blocks is not None and (blocks.begin, blocks.max_blocks) == ("<tool_call>", None)
+    one = plan(parallel_tool_calls=False)
+    assert one is not None and one.structured is not None and one.structured.tagged_json
+    assert one.structured.tagged_json.max_blocks == 1
+    for unconstrained in (
+        plan(tools=TOOLS),  # no strict tool: free, as vLLM
+        plan(hermes=False),  # the model writes another format: the parser alone
+        plan(response_format={"type": "json_object"}),  # the answer follows that instead
+    ):
+        assert unconstrained is not None and unconstrained.structured is None
+
+
+def test_only_strict_tools_arguments_follow_their_schema_under_auto() -> None:
+    tools = [STRICT_TOOLS[0], TOOLS[1], TOOLS[2]]  # strict, not strict, no parameters
+    got = plan(tools=tools)
+    assert got is not None and got.structured is not None and got.structured.tagged_json
+    defs = json.loads(str(got.structured.tagged_json.schema))["$defs"]
+    assert defs["tool0"] == WEATHER
+    assert defs["tool1"] == {"type": "object", "additionalProperties": True}
+    assert defs["tool2"] == {"type": "object", "properties": {}}
+
+
+@pytest.mark.parametrize(
+    ("template", "hermes"),
+    [
+        (None, True),  # no template: our prompt asks for Hermes blocks
+        ("{{ messages }}", True),  # a template that does not render tools: the same
+        ("{% for t in tools %}...<tool_call>{{ t }}</tool_call>{% endfor %}", True),  # Qwen
+        ("{% if tools %}<|python_tag|>{{ tools }}{% endif %}", False),  # Llama 3
+    ],
+)
+def test_which_models_write_hermes_blocks(template: str | None, hermes: bool) -> None:
+    class Tokenizer:
+        chat_template = template
+
+    assert writes_hermes(Tokenizer()) is hermes

@@ -10,6 +10,7 @@ import time
 
 from intaglio.structured.frontends.ebnf import ebnf_to_grammar
 from intaglio.structured.frontends.regex import regex_to_ir
+from intaglio.structured.frontends.tagged import tagged_json_grammar
 from intaglio.structured.grammar.automaton import Automaton, Deadline
 from intaglio.structured.grammar.ir import Grammar, alt, literal
 from intaglio.structured.json_schema.compiler import JsonSchemaCompiler
@@ -28,6 +29,8 @@ def build_grammar(spec: StructuredOutput) -> Grammar:
         return Grammar({"root": alt(*(literal(c) for c in spec.choice))})
     if spec.grammar is not None:
         return ebnf_to_grammar(spec.grammar)
+    if spec.tagged_json is not None:
+        return tagged_json_grammar(spec.tagged_json, spec.whitespace)
     schema = spec.schema if spec.json_schema is not None else {"type": "object"}
     compiler = JsonSchemaCompiler(schema, spec.whitespace)
     if spec.json_object:

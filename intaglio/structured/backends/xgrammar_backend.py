@@ -69,6 +69,8 @@ class XGrammarBackend:
 
     def compile(self, spec: StructuredOutput) -> XGrammarCompiled:
         c = self._compiler
+        if spec.tagged_json is not None:
+            raise GrammarError("the xgrammar backend does not take tagged_json constraints")
         try:
             if spec.json_schema is not None:
                 compiled = c.compile_json_schema(spec.json_schema, any_whitespace=False)
