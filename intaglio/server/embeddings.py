@@ -22,12 +22,12 @@ from fastapi.responses import JSONResponse
 from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.pooling import Pooling
-from intaglio.server.admission import admit, engine_error
+from intaglio.server.admission import admit
 from intaglio.server.bodies import parse_request
 from intaglio.server.errors import bad_request
 from intaglio.server.protocol import EmbeddingRequest
 from intaglio.server.state import ServerState, get_state
-from intaglio.server.streams import ClientDisconnected, abort_all, collect_final
+from intaglio.server.streams import await_finals
 
 router = APIRouter()
 
@@ -102,23 +102,16 @@ async def create_embeddings(raw: Request) -> Response:
         req.priority,
         req.cache_salt,
     )
-    try:
-        finals = await collect_final(queue, request_ids, raw)
-    except ClientDisconnected:
+    finals = await await_finals(state.engine, queue, request_ids, raw)
+    if finals is None:
         return Response(status_code=499)
-    finally:
-        abort_all(state.engine, request_ids)  # only matters when the client left
-    for out in finals.values():
-        if out.error is not None or out.embedding is None:
-            raise engine_error(out, state.engine)
-    data: list[dict[str, Any]] = [
-        {
-            "object": "embedding",
-            "index": i,
-            "embedding": _encode(finals[rid].embedding or [], req.encoding_format),
-        }
-        for i, rid in enumerate(request_ids)
-    ]
+    data: list[dict[str, Any]] = []
+    for i, rid in enumerate(request_ids):
+        vector = finals[rid].embedding
+        assert vector is not None  # every embedding request that finished without error
+        data.append(
+            {"object": "embedding", "index": i, "embedding": _encode(vector, req.encoding_format)}
+        )
     num_tokens = sum(len(ids) for ids in inputs)
     return JSONResponse(
         {
