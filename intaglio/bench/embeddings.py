@@ -74,6 +74,7 @@ def _hf_embed(model: Any, tokenizer: Any, texts: list[str], pooling: str) -> tor
 
 def run_embed_benchmark(args: argparse.Namespace, engine_args: dict[str, Any]) -> dict[str, Any]:
     from intaglio import LLM
+    from intaglio.executor.model_executor import ModelExecutor
 
     llm = LLM(args.model, **engine_args)
     texts = short_inputs(args.num_inputs)
@@ -83,9 +84,11 @@ def run_embed_benchmark(args: argparse.Namespace, engine_args: dict[str, Any]) -
         return llm.embed(texts, pooling=args.pooling)
 
     seconds = _median_seconds(ours, args.repeats)
+    executor = llm.engine.executor
+    assert isinstance(executor, ModelExecutor)
     result: dict[str, Any] = {
         "model": str(llm.model_path),
-        "dtype": str(llm.engine.executor.model.compute_dtype),
+        "dtype": str(executor.model.compute_dtype),
         "num_threads": torch.get_num_threads(),
         "num_inputs": len(texts),
         "input_tokens": num_tokens,
