@@ -145,3 +145,18 @@ def test_pooling_values():
         with pytest.raises(RequestError) as e:
             SamplingParams(pooling=bad)
         assert e.value.param in ("pooling", "normalize")
+
+
+def test_speculation_leaves_embedding_requests_alone(path, hf_hidden):
+    """A prompt whose last chunk is one token looks like a decode to the speculator; it must
+    get no drafts (it samples nothing), or the chunk would run past the prompt."""
+    llm = LLM(
+        path,
+        dtype="float32",
+        speculative_method="ngram",
+        num_speculative_tokens=3,
+        max_num_batched_tokens=8,
+    )
+    prompt = [5, 6, 7] * 3  # a chunk of 8, then the last token alone; n-grams repeat
+    for pooling in ("last", "mean"):
+        _assert_matches(llm.embed([prompt], pooling=pooling)[0], hf_hidden(prompt), pooling, True)
