@@ -87,7 +87,7 @@ def run_embed_benchmark(args: argparse.Namespace, engine_args: dict[str, Any]) -
     executor = llm.engine.executor
     assert isinstance(executor, ModelExecutor)
     result: dict[str, Any] = {
-        "model": str(llm.model_path),
+        "model": llm.model_path.name,
         "dtype": str(executor.model.compute_dtype),
         "num_threads": torch.get_num_threads(),
         "num_inputs": len(texts),
