@@ -52,6 +52,9 @@ class SequenceView(Protocol):
     def num_prompt_logprobs(self) -> int: ...  # prompt positions already reported
 
     @property
+    def num_pooled(self) -> int: ...  # an embedding request's prompt positions already pooled
+
+    @property
     def matcher(self) -> TokenMatcher | None: ...  # a structured request's grammar
 
     @property
@@ -88,10 +91,11 @@ class ScheduledRequest(Generic[R]):
 
     @property
     def samples(self) -> bool:
-        """True when this step reaches the end of the known tokens, so a new one is sampled."""
+        """True when this step reaches the end of the known tokens, so a new one is sampled
+        (an embedding request pools its prompt instead)."""
         request = self.request
         end = request.num_computed_tokens + self.num_new_tokens - len(self.spec_token_ids)
-        return end == request.num_tokens
+        return end == request.num_tokens and request.params.pooling is None
 
     @property
     def is_decode(self) -> bool:
@@ -126,6 +130,9 @@ class ExecutorOutput:
     # request_id -> entries for the prompt positions after request.num_prompt_logprobs that
     # this step's logits reach (None for position 0, which nothing predicts)
     prompt_logprobs: dict[str, list[dict[int, float] | None]] = field(default_factory=dict)
+    # request_id -> (sum of the final hidden states at the prompt positions after
+    # request.num_pooled that this step pools, how many): embedding requests (sampling/pooling.py)
+    pooled: dict[str, tuple[list[float], int]] = field(default_factory=dict)
     # request_id -> draft tokens for its next step, from an executor that runs a draft network
     draft_token_ids: dict[str, list[int]] = field(default_factory=dict)
     # The step's duration when the executor keeps its own clock (the simulator's virtual

@@ -18,6 +18,7 @@ from intaglio.engine.outputs import RequestOutput
 from intaglio.executor.model_executor import ModelExecutor
 from intaglio.model.checkpoint import generation_defaults, load_tokenizer, resolve_model_path
 from intaglio.sampling.params import SamplingParams
+from intaglio.sampling.pooling import Pooling
 from intaglio.search.runner import Budget, Program, ProgramResult, run_programs
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,21 @@ class LLM:
             bar.close()
             self._abort_unfinished(order, final)
         return [final[rid] for rid in order]
+
+    def embed(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        pooling: str = "last",
+        normalize: bool = True,
+        use_tqdm: bool = False,
+        priority: int | Sequence[int] = 0,
+        cache_salt: str | None = None,
+    ) -> list[RequestOutput]:
+        """Embed every prompt: `RequestOutput.embedding` is its final hidden states pooled,
+        the last token's ("last", vLLM's default for decoder models) or their mean ("mean"),
+        scaled to unit length when `normalize`. A bad prompt fails its request alone."""
+        params = SamplingParams(pooling=Pooling(pooling, normalize))
+        return self.generate(prompts, params, use_tqdm, priority, cache_salt)
 
     def run_programs(
         self, programs: Sequence[Program[T]], budget: Budget | None = None

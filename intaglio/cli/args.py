@@ -47,8 +47,9 @@ def collect(args: argparse.Namespace, cls: type, skip: set[str]) -> dict[str, An
 
 
 # --seed is the engine's; logit_bias (token -> bias pairs) has no natural flag form.
-# output_kind is how the API hands outputs over, not a choice for the command line.
-_SAMPLING_SKIP = {"seed", "logit_bias", "output_kind"}
+# output_kind is how the API hands outputs over, not a choice for the command line; pooling
+# (embeddings) generates no text (`intaglio bench embed` and the server's --pooling take it).
+_SAMPLING_SKIP = {"seed", "logit_bias", "output_kind", "pooling"}
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:

@@ -97,6 +97,13 @@ def _bench_sampler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_embed(args: argparse.Namespace) -> int:
+    from intaglio.bench.embeddings import run_embed_benchmark
+
+    run_embed_benchmark(args, engine_args(args))
+    return 0
+
+
 def _bench_moe(args: argparse.Namespace) -> int:
     from intaglio.bench.moe_layer import run_moe_benchmark
 
@@ -158,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sampler_flags(smp)
     smp.set_defaults(func=_bench_sampler)
+    embed = bench_sub.add_parser("embed", help="embeddings per second for short inputs")
+    from intaglio.bench.embeddings import add_embed_bench_flags
+
+    add_embed_bench_flags(embed)
+    add_engine_flags(embed)
+    embed.set_defaults(func=_bench_embed)
     codesign_cli.register(sub)
     return parser
 

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from intaglio.cli.args import add_engine_flags, engine_args
+from intaglio.sampling.pooling import POOLING_TYPES
 from intaglio.server.names import LOOPBACK, default_model_name
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
-        description="Serve /v1/completions, /v1/chat/completions, /v1/models, /tokenize, "
-        "/detokenize, /health and /metrics. Every EngineConfig field is a flag.",
+        description="Serve /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, "
+        "/tokenize, /detokenize, /health and /metrics. Every EngineConfig field is a flag.",
     )
     add_server_flags(p)
     add_engine_flags(p)
@@ -51,6 +52,14 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         help="seconds a request body may take to arrive before a 408 closes it (default 30)",
+    )
+    g.add_argument(
+        "--pooling",
+        default="last",
+        choices=POOLING_TYPES,
+        help="how /v1/embeddings pools the model's final hidden states: the last token's "
+        "(default, as vLLM serves decoder models) or their mean; vectors are unit length "
+        "unless a request sets normalize: false",
     )
     g.add_argument(
         "--served-model-name",
@@ -92,6 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         open_metrics=args.open_metrics,
         body_timeout_s=args.body_timeout,
+        pooling=args.pooling,
     )
     serve(app, engine, args.host, args.port, args.graceful_timeout, args.log_level)
     return 0

@@ -71,8 +71,7 @@ class BlockManager:
     def cached_prefix(self, request: Request) -> list[Node]:
         """Cache nodes of the request's longest cached prefix (its last token is never a hit)."""
         cache = self.pool.cache
-        # Prompt logprobs need the hidden states of every prompt position, so no hits.
-        if cache is None or request.params.prompt_logprobs is not None:
+        if cache is None or request.reads_every_position:
             return []
         max_blocks = (request.num_tokens - 1) // self.block_size
         tokens = token_slice(request, 0, max_blocks * self.block_size)

@@ -64,6 +64,7 @@ class CoreOutput:
     finished: bool
     metrics: RequestMetrics
     error: str | None = None
+    embedding: list[float] | None = None  # an embedding request's vector, once it finished
 
 
 @dataclass
@@ -187,10 +188,12 @@ class EngineCore:
     def _check_tokens(self, token_ids: list[int], params: SamplingParams) -> None:
         if not token_ids:
             raise RequestError("the prompt is empty", "prompt")
-        if len(token_ids) >= self.max_model_len:
+        pooled = params.pooling is not None  # nothing is generated: the prompt may fill it
+        if len(token_ids) > self.max_model_len - (0 if pooled else 1):
+            room = "" if pooled else ", which must leave room for at least one generated token"
             raise RequestError(
-                f"the prompt has {len(token_ids)} tokens; max_model_len is {self.max_model_len}, "
-                "which must leave room for at least one generated token",
+                f"the prompt has {len(token_ids)} tokens; max_model_len is {self.max_model_len}"
+                + room,
                 "prompt",
                 "context_length_exceeded",
             )
@@ -369,6 +372,13 @@ class EngineCore:
             if entries is not None:  # only the first sample reports the shared prompt's
                 group.new_prompt_logprobs = [*(group.new_prompt_logprobs or []), *entries]
                 request.num_prompt_logprobs += len(entries)
+            pooled = result.pooled.get(request.request_id)
+            if pooled is not None:
+                total, count = pooled
+                if request.pooled_sum is not None:
+                    total = [a + b for a, b in zip(request.pooled_sum, total)]
+                request.pooled_sum = total
+                request.num_pooled += count
             if request.request_id not in result.sampled:
                 continue
             if group.metrics.first_token_time is None:
@@ -468,6 +478,7 @@ class EngineCore:
             self._release_if_done(group),
             group.metrics,
             group.error,
+            None if group.beam is not None else _embedding(group.children[0]),
         )
 
     def _release_if_done(self, group: _Group) -> bool:
@@ -543,6 +554,14 @@ def _beam_samples(group: _Group) -> list[SampleUpdate]:
         )
         for i, h in enumerate(beam.finished[: beam.num_returned])
     ]
+
+
+def _embedding(request: Request) -> list[float] | None:
+    """An embedding request's vector, once its prompt is pooled (not when it was aborted)."""
+    pooling = request.params.pooling
+    if pooling is None or request.pooled_sum is None or request.finish_reason != FINISH_STOP:
+        return None
+    return pooling.vector(request.pooled_sum, request.num_pooled)
 
 
 def _confidences(request: Request) -> list[float] | None:

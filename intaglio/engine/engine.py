@@ -210,6 +210,7 @@ class LLMEngine:
             metrics=news.metrics,
             prompt_logprobs=None if prompt_logprobs is None else list(prompt_logprobs),
             error=news.error,
+            embedding=news.embedding,
         )
 
     @staticmethod

@@ -60,6 +60,7 @@ class RequestOutput:
     metrics: RequestMetrics
     prompt_logprobs: list[dict[int, float] | None] | None = None
     error: str | None = None  # set when the request failed; finish_reason is then "error"
+    embedding: list[float] | None = None  # an embedding request's vector (params.pooling)
 
     @classmethod
     def failed(

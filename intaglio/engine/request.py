@@ -61,6 +61,10 @@ class Request:
     # logprobs[i]: {token_id: logprob} for output token i (sampled token first).
     logprobs: list[dict[int, float]] | None = None
     num_prompt_logprobs: int = 0  # prompt positions whose logprobs were already reported
+    # An embedding request (sampling/pooling.py): the sum of its pooled hidden states so far,
+    # and how many prompt positions that sum holds.
+    pooled_sum: list[float] | None = None
+    num_pooled: int = 0
     matcher: TokenMatcher | None = None  # a structured request's grammar matcher
     error: str | None = None  # why it failed, when it ended with finish_reason "error"
     # Speculative decoding: drafts to verify in the next step, and this request's record of
@@ -97,6 +101,15 @@ class Request:
             and self.sample_index == 0
             and self.num_prompt_logprobs < self.num_prompt_tokens
             and self.num_computed_tokens < self.num_prompt_tokens
+        )
+
+    @property
+    def reads_every_position(self) -> bool:
+        """Prompt logprobs and mean pooling need the hidden state of every prompt position, so
+        the prefix cache may skip none (a preempted request recomputes them all)."""
+        pooling = self.params.pooling
+        return self.params.prompt_logprobs is not None or (
+            pooling is not None and pooling.reads_every_position
         )
 
     @property

@@ -18,7 +18,7 @@ from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
 from intaglio.engine.block_manager import BlockManager
 from intaglio.engine.request import FINISH_STOP, Request, RequestStatus
 from intaglio.engine.scheduling_policy import Interleaver, RankKey, rank_key
-from intaglio.engine.stop import check_token
+from intaglio.engine.stop import check_prompt_done, check_token
 from intaglio.executor.base import Executor
 from intaglio.spec import SpecStats
 from intaglio.step import ScheduledRequest, SchedulerOutput
@@ -238,9 +238,13 @@ class Scheduler:
             request = s.request
             request.spec_token_ids = []  # used; the next step gets fresh drafts
             tokens = sampled.get(request.request_id)
-            if tokens is None:
+            if tokens is None:  # a prefill chunk, or an embedding request's (which may end it)
                 request.num_computed_tokens += s.num_new_tokens
-                continue  # a prefill chunk that did not reach the end of the prompt
+                end = check_prompt_done(request)
+                if end is not None:
+                    request.finish(end.reason)
+                    finished.append(request)
+                continue
             # Rejected drafts roll back: their K/V stays in slots the next step overwrites.
             num_accepted = len(tokens) - 1
             request.num_computed_tokens += s.num_new_tokens - len(s.spec_token_ids) + num_accepted

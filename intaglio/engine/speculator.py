@@ -72,10 +72,12 @@ class Speculator:
 
 def _may_draft(request: Request) -> bool:
     """Beams are re-seated after every token, and some sampler states move with every token:
-    neither can verify drafts, so they neither get any nor size the draft network's work."""
+    neither can verify drafts, so they neither get any nor size the draft network's work. An
+    embedding request ends with its prompt."""
     state = request.sampler_state
     changes = state is not None and state.changes_per_token
-    return not changes and not request.params.use_beam_search
+    params = request.params
+    return not changes and not params.use_beam_search and params.pooling is None
 
 
 def _room(request: Request) -> int:

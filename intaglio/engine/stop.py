@@ -6,7 +6,7 @@ Order, for a token just appended: a grammar that rejects it fails the request; t
 token id or EOS ends it (once min_tokens are out); then a grammar that is complete; then a
 group confidence below the request's threshold; then the length limit. A stop string found
 in the text ends it too (once min_tokens are out), and wins over length or EOS reached in the
-same step.
+same step. An embedding request (params.pooling) samples nothing and ends with its prompt.
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ def check_token(request: Request, token: int) -> Stop | None:
         return Stop(FINISH_LOW_CONFIDENCE)
     if len(request.output_token_ids) >= request.max_tokens:
         return Stop(FINISH_LENGTH)
+    return None
+
+
+def check_prompt_done(request: Request) -> Stop | None:
+    """After a step that sampled nothing: an embedding request ends once its prompt is pooled."""
+    if request.params.pooling is not None and request.num_computed_tokens == request.num_tokens:
+        return Stop(FINISH_STOP)
     return None
 
 

@@ -169,6 +169,8 @@ class ModelExecutor:
         for i, s in enumerate(batch):
             if s.request.wants_prompt_logprobs:
                 self._prompt_logprobs(s, hidden, starts[i], result)
+            if s.request.params.pooling is not None:
+                self._pooled_rows(s, hidden, starts[i], result)
         return result
 
     def _copy_blocks(self, copies: list[tuple[int, int]], chunked: bool) -> None:
@@ -351,6 +353,24 @@ class ModelExecutor:
                 entries.append(_logprob_entry(token, target_lps[j], top_ids, top_lps))
         if entries:
             result.prompt_logprobs[r.request_id] = entries
+
+    def _pooled_rows(
+        self, s: ScheduledRequest, hidden: torch.Tensor, row0: int, result: ExecutorOutput
+    ) -> None:
+        """An embedding request's hidden rows that this chunk pools: for mean pooling every
+        position not pooled yet (a recompute after preemption passes over some again), for
+        last pooling the prompt's last position once the chunk reaches it."""
+        r = s.request
+        pooling = r.params.pooling
+        assert pooling is not None
+        start, end = r.num_computed_tokens, r.num_computed_tokens + s.num_new_tokens
+        if pooling.reads_every_position:
+            first = max(r.num_pooled, start)
+        else:
+            first = end - 1 if end == r.num_prompt_tokens else end
+        if first < end:
+            rows = hidden[row0 + first - start : row0 + end - start].float()
+            result.pooled[r.request_id] = (rows.sum(0).tolist(), end - first)
 
 
 def _grammar_applies(request: SequenceView) -> bool:

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from intaglio.errors import RequestError
+from intaglio.sampling.pooling import Pooling
 
 OUTPUT_KINDS = ("cumulative", "delta", "final_only")
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")  # vLLM's names
@@ -112,6 +113,9 @@ class SamplingParams:
     # What each step's output holds: everything so far (cumulative), only what is new (delta:
     # streaming at O(new tokens) per step), or nothing until the request ends (final_only).
     output_kind: str = "cumulative"
+    # An embedding request (sampling/pooling.py): the prompt's hidden states pooled into one
+    # vector, and no tokens generated. A Pooling, its type ("last", "mean") or its fields.
+    pooling: Pooling | None = None
 
     def __post_init__(self) -> None:
         # Accept lists from users but store tuples so the params stay hashable and immutable.
@@ -140,6 +144,8 @@ class SamplingParams:
             from intaglio.structured.spec import StructuredOutput  # same layer, loaded on use
 
             object.__setattr__(self, "structured", StructuredOutput.from_value(self.structured))
+        if self.pooling is not None:
+            object.__setattr__(self, "pooling", Pooling.from_value(self.pooling))
         self._validate()
 
     def _validate(self) -> None:
@@ -219,6 +225,9 @@ class SamplingParams:
                 fail(f"{name} must be between 0 and 20, got {value}")
         self._validate_samplers(fail)
         self._validate_beam_search(fail)
+        pooled = self.pooling is not None
+        if pooled and (self.n != 1 or self.use_beam_search or self.structured is not None):
+            fail("pooling gives one vector per prompt: n=1, no beam search or structured output")
 
     def _validate_beam_search(self, fail: Any) -> None:
         """Beam search ranks by the raw model: what would change that, or end a beam from

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from intaglio.api.async_engine import AsyncEngine
-from intaglio.server import chat, completions
+from intaglio.sampling.pooling import Pooling
+from intaglio.server import chat, completions, embeddings
 from intaglio.server.auth import ApiKeyMiddleware
 from intaglio.server.bodies import parse_request
 from intaglio.server.chat_template import chat_length, render_chat
@@ -115,15 +116,18 @@ def build_app(
     drain_timeout: float = 1.0,
     open_metrics: bool = False,
     body_timeout_s: float = 30.0,
+    pooling: str = "last",
 ) -> FastAPI:
     """The app; starting it (lifespan) starts the engine thread, stopping it stops the thread.
 
     With `api_key`, every route but /health needs it (/metrics too unless `open_metrics`).
     `drain_timeout` is how long shutdown waits for in-flight requests before failing them;
     uvicorn's own graceful shutdown (see launch.py) has usually drained them already.
-    `body_timeout_s` bounds how long a request body may take to arrive.
+    `body_timeout_s` bounds how long a request body may take to arrive. `pooling` ("last" or
+    "mean") is how /v1/embeddings pools the model's hidden states.
     """
-    state = ServerState(engine, served_model_name, body_timeout_s=body_timeout_s)
+    Pooling(pooling)  # a bad value fails here, not in every request
+    state = ServerState(engine, served_model_name, body_timeout_s=body_timeout_s, pooling=pooling)
     state.metrics.attach_engine(lambda: engine.stats)
     engine.on_finished.append(state.metrics.observe_finished)
 
@@ -140,6 +144,7 @@ def build_app(
     app.include_router(router)
     app.include_router(completions.router)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
     if api_key is not None:
         open_paths = {"/health", "/metrics"} if open_metrics else {"/health"}
         app.add_middleware(ApiKeyMiddleware, key=api_key, open_paths=frozenset(open_paths))

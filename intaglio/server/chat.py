@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from intaglio.api.reasoning import ReasoningSplitter, message_fields, starts_in_reasoning
 from intaglio.engine.outputs import RequestOutput
-from intaglio.server.admission import admit, engine_error
+from intaglio.server.admission import admit
 from intaglio.server.bodies import parse_request
 from intaglio.server.chat_template import chat_length, render_chat
 from intaglio.server.confidence import confidence_fields
@@ -25,10 +25,9 @@ from intaglio.server.sampling import build_sampling_params, check_fits, structur
 from intaglio.server.search import check_search, run_search
 from intaglio.server.state import ServerState, get_state
 from intaglio.server.streams import (
-    ClientDisconnected,
     EventStream,
     abort_all,
-    collect_final,
+    await_finals,
     sse,
     stream_chunks,
 )
@@ -114,16 +113,10 @@ async def create_chat_completion(raw: Request) -> Response:
     view = _ChatView(state, req, request_id, params.n, text, tools)
     if req.stream:
         return EventStream(view.stream(queue), lambda: abort_all(state.engine, [request_id]))
-    try:
-        finals = await collect_final(queue, [request_id], raw)
-    except ClientDisconnected:
+    finals = await await_finals(state.engine, queue, [request_id], raw)
+    if finals is None:
         return Response(status_code=499)
-    finally:
-        abort_all(state.engine, [request_id])  # only matters when the client left
-    out = finals[request_id]
-    if out.error is not None:
-        raise engine_error(out, state.engine)
-    return JSONResponse(view.response(out))
+    return JSONResponse(view.response(finals[request_id]))
 
 
 class _ChatView:

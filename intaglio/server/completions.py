@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
-from intaglio.server.admission import admit, engine_error
+from intaglio.server.admission import admit
 from intaglio.server.bodies import parse_request
 from intaglio.server.confidence import confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
@@ -24,13 +24,7 @@ from intaglio.server.protocol import CompletionRequest
 from intaglio.server.sampling import build_sampling_params, check_fits, structured_param
 from intaglio.server.search import check_search, run_search
 from intaglio.server.state import ServerState, get_state
-from intaglio.server.streams import (
-    ClientDisconnected,
-    EventStream,
-    abort_all,
-    collect_final,
-    stream_chunks,
-)
+from intaglio.server.streams import EventStream, abort_all, await_finals, stream_chunks
 
 router = APIRouter()
 
@@ -105,15 +99,9 @@ async def create_completion(raw: Request) -> Response:
     view = _View(state, req, base_id, request_ids, [text for text, _ in prompts], params)
     if req.stream:
         return EventStream(view.stream(queue), lambda: abort_all(state.engine, request_ids))
-    try:
-        finals = await collect_final(queue, request_ids, raw)
-    except ClientDisconnected:
+    finals = await await_finals(state.engine, queue, request_ids, raw)
+    if finals is None:
         return Response(status_code=499)
-    finally:
-        abort_all(state.engine, request_ids)  # only matters when the client left
-    for out in finals.values():
-        if out.error is not None:
-            raise engine_error(out, state.engine)
     return JSONResponse(view.response([finals[rid] for rid in request_ids]))
 
 

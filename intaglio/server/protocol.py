@@ -231,3 +231,16 @@ class TokenizeRequest(_Strict):
 class DetokenizeRequest(_Strict):
     model: str | None = None
     tokens: list[Annotated[int, Field(ge=0)]]
+
+
+class EmbeddingRequest(_Strict):
+    """POST /v1/embeddings: OpenAI's fields, plus vLLM's `normalize` and the scheduling ones."""
+
+    input: str | list[str] | TokenIds | list[TokenIds]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None  # shortened (Matryoshka) vectors: refused
+    user: str | None = None
+    normalize: bool | None = None  # unit-length vectors (default: yes, as vLLM)
+    priority: Annotated[int, Field(ge=-_INT64, lt=_INT64)] = 0
+    cache_salt: Annotated[str, Field(min_length=1)] | None = None

@@ -33,6 +33,7 @@ class ServerState:
     engine: AsyncEngine
     served_model_name: str
     body_timeout_s: float = 30.0  # a request body must arrive within this
+    pooling: str = "last"  # how /v1/embeddings pools hidden states (sampling/pooling.py)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     created: int = field(default_factory=lambda: int(time.time()))
 

@@ -126,6 +126,26 @@ def abort_all(engine: AsyncEngine, request_ids: Iterable[str]) -> None:
         engine.abort(request_id)
 
 
+async def await_finals(
+    engine: AsyncEngine,
+    queue: asyncio.Queue[RequestOutput],
+    request_ids: list[str],
+    request: Request,
+) -> dict[str, RequestOutput] | None:
+    """Every request's final output, or None when the client left first (answer 499, and
+    what still runs is aborted); a request the engine failed raises engine_error."""
+    try:
+        finals = await collect_final(queue, request_ids, request)
+    except ClientDisconnected:
+        return None
+    finally:
+        abort_all(engine, request_ids)  # only matters when the client left
+    for out in finals.values():
+        if out.error is not None:
+            raise engine_error(out, engine)
+    return finals
+
+
 async def stream_chunks(
     queue: asyncio.Queue[RequestOutput],
     tracker: DeltaTracker,

@@ -34,6 +34,7 @@ def routes(server: RunningServer) -> list[tuple[str, str]]:
 def test_every_route_but_health_needs_the_key(locked: RunningServer) -> None:
     table = routes(locked)
     assert ("GET", "/metrics") in table and ("POST", "/v1/chat/completions") in table
+    assert ("POST", "/v1/embeddings") in table
     with locked.client() as c:
         for method, path in table:
             for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": KEY}):
