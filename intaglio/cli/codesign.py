@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--param",
         required=True,
         help="NAME=V1,V2,..: batch, context, rate, chunk, max_num_seqs, policy, interleave, "
-        "prefix_caching, tp, ep, hw.FIELD.PATH or model.CONFIG_FIELD",
+        "prefix_caching, tp, ep, speculative_method (none, ngram, ...), spec_alpha, "
+        "num_speculative_tokens, hw.FIELD.PATH or model.CONFIG_FIELD",
     )
     sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")
     sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
@@ -129,14 +130,27 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--priorities", type=int, default=1)
     w.add_argument("--trace", default=None, help="JSONL/CSV trace instead of a synthetic load")
     w.add_argument("--seed", type=int, default=0)
-    w.add_argument(
+    sp = p.add_argument_group("speculative decoding (with --speculative-method; one of)")
+    sp.add_argument(
         "--spec-acceptance",
         type=float,
         nargs="+",
         default=[],
         metavar="P",
-        help="with --speculative-method: the chance draft i is accepted after the ones before "
-        "it (as `intaglio bench spec` measures)",
+        help="the chance draft i is accepted after the ones before it",
+    )
+    sp.add_argument("--spec-alpha", type=float, default=None, help="one acceptance for all drafts")
+    sp.add_argument(
+        "--spec-profile",
+        default=None,
+        help="JSON: {\"acceptance\": [...]} or `intaglio bench spec --json-out` output (its "
+        "rows of the method pooled)",
+    )
+    sp.add_argument("--spec-workload", default=None, help="--spec-profile rows of this workload")
+    sp.add_argument(
+        "--draft-model",
+        default=None,
+        help="speculative_method draft_model: the draft's architecture (preset or config.json)",
     )
 
 
@@ -174,6 +188,10 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         trace=args.trace,
         seed=args.seed,
         spec_acceptance=tuple(args.spec_acceptance),
+        spec_alpha=args.spec_alpha,
+        spec_profile=args.spec_profile,
+        spec_workload=args.spec_workload,
+        draft_model=args.draft_model,
     )
 
 
@@ -350,7 +368,7 @@ def _memory(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from intaglio.sim.report import format_summary, summarize, timeline
-    from intaglio.sim.study import serve
+    from intaglio.sim.study import serve, without_speculation
     from intaglio.toolkit import plots
     from intaglio.toolkit.report import markdown_table, write_csv
 
@@ -360,6 +378,10 @@ def _simulate(args: argparse.Namespace) -> int:
     span = summary["makespan_s"]
     economics = study.economics(summary["output_throughput"] * span, span)  # output tokens
     summary.update(economics)
+    if "speculation" in summary:  # the same workload decoded plainly, for the speedup
+        plain = summarize(serve(without_speculation(study))[0])["output_throughput"]
+        summary["speculation"]["plain_output_tok_s"] = plain
+        summary["speculation"]["speedup"] = summary["output_throughput"] / plain
     if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         tl = timeline(result)

@@ -19,6 +19,7 @@ from intaglio.engine.core import EngineCore
 from intaglio.sampling.params import SamplingParams
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.workload import SimRequest
+from intaglio.spec import SpecStats
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class SimResult:
     kv: list[KVSample] = field(default_factory=list)
     num_preemptions: int = 0
     prefix_hit_rate: float = 0.0  # prompt tokens found in the prefix cache / looked up
+    spec: SpecStats = field(default_factory=SpecStats)  # the scheduler's speculation counters
 
     @property
     def makespan_s(self) -> float:
@@ -109,6 +111,7 @@ def simulate(
         )
     result.timings = [timings[r.request_id] for r in workload]
     result.num_preemptions = core.scheduler.num_preemptions
+    result.spec = core.scheduler.spec_stats
     bm = core.block_manager
     if bm.num_queried_tokens:
         result.prefix_hit_rate = bm.num_hit_tokens / bm.num_queried_tokens

@@ -3,8 +3,9 @@
 `step_cost` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
 batch (decode sequences), context, rate (arrivals), chunk (max_num_batched_tokens),
 max_num_seqs, policy (scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
-hw.<dotted.path> (a hardware field) or model.<config field> (a model variant, e.g.
-model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count).
+hw.<dotted.path> (a hardware field), model.<config field> (a model variant, e.g.
+model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count),
+speculative_method (none for plain decoding) or spec_alpha (a constant acceptance).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
 from intaglio.sim.report import summarize
 from intaglio.sim.runner import SimResult, simulate
+from intaglio.sim.speculation import DraftNetwork, eagle_config, load_profile
 from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import StepCost, cost_step
 from intaglio.toolkit.hardware import Hardware, load_hardware
-from intaglio.toolkit.memory import MemoryPlan, plan_memory, step_overflow
+from intaglio.toolkit.memory import MemoryPlan, device_weight_elems, plan_memory, step_overflow
 from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.passes import parse_batch, parse_passes, pass_setting
 from intaglio.toolkit.presets import load_model_config
@@ -57,9 +59,16 @@ class Study:
     priorities: int = 1
     trace: str | None = None
     seed: int = 0
-    # Speculative decoding (engine.speculative_method set): the chance that draft i is accepted
-    # after drafts 0..i-1 were, as `intaglio bench spec` measures it on the real engine.
+    # Speculative decoding (engine.speculative_method set), by one of: the chance that draft i
+    # is accepted after drafts 0..i-1 were; a constant alpha for every draft; or a JSON profile
+    # (sim/speculation.py), e.g. `intaglio bench spec --json-out` (its rows of the method, and
+    # of spec_workload when given, pooled).
     spec_acceptance: tuple[float, ...] = ()
+    spec_alpha: float | None = None
+    spec_profile: str | None = None
+    spec_workload: str | None = None
+    # speculative_method draft_model: the draft's architecture (preset or config.json)
+    draft_model: str | None = None
 
     def config(self) -> ModelConfig:
         return load_model_config(self.model, self.dtype, self.model_overrides)
@@ -92,20 +101,43 @@ class Study:
             out["usd_per_m_tokens"] = dollars / tokens * 1e6
         return out
 
-    def plan(self, step: Sequence[SeqShape] | None = None) -> MemoryPlan:
+    def acceptance(self) -> tuple[float, ...]:
+        """The acceptance profile a speculative simulation verifies drafts against."""
+        given = (bool(self.spec_acceptance), self.spec_alpha is not None, bool(self.spec_profile))
+        if sum(given) > 1:
+            raise ValueError("give one of spec_acceptance, spec_alpha and spec_profile")
+        method = self.engine.speculative_method
+        if self.spec_alpha is not None:
+            profile: tuple[float, ...] = (self.spec_alpha,) * self.engine.num_speculative_tokens
+        elif self.spec_profile:
+            profile = load_profile(self.spec_profile, method, self.spec_workload)
+        else:
+            profile = self.spec_acceptance
+        if method is None and any(given):
+            raise ValueError("an acceptance profile is given but speculative_method is not set")
+        if method is not None and not any(given):
+            raise ValueError(
+                f"speculative_method {method} needs an acceptance profile: spec_acceptance, "
+                "spec_alpha or spec_profile (as `intaglio bench spec --json-out` writes)"
+            )
+        if not all(0 <= p <= 1 for p in profile):
+            raise ValueError(f"acceptance probabilities must lie in [0, 1], got {profile}")
+        return profile
+
+    def plan(
+        self, step: Sequence[SeqShape] | None = None, cfg: ModelConfig | None = None
+    ) -> MemoryPlan:
         """The memory plan of the engine settings, or of one step over `step` (its tokens
-        and sampled rows size the activations)."""
+        and sampled rows size the activations); of model `cfg` instead of the study's."""
         parse_passes(self.passes)  # a typo in the pass list fails here, by name
         tokens, seqs = self.engine.max_num_batched_tokens, self.engine.max_num_seqs
         if step is not None:  # one device's share of the step
             tokens = -(-sum(s.num_new_tokens for s in step) // self.data_parallel)
             seqs = -(-sum(1 for s in step if s.samples) // self.data_parallel)
         return plan_memory(
-            self.config(),
+            cfg or self.config(),
             self.hw(),
-            tp=int(pass_setting(self.passes, "tp") or 1),
-            ep=int(pass_setting(self.passes, "ep") or 1),
-            pp=int((pass_setting(self.passes, "pp") or "1").partition(":")[0]),
+            **self.split(),
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),
@@ -114,6 +146,14 @@ class Study:
             block_size=self.engine.block_size,
             utilization=self.memory_utilization,
         )
+
+    def split(self) -> dict[str, int]:
+        """The tp, ep and pp degrees of the pass list."""
+        return {
+            "tp": int(pass_setting(self.passes, "tp") or 1),
+            "ep": int(pass_setting(self.passes, "ep") or 1),
+            "pp": int((pass_setting(self.passes, "pp") or "1").partition(":")[0]),
+        }
 
     def workload(self) -> list[SimRequest]:
         vocab = self.config().vocab_size
@@ -148,27 +188,72 @@ def step_cost(study: Study, batch: str, allow_overflow: bool = False) -> StepCos
     return cost_step(ops, hw, study.plan().weight_bytes)
 
 
+def draft_network(study: Study) -> DraftNetwork | None:
+    """The draft network a speculative study runs beside the target (None for lookups), on
+    the same devices and pass list."""
+    method = study.engine.speculative_method
+    if method not in MODEL_DRAFT_METHODS:
+        return None
+    target = study.config()
+    shared = None  # what the draft shares with the target (EAGLE: embedding and lm_head)
+    if method == "eagle":
+        cfg, shared = eagle_config(target)
+    elif study.draft_model is None:
+        raise ValueError(
+            "speculative_method draft_model needs draft_model: the draft's architecture, "
+            "a preset or config.json"
+        )
+    else:
+        cfg = load_model_config(study.draft_model, study.dtype)
+        if cfg.vocab_size != target.vocab_size:
+            raise ValueError(
+                f"the draft model's vocabulary ({cfg.vocab_size}) differs from the target's "
+                f"({target.vocab_size}); a draft must share the target's tokenizer"
+            )
+    plan = study.plan(cfg=cfg)
+    weights = plan.weight_bytes
+    if shared is not None:
+        split = study.split()
+        shared_share = device_weight_elems(shared, **split) / device_weight_elems(cfg, **split)
+        weights *= 1 - shared_share
+    model = StepCostModel(cfg, study.hw(), parse_passes(study.passes))
+    return DraftNetwork(method, model, weights, plan.kv_bytes_per_token)
+
+
 def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     plan = study.plan()
     engine = study.engine
-    if engine.speculative_method in MODEL_DRAFT_METHODS:
-        raise ValueError(
-            "the simulator has no draft network; simulate its drafts as speculative_method "
-            "ngram with the acceptance profile the real engine measured (spec_acceptance)"
-        )
     if not plan.fits and engine.num_kv_blocks is None:
         raise ValueError(plan.message)
+    drafter = draft_network(study)
+    blocks = plan.num_kv_blocks
+    if drafter is not None:
+        # The draft keeps its weights and, in the target's blocks, its own K/V of each token.
+        kv_bytes = blocks * plan.block_size * plan.kv_bytes_per_token - drafter.weight_bytes
+        per_block = plan.block_size * (plan.kv_bytes_per_token + drafter.kv_bytes_per_token)
+        blocks = int(kv_bytes // per_block)
+        if blocks < 1 and engine.num_kv_blocks is None:
+            raise ValueError(f"{plan.message}, and the draft network does not fit beside it")
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
     executor = SimulatedExecutor(
         model,
         # The engine schedules for the whole data-parallel group: its KV pools add up.
-        engine.num_kv_blocks or plan.num_kv_blocks * study.data_parallel,
+        engine.num_kv_blocks or blocks * study.data_parallel,
         engine.block_size,
         num_local_kv_blocks=plan.num_local_kv_blocks * study.data_parallel,
-        acceptance=study.spec_acceptance,
+        acceptance=study.acceptance(),
         seed=study.seed,
+        drafter=drafter,
     )
     return simulate(study.workload(), executor, engine), plan
+
+
+def without_speculation(study: Study) -> Study:
+    """The same study decoding plainly: the baseline a speculative run is compared with."""
+    engine = dataclasses.replace(study.engine, speculative_method=None)
+    return dataclasses.replace(
+        study, engine=engine, spec_acceptance=(), spec_alpha=None, spec_profile=None
+    )
 
 
 # EngineConfig fields that mean nothing to a simulation (the study has its own model, dtype
@@ -200,6 +285,17 @@ def _with_param(study: Study, name: str, value: Any) -> Study:
         return dataclasses.replace(study, model_overrides=overrides)
     if name == "rate":  # the workload's Poisson arrival rate, req/s
         return dataclasses.replace(study, rate=float(value))
+    if name == "spec_alpha":  # a constant acceptance in place of any other profile
+        if study.engine.speculative_method is None:
+            raise ValueError("sweeping spec_alpha needs a speculative_method")
+        plain = without_speculation(study)
+        return dataclasses.replace(plain, engine=study.engine, spec_alpha=float(value))
+    if name == "speculative_method":  # none: plain decoding, the baseline
+        if value in (None, "none"):
+            return without_speculation(study)
+        return dataclasses.replace(
+            study, engine=dataclasses.replace(study.engine, speculative_method=str(value))
+        )
     if name in ("tp", "ep"):
         kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
         return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
@@ -245,6 +341,8 @@ def sweep(
                 prefix_hit_rate=s["prefix_hit_rate"],
                 preemptions=s["num_preemptions"],
             )
+            if "speculation" in s:
+                row["accept_len"] = s["speculation"]["mean_acceptance_length"]
         else:
             # The step's own weights, activations and KV cache must fit one device.
             row["fits"] = step_overflow_of(point, step_batch) is None
@@ -260,4 +358,5 @@ def sweep(
                 top_kind=next(iter(kinds)),
             )
         rows.append(row)
-    return rows
+    columns = dict.fromkeys(k for row in rows for k in row)  # e.g. accept_len where speculating
+    return [{k: row.get(k) for k in columns} for row in rows]

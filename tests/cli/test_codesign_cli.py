@@ -257,3 +257,48 @@ def test_a_closed_pipe_is_quiet_and_out_is_still_written(tmp_path):
     assert proc.wait() == 0 and b"step_ms=" in first
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert len(list(csv.DictReader((out / "ops.csv").open()))) > 100
+
+
+# Speculative decoding in the simulator.
+
+
+def test_simulate_reports_speculation_against_plain_decoding(tmp_path, capsys):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"acceptance": [0.9, 0.8, 0.7, 0.6]}))
+    argv = "simulate --model llama-3.2-1b --hardware h100-sxm --num-requests 4 --max-num-seqs 1"
+    argv += f" --input-len fixed:128 --output-len fixed:300 --speculative-method ngram --spec-profile {profile} --out {tmp_path / 'sim'}"
+    assert main(["codesign", *argv.split()]) == 0
+    out = capsys.readouterr().out
+    assert "speculation:" in out and "per position 0.9" in out
+    speedup = float(out.split("with it x")[1].split()[0])
+    assert speedup > 2.0  # 1 + .9 + .72 + .504 + .302 = 3.4 tokens per step at batch 1
+    report = (tmp_path / "sim" / "report.md").read_text()
+    assert "speculation.mean_acceptance_length" in report and "speculation.speedup" in report
+
+
+def test_sweep_speculation_against_none(capsys):
+    argv = "sweep --model llama-3.2-1b --hardware h100-sxm --serve --param speculative_method="
+    argv += "none,ngram,eagle --spec-alpha 0.7 --num-requests 8 --max-num-seqs 2"
+    argv += " --input-len fixed:128 --output-len fixed:100"
+    assert main(["codesign", *argv.split()]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    rows = [dict(zip(header, line.split())) for line in lines[1:4]]
+    assert rows[0]["accept_len"] == "-" and float(rows[1]["accept_len"]) > 2
+    tok_s = [float(r["output_tok_s"]) for r in rows]
+    assert tok_s[1] > tok_s[2] > tok_s[0]  # the head's own steps cost what lookups do not
+
+
+SPEC_REFUSED = [
+    ("--speculative-method ngram", "needs an acceptance profile"),
+    ("--speculative-method ngram --spec-alpha 0.5 --spec-acceptance 0.5", "give one of"),
+    ("--spec-alpha 0.5", "speculative_method is not set"),
+    ("--speculative-method draft_model --spec-alpha 0.5", "needs draft_model"),
+]
+
+
+@pytest.mark.parametrize("flags,message", SPEC_REFUSED)
+def test_speculation_settings_are_refused_with_a_reason(flags, message, capsys):
+    argv = "simulate --model llama-3.2-1b --hardware h100-sxm --num-requests 2 " + flags
+    assert main(["codesign", *argv.split()]) == 2
+    assert message in capsys.readouterr().err
