@@ -9,6 +9,8 @@
     intaglio codesign sweep --model llama-3-8b --hardware h100-sxm --param batch=1,8,64,256
     intaglio codesign sweep --model llama-3-8b --hardware h100-sxm --serve --rate 20 \
         --param hw.memory.1.bandwidth_gbs=2000,3350,5000 --out sweep/
+    intaglio codesign sweep --model llama-3-70b --hardware h100-sxm --param batch=1,64,256 \
+        --param "passes=tp=4;tp=8;tp=8,fuse_allreduce"
     intaglio codesign calibrate --out my-cpu.json
 """
 
@@ -70,14 +72,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim = cds.add_parser("simulate", help="serve a workload on the engine's scheduler")
     _study_flags(sim)
     sim.set_defaults(func=run, action=_simulate)
-    sw = cds.add_parser("sweep", help="step or serving metrics over one parameter")
+    sw = cds.add_parser("sweep", help="step or serving metrics over one parameter or a grid")
     _study_flags(sw)
     sw.add_argument(
         "--param",
         required=True,
+        action="append",
         help="NAME=V1,V2,..: batch, context, rate, chunk, max_num_seqs, policy, interleave, "
-        "prefix_caching, tp, ep, speculative_method (none, ngram, ...), spec_alpha, "
-        "num_speculative_tokens, hw.FIELD.PATH or model.CONFIG_FIELD",
+        "prefix_caching, tp, ep, passes (lists split by ';'), speculative_method (none, "
+        "ngram, ...), spec_alpha, num_speculative_tokens, hw.FIELD.PATH or model.CONFIG_FIELD; "
+        "twice for a grid of two",
     )
     sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")
     sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
@@ -125,6 +129,12 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--rate", type=float, default=None, help="Poisson req/s (default: all at 0)")
     w.add_argument("--input-len", default="uniform:128:1024")
     w.add_argument("--output-len", default="uniform:64:512")
+    w.add_argument(
+        "--length-preset",
+        default=None,
+        help="both lengths from a preset in place of --input-len/--output-len: sharegpt "
+        "(log-normal at ShareGPT's published means)",
+    )
     w.add_argument("--num-prefixes", type=int, default=0)
     w.add_argument("--prefix-len", type=int, default=0)
     w.add_argument("--priorities", type=int, default=1)
@@ -143,7 +153,7 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--spec-profile",
         default=None,
-        help="JSON: {\"acceptance\": [...]} or `intaglio bench spec --json-out` output (its "
+        help='JSON: {"acceptance": [...]} or `intaglio bench spec --json-out` output (its '
         "rows of the method pooled)",
     )
     sp.add_argument("--spec-workload", default=None, help="--spec-profile rows of this workload")
@@ -182,6 +192,7 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         rate=args.rate,
         input_len=args.input_len,
         output_len=args.output_len,
+        length_preset=args.length_preset,
         num_prefixes=args.num_prefixes,
         prefix_len=args.prefix_len,
         priorities=args.priorities,
@@ -440,39 +451,36 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from intaglio.sim.study import sweep
+    from intaglio.sim.sweep import sweep
     from intaglio.toolkit import plots
     from intaglio.toolkit.report import markdown_table, text_table, write_csv
 
-    name, _, values = args.param.partition("=")
-    if not values:
-        raise ValueError("--param needs NAME=V1,V2,...")
-    rows = sweep(
-        _study(args),
-        name,
-        [_value(v) for v in values.split(",")],
-        args.serve,
-        args.batch,
-        args.context,
-    )
+    axes = [_axis(text) for text in args.param]
+    rows = sweep(_study(args), axes, args.serve, args.batch, args.context)
     cols = list(rows[0])
+    names = [name for name, _ in axes]
     if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         write_csv(rows, out / "sweep.csv")
-        metrics = [c for c in cols if isinstance(rows[0][c], float)]
-        numeric = all(isinstance(r["value"], (int, float)) for r in rows)
-        x = [r["value"] for r in rows] if numeric else list(range(len(rows)))
+        x_name = names[0]
+        x_values = list(axes[0][1])
+        numeric = all(isinstance(v, (int, float)) for v in x_values)
+        x = x_values if numeric else list(range(len(x_values)))
         wide = numeric and min(x) > 0 and max(x) / min(x) > 20
-        plots.series(
-            x,
-            {m: [r[m] for r in rows] for m in metrics[:4]},
-            name,
-            out / "sweep",
-            f"{args.model} on {args.hardware}: {name}",
-            logx=wide,
-        )
+        title = f"{args.model} on {args.hardware}: {' x '.join(names)}"
+        if len(axes) == 1:
+            metrics = [c for c in cols if all(isinstance(r[c], float) for r in rows)]
+            ys = {m: [r[m] for r in rows] for m in metrics[:4]}
+            plots.series(x, ys, x_name, out / "sweep", title, logx=wide)
+        else:  # one line per value of the second parameter, for the main metrics
+            metric = "output_tok_s_per_chip" if args.serve else "tokens_per_s_per_chip"
+            lines = {
+                f"{names[1]}={v}": [r[metric] for r in rows if r[names[1]] == v]
+                for v in dict.fromkeys(r[names[1]] for r in rows)
+            }
+            plots.lines(x, lines, x_name, metric, out / "sweep", title, logx=wide)
         (out / "report.md").write_text(
-            f"# Sweep of {name}: {args.model} on {args.hardware}\n\n"
+            f"# Sweep of {' x '.join(names)}: {args.model} on {args.hardware}\n\n"
             f"{markdown_table(rows)}\n![sweep](sweep.png)\n\n"
             f"## Configuration\n\n{_configuration(args)}"
         )
@@ -480,6 +488,14 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}/: sweep.csv, report.md, sweep.png/.svg")
     return 0
+
+
+def _axis(text: str) -> tuple[str, list[Any]]:
+    """NAME=V1,V2,... (values split at semicolons instead when they hold commas: pass lists)."""
+    name, _, values = text.partition("=")
+    if not values:
+        raise ValueError(f"--param needs NAME=V1,V2,..., got {text!r}")
+    return name, [_value(v) for v in values.split(";" if ";" in values else ",")]
 
 
 def _solve(args: argparse.Namespace) -> int:

@@ -1,11 +1,6 @@
-"""A Study: one model, hardware, pass list, engine settings and workload, and sweeps over them.
+"""A Study: one model, hardware, pass list, engine settings and workload.
 
-`step_cost` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
-batch (decode sequences), context, rate (arrivals), chunk (max_num_batched_tokens),
-max_num_seqs, policy (scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
-hw.<dotted.path> (a hardware field), model.<config field> (a model variant, e.g.
-model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count),
-speculative_method (none for plain decoding) or spec_alpha (a constant acceptance).
+`step_cost` costs one step; `serve` simulates the workload (sim/sweep.py varies parameters).
 """
 
 from __future__ import annotations
@@ -18,10 +13,14 @@ from typing import Any
 from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
-from intaglio.sim.report import summarize
 from intaglio.sim.runner import SimResult, simulate
 from intaglio.sim.speculation import DraftNetwork, eagle_config, load_profile
-from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
+from intaglio.sim.workload import (
+    SimRequest,
+    preset_lengths,
+    synthetic_workload,
+    trace_workload,
+)
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import StepCost, cost_step
 from intaglio.toolkit.hardware import Hardware, load_hardware
@@ -54,6 +53,7 @@ class Study:
     rate: float | None = None
     input_len: str = "uniform:128:1024"
     output_len: str = "uniform:64:512"
+    length_preset: str | None = None  # e.g. "sharegpt": both lengths (sim/workload.py)
     num_prefixes: int = 0
     prefix_len: int = 0
     priorities: int = 1
@@ -159,10 +159,13 @@ class Study:
         vocab = self.config().vocab_size
         if self.trace:
             return trace_workload(self.trace, vocab, self.seed)
+        input_len, output_len = self.input_len, self.output_len
+        if self.length_preset:
+            input_len, output_len = preset_lengths(self.length_preset)
         return synthetic_workload(
             self.num_requests,
-            self.input_len,
-            self.output_len,
+            input_len,
+            output_len,
             self.rate,
             self.num_prefixes,
             self.prefix_len,
@@ -268,95 +271,3 @@ STUDY_SKIPS = {
     "fp32_weight_cache_gib",
     "speculative_model",
 }
-
-# Sweep names for engine settings -> EngineConfig fields.
-_ENGINE_PARAMS = {
-    "chunk": "max_num_batched_tokens",
-    "policy": "scheduling_policy",
-    "interleave": "interleave_policy",
-}
-
-
-def _with_param(study: Study, name: str, value: Any) -> Study:
-    if name.startswith("hw."):
-        return dataclasses.replace(study, hw_overrides={**study.hw_overrides, name[3:]: value})
-    if name.startswith("model."):
-        overrides = {**study.model_overrides, name[6:]: value}
-        return dataclasses.replace(study, model_overrides=overrides)
-    if name == "rate":  # the workload's Poisson arrival rate, req/s
-        return dataclasses.replace(study, rate=float(value))
-    if name == "spec_alpha":  # a constant acceptance in place of any other profile
-        if study.engine.speculative_method is None:
-            raise ValueError("sweeping spec_alpha needs a speculative_method")
-        plain = without_speculation(study)
-        return dataclasses.replace(plain, engine=study.engine, spec_alpha=float(value))
-    if name == "speculative_method":  # none: plain decoding, the baseline
-        if value in (None, "none"):
-            return without_speculation(study)
-        return dataclasses.replace(
-            study, engine=dataclasses.replace(study.engine, speculative_method=str(value))
-        )
-    if name in ("tp", "ep"):
-        kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
-        return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
-    field_name = _ENGINE_PARAMS.get(name, name)
-    if field_name in {f.name for f in dataclasses.fields(EngineConfig)} - STUDY_SKIPS:
-        kind = type(getattr(study.engine, field_name))
-        engine = dataclasses.replace(study.engine, **{field_name: kind(value)})
-        return dataclasses.replace(study, engine=engine)
-    raise ValueError(
-        f"unknown sweep parameter {name!r}; use batch, context, rate, chunk, policy, interleave, "
-        "an EngineConfig field (max_num_seqs, prefix_caching, ...), tp, ep, hw.FIELD or "
-        "model.FIELD"
-    )
-
-
-def sweep(
-    study: Study, name: str, values: list[Any], serve_mode: bool, batch: str | None, context: int
-) -> list[dict[str, Any]]:
-    """One row of metrics per value: a simulated serving run, or one step (`batch`, by default
-    64 decodes at `context`)."""
-    rows = []
-    for value in values:
-        if name == "batch":
-            point, step_batch = study, f"decode:{int(value)}@{context}"
-        elif name == "context":
-            point, step_batch = study, f"decode:64@{int(value)}"
-        else:
-            point, step_batch = _with_param(study, name, value), batch or f"decode:64@{context}"
-        row: dict[str, Any] = {"value": value}
-        if serve_mode:
-            row["fits"] = point.plan().fits
-            if name in ("batch", "context"):
-                raise ValueError(f"{name} is a step-mode parameter; drop --serve")
-            s = summarize(serve(point)[0])
-            row.update(
-                output_tok_s=s["output_throughput"],
-                ttft_p50_ms=s["ttft_s"]["p50"] * 1e3,
-                ttft_p99_ms=s["ttft_s"]["p99"] * 1e3,
-                tpot_p50_ms=s["tpot_s"]["p50"] * 1e3,
-                e2e_p50_s=s["e2e_s"]["p50"],
-                kv_usage_max=s["kv_usage"]["max"],
-                mfu=s["mfu"],
-                prefix_hit_rate=s["prefix_hit_rate"],
-                preemptions=s["num_preemptions"],
-            )
-            if "speculation" in s:
-                row["accept_len"] = s["speculation"]["mean_acceptance_length"]
-        else:
-            # The step's own weights, activations and KV cache must fit one device.
-            row["fits"] = step_overflow_of(point, step_batch) is None
-            cost = step_cost(point, step_batch, allow_overflow=True)
-            tokens = sum(s.num_new_tokens for s in parse_batch(step_batch))
-            kinds = cost.breakdown("kind")
-            row.update(
-                step_ms=cost.time_s * 1e3,
-                tokens_per_s=tokens / cost.time_s,
-                mfu=cost.mfu,
-                mbu=cost.mbu,
-                bound=cost.dominant_bound,
-                top_kind=next(iter(kinds)),
-            )
-        rows.append(row)
-    columns = dict.fromkeys(k for row in rows for k in row)  # e.g. accept_len where speculating
-    return [{k: row.get(k) for k in columns} for row in rows]
