@@ -64,7 +64,9 @@ def test_alpha_zero_is_never_faster_than_plain_decoding():
         assert s["num_steps"] == plain["num_steps"]
         assert s["output_throughput"] < 0.97 * plain["output_throughput"]
         adaptive = summarize(serve(_study(method, adaptive=True, spec_alpha=0.0, **work))[0])
-        assert adaptive["output_throughput"] <= 1.001 * plain["output_throughput"]
+        ratio = adaptive["output_throughput"] / plain["output_throughput"]
+        # Lookups back off to plain decoding; the head still fills its KV every step.
+        assert 0.99 <= ratio <= 1.001 if method == "ngram" else 0.85 <= ratio < 0.97
     # The head's steps cost on top of the same verifications.
     ngram = summarize(serve(_study("ngram", spec_alpha=0.0, **work))[0])
     eagle = summarize(serve(_study("eagle", spec_alpha=0.0, **work))[0])
