@@ -158,6 +158,12 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--spec-workload", default=None, help="--spec-profile rows of this workload")
     sp.add_argument(
+        "--spec-draft-rate",
+        type=float,
+        default=None,
+        help="ngram/suffix: the share of decode steps with a match (default: the profile's, or 1)",
+    )
+    sp.add_argument(
         "--draft-model",
         default=None,
         help="speculative_method draft_model: the draft's architecture (preset or config.json)",
@@ -202,6 +208,7 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         spec_alpha=args.spec_alpha,
         spec_profile=args.spec_profile,
         spec_workload=args.spec_workload,
+        spec_draft_rate=args.spec_draft_rate,
         draft_model=args.draft_model,
     )
 

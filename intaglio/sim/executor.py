@@ -51,6 +51,7 @@ class SimulatedExecutor:
         acceptance: tuple[float, ...] = (),
         seed: int = 0,
         drafter: DraftNetwork | None = None,
+        draft_rate: float = 1.0,
     ) -> None:
         cfg = step_model.cfg
         self.device = torch.device("cpu")
@@ -67,6 +68,8 @@ class SimulatedExecutor:
         self.steps: list[StepRecord] = []
         self.acceptance = acceptance
         self.drafter = drafter
+        self.draft_rate = draft_rate  # a lookup proposer's share of decode steps with drafts
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
 
     def execute(self, out: SchedulerOutput[SequenceView]) -> ExecutorOutput:

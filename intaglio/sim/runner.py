@@ -18,6 +18,7 @@ from intaglio.config import EngineConfig
 from intaglio.engine.core import EngineCore
 from intaglio.sampling.params import SamplingParams
 from intaglio.sim.executor import SimulatedExecutor
+from intaglio.sim.speculation import RateProposer
 from intaglio.sim.workload import SimRequest
 from intaglio.spec import SpecStats
 
@@ -65,6 +66,12 @@ def simulate(
     """`config` is the engine's own (its scheduling fields apply; the executor sizes the KV
     cache); `grammar_tokenizer` gives structured requests a vocabulary."""
     core = EngineCore(config or EngineConfig(), executor, (), grammar_tokenizer=grammar_tokenizer)
+    speculator = core.speculator
+    if speculator is not None and speculator.proposer is not None:
+        # Synthetic tokens repeat endlessly: a lookup would always match. Draft instead in the
+        # share of steps the real proposer found a match in.
+        proposer = RateProposer(executor.draft_rate, executor.synthetic_token, executor.seed)
+        speculator.proposer = proposer
     capacity = executor.num_kv_blocks * executor.block_size
     pending = sorted(workload, key=lambda r: r.arrival_s)
     aborts = sorted((r for r in workload if r.abort_s is not None), key=lambda r: r.abort_s or 0)

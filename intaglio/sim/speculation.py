@@ -6,11 +6,16 @@ tried per position (`intaglio bench spec --json-out` records both, from SpecStat
 constant `alpha`, the classic model in which a verification of k drafts yields
 (1 - alpha**(k + 1)) / (1 - alpha) tokens in expectation.
 
-Lookup proposers (ngram, suffix) cost nothing on the device. A draft network does, as in
-executor/drafter.py: each step it runs once over the step's tokens (filling its own KV cache)
-and then one batched decode per draft token over the requests that sampled; EAGLE's head is
-one dense layer of the target's width read out by the target's lm_head (its first draft comes
-from the fill pass's last rows), a draft model is a whole smaller model.
+A lookup proposer (ngram, suffix) drafts only when the context repeats itself; on the
+simulator's synthetic tokens it would find a repeat every time, so the simulator replaces it
+with `RateProposer`, which drafts in a measured share of decode steps (the draft rate: drafted
+verifications over decode steps in the real run). Its drafts cost nothing on the device.
+
+A draft network costs steps, as in executor/drafter.py: each step it runs once over the step's
+tokens (filling its own KV cache) and then one batched decode per draft token over the requests
+that sampled; EAGLE's head is one dense layer of the target's width read out by the target's
+lm_head (its first draft comes from the fill pass's last rows), a draft model is a whole
+smaller model.
 """
 
 from __future__ import annotations
@@ -53,18 +58,22 @@ def profile_from_counts(accepted: Sequence[int], tried: Sequence[int]) -> tuple[
     return tuple(out)
 
 
-def load_profile(path: str | Path, method: str | None, workload: str | None) -> tuple[float, ...]:
-    """The profile in a JSON file: {"acceptance": [p0, p1, ...]}, or the output of `intaglio
-    bench spec --json-out`, whose rows of `method` (and `workload`, when given) are pooled."""
+def load_profile(
+    path: str | Path, method: str | None, workload: str | None
+) -> tuple[tuple[float, ...], float]:
+    """(acceptance profile, draft rate) in a JSON file: {"acceptance": [p0, p1, ...],
+    "draft_rate": r (optional, 1 by default)}, or the output of `intaglio bench spec
+    --json-out`, whose rows of `method` (and `workload`, when given) are pooled."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"acceptance profile not found: {path}")
     doc: Any = json.loads(path.read_text())
     if isinstance(doc, dict) and "acceptance" in doc:
         profile = tuple(float(p) for p in doc["acceptance"])
-        if not all(0 <= p <= 1 for p in profile):
-            raise ValueError(f"{path}: acceptance values must lie in [0, 1]")
-        return profile
+        rate = float(doc.get("draft_rate", 1.0))
+        if not all(0 <= p <= 1 for p in (*profile, rate)):
+            raise ValueError(f"{path}: acceptance values and draft_rate must lie in [0, 1]")
+        return profile, rate
     if not isinstance(doc, dict) or "rows" not in doc:
         raise ValueError(
             f"{path}: expected {{'acceptance': [...]}} or `intaglio bench spec --json-out` output"
@@ -87,7 +96,24 @@ def load_profile(path: str | Path, method: str | None, workload: str | None) -> 
     for r in rows:
         accepted[: len(r["accepted_per_position"])] += r["accepted_per_position"]
         tried[: len(r["tried_per_position"])] += r["tried_per_position"]
-    return profile_from_counts(accepted.tolist(), tried.tolist())
+    # Each request's decode steps emit its tokens after the first, less the accepted drafts.
+    steps = sum(r["output_tokens"] - r["batch"] - r["num_accepted_tokens"] for r in rows)
+    rate = sum(r["num_drafts"] for r in rows) / steps if steps > 0 else 1.0
+    return profile_from_counts(accepted.tolist(), tried.tolist()), rate
+
+
+class RateProposer:
+    """Drafts `max_tokens` copies of `token` in a share `rate` of the steps it is asked."""
+
+    def __init__(self, rate: float, token: int, seed: int) -> None:
+        self.rate, self.token = rate, token
+        self._rng = np.random.default_rng(seed)
+
+    def propose(self, key: str, token_ids: Sequence[int], max_tokens: int) -> list[int]:
+        return [self.token] * max_tokens if self._rng.random() < self.rate else []
+
+    def finish(self, key: str, output_token_ids: Sequence[int]) -> None:
+        pass
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ class Study:
     spec_alpha: float | None = None
     spec_profile: str | None = None
     spec_workload: str | None = None
+    # The share of decode steps in which a lookup proposer finds drafts (the profile file's,
+    # else 1); a draft network always drafts.
+    spec_draft_rate: float | None = None
     # speculative_method draft_model: the draft's architecture (preset or config.json)
     draft_model: str | None = None
 
@@ -110,7 +113,7 @@ class Study:
         if self.spec_alpha is not None:
             profile: tuple[float, ...] = (self.spec_alpha,) * self.engine.num_speculative_tokens
         elif self.spec_profile:
-            profile = load_profile(self.spec_profile, method, self.spec_workload)
+            profile = load_profile(self.spec_profile, method, self.spec_workload)[0]
         else:
             profile = self.spec_acceptance
         if method is None and any(given):
@@ -123,6 +126,17 @@ class Study:
         if not all(0 <= p <= 1 for p in profile):
             raise ValueError(f"acceptance probabilities must lie in [0, 1], got {profile}")
         return profile
+
+    def draft_rate(self) -> float:
+        """The share of decode steps a lookup proposer drafts in."""
+        rate = self.spec_draft_rate
+        if rate is None and self.spec_profile:
+            method = self.engine.speculative_method
+            rate = load_profile(self.spec_profile, method, self.spec_workload)[1]
+        rate = 1.0 if rate is None else rate
+        if not 0 <= rate <= 1:
+            raise ValueError(f"spec_draft_rate must lie in [0, 1], got {rate}")
+        return rate
 
     def plan(
         self, step: Sequence[SeqShape] | None = None, cfg: ModelConfig | None = None
@@ -245,6 +259,7 @@ def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
         engine.block_size,
         num_local_kv_blocks=plan.num_local_kv_blocks * study.data_parallel,
         acceptance=study.acceptance(),
+        draft_rate=study.draft_rate(),
         seed=study.seed,
         drafter=drafter,
     )

@@ -100,17 +100,30 @@ def test_mean_accepted_length_matches_the_closed_form():
     assert rates == pytest.approx([alpha] * k, abs=0.03)
 
 
+def _row(method, workload, accepted, tried, decode_steps):
+    """A row as `intaglio bench spec --json-out` writes it (one request), cut to what a profile
+    reads: per-position counts, and the decode steps in which the proposer found no draft."""
+    return {
+        "method": method,
+        "workload": workload,
+        "batch": 1,
+        "output_tokens": 1 + decode_steps + sum(accepted),  # the prefill's token, then steps
+        "num_drafts": tried[0],
+        "num_accepted_tokens": sum(accepted),
+        "accepted_per_position": accepted,
+        "tried_per_position": tried,
+    }
+
+
 def _bench_json(tmp_path):
-    """What `intaglio bench spec --json-out` writes, cut to the fields a profile needs."""
     rows = [
-        # eagle, two workloads: pooled they give 0.9, 0.5, 0 (never kept past two drafts).
-        {"method": "eagle", "workload": "chat", "batch": 1, "accepted_per_position": [40, 20, 0],
-         "tried_per_position": [50, 40, 20]},
-        {"method": "eagle", "workload": "code", "batch": 1, "accepted_per_position": [50, 25, 0],
-         "tried_per_position": [50, 50, 25]},
-        {"method": "ngram", "workload": "chat", "batch": 1, "accepted_per_position": [1, 0],
-         "tried_per_position": [100, 1]},
-    ]  # fmt: skip
+        # eagle, two workloads: pooled they give 0.9, 0.5, 0 (never kept past two drafts),
+        # drafts in 100 of 150 decode steps.
+        _row("eagle", "chat", [40, 20, 0], [50, 40, 20], 100),
+        _row("eagle", "code", [50, 25, 0], [50, 50, 25], 50),
+        # ngram: a match in a quarter of the decode steps.
+        _row("ngram", "chat", [1, 0], [100, 1], 400),
+    ]
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"rows": rows}))
     return path
@@ -118,9 +131,11 @@ def _bench_json(tmp_path):
 
 def test_a_measured_profile_is_loaded_and_used(tmp_path):
     path = _bench_json(tmp_path)
-    assert load_profile(path, "eagle", None) == pytest.approx((0.9, 0.5, 0.0))
-    assert load_profile(path, "eagle", "chat") == pytest.approx((0.8, 0.5, 0.0))
-    assert load_profile(path, "ngram", None) == pytest.approx((0.01, 0.0))
+    profile, rate = load_profile(path, "eagle", None)
+    assert profile == pytest.approx((0.9, 0.5, 0.0)) and rate == pytest.approx(100 / 150)
+    assert load_profile(path, "eagle", "chat")[0] == pytest.approx((0.8, 0.5, 0.0))
+    profile, rate = load_profile(path, "ngram", None)
+    assert profile == pytest.approx((0.01, 0.0)) and rate == pytest.approx(0.25)
     with pytest.raises(ValueError, match="no per-position counts for method 'suffix'"):
         load_profile(path, "suffix", None)
     result, _ = serve(_study("eagle", spec_profile=str(path), **_lone(8, 1000)))
@@ -135,6 +150,18 @@ def test_a_measured_profile_is_loaded_and_used(tmp_path):
     simple.write_text(json.dumps({"acceptance": [0.5, 1.5]}))
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         load_profile(simple, "eagle", None)
+
+
+def test_a_lookup_drafts_in_the_measured_share_of_steps(tmp_path):
+    """The simulator's tokens repeat, so a real lookup would always match; the measured draft
+    rate (a quarter here) decides which decode steps get drafts."""
+    result, _ = serve(_study("ngram", spec_profile=str(_bench_json(tmp_path)), **_lone(4, 1000)))
+    decode_steps = 4 * (1000 - 1) - result.spec.num_accepted_tokens
+    assert result.spec.num_drafts / decode_steps == pytest.approx(0.25, abs=0.02)
+    always, _ = serve(_study("ngram", spec_alpha=0.5, **_lone(4, 1000)))
+    # Every decode step drafts but a request's last (no room left after its final token).
+    steps = 4 * (1000 - 1) - always.spec.num_accepted_tokens
+    assert steps - 4 <= always.spec.num_drafts <= steps
 
 
 def test_the_draft_network_costs_its_fill_pass_and_one_decode_per_draft():
