@@ -11,7 +11,10 @@ acceptance length (tokens per verification, vLLM's figure) and the draft accepta
 alpha, beside Leviathan et al.'s predicted speedup (1 - alpha**(g+1)) / ((1 - alpha)(1 + c g))
 for the mean draft length g and a proposer costing c = 0 target steps (lookups are nearly free;
 the prediction ignores that verifying g + 1 tokens costs more than one, which the measured
-figure includes). Greedy decoding, so every method emits the same tokens (checked).
+figure includes). Greedy decoding, so every method emits the same tokens (checked). Each row
+also keeps, per draft position, the drafts kept and the drafts tried: `intaglio codesign
+simulate --spec-profile` replays them as an acceptance profile (with the share of decode steps
+that got drafts).
 
     intaglio bench spec --methods ngram suffix --batch-sizes 1 8 32 64 --json-out spec.json
 """
