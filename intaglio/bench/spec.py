@@ -11,7 +11,10 @@ acceptance length (tokens per verification, vLLM's figure) and the draft accepta
 alpha, beside Leviathan et al.'s predicted speedup (1 - alpha**(g+1)) / ((1 - alpha)(1 + c g))
 for the mean draft length g and a proposer costing c = 0 target steps (lookups are nearly free;
 the prediction ignores that verifying g + 1 tokens costs more than one, which the measured
-figure includes). Greedy decoding, so every method emits the same tokens (checked).
+figure includes). Greedy decoding, so every method emits the same tokens (checked). Each row
+also keeps, per draft position, the drafts kept and the drafts tried: `intaglio codesign
+simulate --spec-profile` replays them as an acceptance profile (with the share of decode steps
+that got drafts).
 
     intaglio bench spec --methods ngram suffix --batch-sizes 1 8 32 64 --json-out spec.json
 """
@@ -114,6 +117,7 @@ def _run(llm: Any, prompts: list[str], batch: int, max_tokens: int) -> dict[str,
     requests = [chats[i % len(chats)] for i in range(batch)]
     stats = llm.engine.scheduler.spec_stats
     before = (stats.num_drafts, stats.num_draft_tokens, stats.num_accepted_tokens)
+    positions_before = (list(stats.accepted_per_position), list(stats.tried_per_position))
     start = time.perf_counter()
     outs = llm.chat(requests, params, use_tqdm=False)
     elapsed = time.perf_counter() - start
@@ -136,8 +140,16 @@ def _run(llm: Any, prompts: list[str], batch: int, max_tokens: int) -> dict[str,
         "num_drafts": drafts,
         "num_draft_tokens": draft_tokens,
         "num_accepted_tokens": accepted,
+        # Per draft position: kept, and reached (drafts before it kept); the simulator's
+        # acceptance profile is their ratio (intaglio/sim/speculation.py).
+        "accepted_per_position": _since(stats.accepted_per_position, positions_before[0]),
+        "tried_per_position": _since(stats.tried_per_position, positions_before[1]),
         "tokens": tokens,
     }
+
+
+def _since(now: list[int], then: list[int]) -> list[int]:
+    return [n - (then[i] if i < len(then) else 0) for i, n in enumerate(now)]
 
 
 def leviathan_speedup(alpha: float, gamma: float, cost: float = 0.0) -> float:

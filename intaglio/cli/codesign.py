@@ -9,6 +9,8 @@
     intaglio codesign sweep --model llama-3-8b --hardware h100-sxm --param batch=1,8,64,256
     intaglio codesign sweep --model llama-3-8b --hardware h100-sxm --serve --rate 20 \
         --param hw.memory.1.bandwidth_gbs=2000,3350,5000 --out sweep/
+    intaglio codesign sweep --model llama-3-70b --hardware h100-sxm --param batch=1,64,256 \
+        --param "passes=tp=4;tp=8;tp=8,fuse_allreduce"
     intaglio codesign calibrate --out my-cpu.json
 """
 
@@ -70,13 +72,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim = cds.add_parser("simulate", help="serve a workload on the engine's scheduler")
     _study_flags(sim)
     sim.set_defaults(func=run, action=_simulate)
-    sw = cds.add_parser("sweep", help="step or serving metrics over one parameter")
+    sw = cds.add_parser("sweep", help="step or serving metrics over one parameter or a grid")
     _study_flags(sw)
     sw.add_argument(
         "--param",
         required=True,
+        action="append",
         help="NAME=V1,V2,..: batch, context, rate, chunk, max_num_seqs, policy, interleave, "
-        "prefix_caching, tp, ep, hw.FIELD.PATH or model.CONFIG_FIELD",
+        "prefix_caching, tp, ep, passes (lists split by ';'), speculative_method (none, "
+        "ngram, ...), spec_alpha, num_speculative_tokens, hw.FIELD.PATH or model.CONFIG_FIELD; "
+        "twice for a grid of two",
     )
     sw.add_argument("--batch", default=None, help="step mode: the batch (default decode:64@C)")
     sw.add_argument("--context", type=int, default=2048, help="step mode: decode context")
@@ -124,19 +129,44 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--rate", type=float, default=None, help="Poisson req/s (default: all at 0)")
     w.add_argument("--input-len", default="uniform:128:1024")
     w.add_argument("--output-len", default="uniform:64:512")
+    w.add_argument(
+        "--length-preset",
+        default=None,
+        help="both lengths from a preset in place of --input-len/--output-len: sharegpt "
+        "(log-normal at ShareGPT's published means)",
+    )
     w.add_argument("--num-prefixes", type=int, default=0)
     w.add_argument("--prefix-len", type=int, default=0)
     w.add_argument("--priorities", type=int, default=1)
     w.add_argument("--trace", default=None, help="JSONL/CSV trace instead of a synthetic load")
     w.add_argument("--seed", type=int, default=0)
-    w.add_argument(
+    sp = p.add_argument_group("speculative decoding (with --speculative-method; one of)")
+    sp.add_argument(
         "--spec-acceptance",
         type=float,
         nargs="+",
         default=[],
         metavar="P",
-        help="with --speculative-method: the chance draft i is accepted after the ones before "
-        "it (as `intaglio bench spec` measures)",
+        help="the chance draft i is accepted after the ones before it",
+    )
+    sp.add_argument("--spec-alpha", type=float, default=None, help="one acceptance for all drafts")
+    sp.add_argument(
+        "--spec-profile",
+        default=None,
+        help='JSON: {"acceptance": [...]} or `intaglio bench spec --json-out` output (its '
+        "rows of the method pooled)",
+    )
+    sp.add_argument("--spec-workload", default=None, help="--spec-profile rows of this workload")
+    sp.add_argument(
+        "--spec-draft-rate",
+        type=float,
+        default=None,
+        help="ngram/suffix: the share of decode steps with a match (default: the profile's, or 1)",
+    )
+    sp.add_argument(
+        "--draft-model",
+        default=None,
+        help="speculative_method draft_model: the draft's architecture (preset or config.json)",
     )
 
 
@@ -168,12 +198,18 @@ def _study(args: argparse.Namespace):  # noqa: ANN202
         rate=args.rate,
         input_len=args.input_len,
         output_len=args.output_len,
+        length_preset=args.length_preset,
         num_prefixes=args.num_prefixes,
         prefix_len=args.prefix_len,
         priorities=args.priorities,
         trace=args.trace,
         seed=args.seed,
         spec_acceptance=tuple(args.spec_acceptance),
+        spec_alpha=args.spec_alpha,
+        spec_profile=args.spec_profile,
+        spec_workload=args.spec_workload,
+        spec_draft_rate=args.spec_draft_rate,
+        draft_model=args.draft_model,
     )
 
 
@@ -350,7 +386,7 @@ def _memory(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from intaglio.sim.report import format_summary, summarize, timeline
-    from intaglio.sim.study import serve
+    from intaglio.sim.study import serve, without_speculation
     from intaglio.toolkit import plots
     from intaglio.toolkit.report import markdown_table, write_csv
 
@@ -360,6 +396,10 @@ def _simulate(args: argparse.Namespace) -> int:
     span = summary["makespan_s"]
     economics = study.economics(summary["output_throughput"] * span, span)  # output tokens
     summary.update(economics)
+    if "speculation" in summary:  # the same workload decoded plainly, for the speedup
+        plain = summarize(serve(without_speculation(study))[0])["output_throughput"]
+        summary["speculation"]["plain_output_tok_s"] = plain
+        summary["speculation"]["speedup"] = summary["output_throughput"] / plain
     if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         tl = timeline(result)
@@ -418,39 +458,36 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from intaglio.sim.study import sweep
+    from intaglio.sim.sweep import sweep
     from intaglio.toolkit import plots
     from intaglio.toolkit.report import markdown_table, text_table, write_csv
 
-    name, _, values = args.param.partition("=")
-    if not values:
-        raise ValueError("--param needs NAME=V1,V2,...")
-    rows = sweep(
-        _study(args),
-        name,
-        [_value(v) for v in values.split(",")],
-        args.serve,
-        args.batch,
-        args.context,
-    )
+    axes = [_axis(text) for text in args.param]
+    rows = sweep(_study(args), axes, args.serve, args.batch, args.context)
     cols = list(rows[0])
+    names = [name for name, _ in axes]
     if args.out:  # written first, so a closed pipe cannot skip it
         out = Path(args.out)
         write_csv(rows, out / "sweep.csv")
-        metrics = [c for c in cols if isinstance(rows[0][c], float)]
-        numeric = all(isinstance(r["value"], (int, float)) for r in rows)
-        x = [r["value"] for r in rows] if numeric else list(range(len(rows)))
+        x_name = names[0]
+        x_values = list(axes[0][1])
+        numeric = all(isinstance(v, (int, float)) for v in x_values)
+        x = x_values if numeric else list(range(len(x_values)))
         wide = numeric and min(x) > 0 and max(x) / min(x) > 20
-        plots.series(
-            x,
-            {m: [r[m] for r in rows] for m in metrics[:4]},
-            name,
-            out / "sweep",
-            f"{args.model} on {args.hardware}: {name}",
-            logx=wide,
-        )
+        title = f"{args.model} on {args.hardware}: {' x '.join(names)}"
+        if len(axes) == 1:
+            metrics = [c for c in cols if all(isinstance(r[c], float) for r in rows)]
+            ys = {m: [r[m] for r in rows] for m in metrics[:4]}
+            plots.series(x, ys, x_name, out / "sweep", title, logx=wide)
+        else:  # one line per value of the second parameter, for the main metrics
+            metric = "output_tok_s_per_chip" if args.serve else "tokens_per_s_per_chip"
+            lines = {
+                f"{names[1]}={v}": [r[metric] for r in rows if r[names[1]] == v]
+                for v in dict.fromkeys(r[names[1]] for r in rows)
+            }
+            plots.lines(x, lines, x_name, metric, out / "sweep", title, logx=wide)
         (out / "report.md").write_text(
-            f"# Sweep of {name}: {args.model} on {args.hardware}\n\n"
+            f"# Sweep of {' x '.join(names)}: {args.model} on {args.hardware}\n\n"
             f"{markdown_table(rows)}\n![sweep](sweep.png)\n\n"
             f"## Configuration\n\n{_configuration(args)}"
         )
@@ -458,6 +495,14 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}/: sweep.csv, report.md, sweep.png/.svg")
     return 0
+
+
+def _axis(text: str) -> tuple[str, list[Any]]:
+    """NAME=V1,V2,... (values split at semicolons instead when they hold commas: pass lists)."""
+    name, _, values = text.partition("=")
+    if not values:
+        raise ValueError(f"--param needs NAME=V1,V2,..., got {text!r}")
+    return name, [_value(v) for v in values.split(";" if ";" in values else ",")]
 
 
 def _solve(args: argparse.Namespace) -> int:

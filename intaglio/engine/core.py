@@ -331,6 +331,12 @@ class EngineCore:
             return set()
         return {b for child in group.children for b in child.block_ids}
 
+    @property
+    def speculator(self) -> Speculator | None:
+        """Who drafts for running decodes (None without speculation); the simulator swaps in
+        a proposer that drafts at a measured rate."""
+        return self._speculator
+
     def has_unfinished(self) -> bool:
         """True while any request has not had its final output (aborted ones too)."""
         return bool(self._groups)

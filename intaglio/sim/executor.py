@@ -10,7 +10,9 @@ token likeliest, random others after it.
 
 Speculative decoding is simulated with an acceptance profile measured by the real engine
 (`acceptance[i]`: the chance that draft i is accepted when every draft before it was): each
-verification keeps a random number of its drafts drawn from the profile, then one token.
+verification keeps a random number of its drafts drawn from the profile, then one token. The
+verification rows are costed as the target's rows; with a draft network (sim/speculation.py)
+the executor also drafts, as ModelExecutor does, and adds the network's cost to the step.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from intaglio.sim.speculation import DraftNetwork
 from intaglio.step import ExecutorOutput, SchedulerOutput, SequenceView
 from intaglio.toolkit.step_model import StepCostModel
 
@@ -34,6 +37,7 @@ class StepRecord:
     num_sampled: int  # tokens emitted (under speculation, several per request)
     flops: float
     bytes: float  # memory traffic
+    draft_s: float = 0.0  # of duration_s, the draft network's share
 
 
 class SimulatedExecutor:
@@ -46,6 +50,8 @@ class SimulatedExecutor:
         num_local_kv_blocks: int = 0,
         acceptance: tuple[float, ...] = (),
         seed: int = 0,
+        drafter: DraftNetwork | None = None,
+        draft_rate: float = 1.0,
     ) -> None:
         cfg = step_model.cfg
         self.device = torch.device("cpu")
@@ -61,6 +67,9 @@ class SimulatedExecutor:
         self.clock_s = 0.0
         self.steps: list[StepRecord] = []
         self.acceptance = acceptance
+        self.drafter = drafter
+        self.draft_rate = draft_rate  # a lookup proposer's share of decode steps with drafts
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
 
     def execute(self, out: SchedulerOutput[SequenceView]) -> ExecutorOutput:
@@ -84,14 +93,44 @@ class SimulatedExecutor:
                         sampled[r.request_id], r.params.logprobs
                     )
         duration, flops, traffic = self.step_model.estimate(q, c, num_rows)
+        result = ExecutorOutput(sampled=sampled, logprobs=logprobs)
+        draft_s = 0.0
+        if self.drafter is not None:
+            # Each sampling request's context once its emitted tokens are in.
+            after = np.array(
+                [
+                    s.request.num_computed_tokens
+                    + s.num_new_tokens
+                    - len(s.spec_token_ids)
+                    + len(sampled[s.request.request_id])
+                    for s in out.scheduled
+                    if s.request.request_id in sampled
+                ],
+                dtype=np.int64,
+            )
+            num = out.num_draft_tokens
+            draft_s, draft_flops, draft_bytes = self.drafter.cost(q, c, after, num)
+            duration += draft_s
+            flops += draft_flops
+            traffic += draft_bytes
+            result.draft_token_ids = {rid: [self.synthetic_token] * num for rid in sampled}
         num_emitted = sum(len(tokens) for tokens in sampled.values())
         self.steps.append(
             StepRecord(
-                self.clock_s, duration, n, int(q.sum()), prefill, num_emitted, flops, traffic
+                self.clock_s,
+                duration,
+                n,
+                int(q.sum()),
+                prefill,
+                num_emitted,
+                flops,
+                traffic,
+                draft_s,
             )
         )
         self.clock_s += duration
-        return ExecutorOutput(sampled=sampled, logprobs=logprobs, duration_s=duration)
+        result.duration_s = duration
+        return result
 
     def _logprobs(self, tokens: list[int], n: int) -> list[dict[int, float]]:
         """Synthetic logprob entries (what beam search ranks by): the emitted token first and

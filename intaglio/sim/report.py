@@ -3,7 +3,10 @@
 Throughput (requests, output tokens and all tokens per second over the makespan), TTFT (first
 token minus arrival), TPOT (time per output token after the first), end-to-end latency, each at
 mean / p50 / p90 / p99, plus KV-cache usage, batch occupancy and hardware utilisation (MFU and
-memory-bandwidth utilisation, per step and over the busy time) over time.
+memory-bandwidth utilisation, per step and over the busy time) over time. Under speculative
+decoding, the verifications the engine's counters saw (vLLM's meaning): tokens per verification,
+draft acceptance, accepted tokens per decode step, the draft network's share of busy time and
+the acceptance per draft position.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from intaglio.sim.runner import SimResult
+from intaglio.sim.speculation import profile_from_counts
 
 PERCENTILES = (50, 90, 99)
 
@@ -58,6 +62,23 @@ def summarize(result: SimResult) -> dict[str, Any]:
         "mbu": sum(s.bytes for s in steps) / busy / bandwidth,
         "num_preemptions": result.num_preemptions,
         "prefix_hit_rate": result.prefix_hit_rate,
+        **({"speculation": _speculation(result, busy)} if result.spec.num_drafts else {}),
+    }
+
+
+def _speculation(result: SimResult, busy: float) -> dict[str, Any]:
+    spec = result.spec
+    decode_steps = sum(1 for s in result.executor.steps if s.num_prefill_tokens == 0)
+    return {
+        "verifications": spec.num_drafts,
+        "mean_draft_len": spec.num_draft_tokens / spec.num_drafts,
+        "acceptance_rate": spec.num_accepted_tokens / spec.num_draft_tokens,
+        "mean_acceptance_length": spec.mean_acceptance_length,
+        "accepted_per_decode_step": spec.num_accepted_tokens / max(decode_steps, 1),
+        "draft_time_share": sum(s.draft_s for s in result.executor.steps) / busy,
+        "acceptance_per_position": list(
+            profile_from_counts(spec.accepted_per_position, spec.tried_per_position)
+        ),
     }
 
 
@@ -98,4 +119,19 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['mean_step_s'] * 1e3:.2f} ms; KV usage mean {s['kv_usage']['mean']:.1%}, "
         f"max {s['kv_usage']['max']:.1%}; MFU {s['mfu']:.1%}, MBU {s['mbu']:.1%} while busy"
     )
+    if "speculation" in s:
+        sp = s["speculation"]
+        lines.append(
+            f"speculation: {sp['verifications']} verifications of {sp['mean_draft_len']:.2f} "
+            f"drafts, {sp['mean_acceptance_length']:.2f} tokens each (acceptance "
+            f"{sp['acceptance_rate']:.1%}), {sp['accepted_per_decode_step']:.2f} drafts accepted "
+            f"per decode step, drafting {sp['draft_time_share']:.1%} of busy time; per position "
+            + " ".join(f"{p:.2f}" for p in sp["acceptance_per_position"])
+        )
+    if "speedup" in s.get("speculation", {}):
+        sp = s["speculation"]
+        lines.append(
+            f"without speculation: {sp['plain_output_tok_s']:.1f} output tok/s; with it "
+            f"x{sp['speedup']:.2f}"
+        )
     return "\n".join(lines)

@@ -18,7 +18,9 @@ from intaglio.config import EngineConfig
 from intaglio.engine.core import EngineCore
 from intaglio.sampling.params import SamplingParams
 from intaglio.sim.executor import SimulatedExecutor
+from intaglio.sim.speculation import RateProposer
 from intaglio.sim.workload import SimRequest
+from intaglio.spec import SpecStats
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class SimResult:
     kv: list[KVSample] = field(default_factory=list)
     num_preemptions: int = 0
     prefix_hit_rate: float = 0.0  # prompt tokens found in the prefix cache / looked up
+    spec: SpecStats = field(default_factory=SpecStats)  # the scheduler's speculation counters
 
     @property
     def makespan_s(self) -> float:
@@ -63,6 +66,12 @@ def simulate(
     """`config` is the engine's own (its scheduling fields apply; the executor sizes the KV
     cache); `grammar_tokenizer` gives structured requests a vocabulary."""
     core = EngineCore(config or EngineConfig(), executor, (), grammar_tokenizer=grammar_tokenizer)
+    speculator = core.speculator
+    if speculator is not None and speculator.proposer is not None:
+        # Synthetic tokens repeat endlessly: a lookup would always match. Draft instead in the
+        # share of steps the real proposer found a match in.
+        proposer = RateProposer(executor.draft_rate, executor.synthetic_token, executor.seed)
+        speculator.proposer = proposer
     capacity = executor.num_kv_blocks * executor.block_size
     pending = sorted(workload, key=lambda r: r.arrival_s)
     aborts = sorted((r for r in workload if r.abort_s is not None), key=lambda r: r.abort_s or 0)
@@ -109,6 +118,7 @@ def simulate(
         )
     result.timings = [timings[r.request_id] for r in workload]
     result.num_preemptions = core.scheduler.num_preemptions
+    result.spec = core.scheduler.spec_stats
     bm = core.block_manager
     if bm.num_queried_tokens:
         result.prefix_hit_rate = bm.num_hit_tokens / bm.num_queried_tokens

@@ -1,10 +1,6 @@
-"""A Study: one model, hardware, pass list, engine settings and workload, and sweeps over them.
+"""A Study: one model, hardware, pass list, engine settings and workload.
 
-`step_cost` costs one step; `serve` simulates the workload; `sweep` varies one parameter:
-batch (decode sequences), context, rate (arrivals), chunk (max_num_batched_tokens),
-max_num_seqs, policy (scheduling policy), interleave (interleave policy), prefix_caching, tp, ep,
-hw.<dotted.path> (a hardware field) or model.<config field> (a model variant, e.g.
-model.num_key_value_heads for the GQA ratio, model.num_local_experts for the expert count).
+`step_cost` costs one step; `serve` simulates the workload (sim/sweep.py varies parameters).
 """
 
 from __future__ import annotations
@@ -17,13 +13,18 @@ from typing import Any
 from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
 from intaglio.model.config import ModelConfig
 from intaglio.sim.executor import SimulatedExecutor
-from intaglio.sim.report import summarize
 from intaglio.sim.runner import SimResult, simulate
-from intaglio.sim.workload import SimRequest, synthetic_workload, trace_workload
+from intaglio.sim.speculation import DraftNetwork, eagle_config, load_profile
+from intaglio.sim.workload import (
+    SimRequest,
+    preset_lengths,
+    synthetic_workload,
+    trace_workload,
+)
 from intaglio.toolkit.capture import capture_step
 from intaglio.toolkit.cost import StepCost, cost_step
 from intaglio.toolkit.hardware import Hardware, load_hardware
-from intaglio.toolkit.memory import MemoryPlan, plan_memory, step_overflow
+from intaglio.toolkit.memory import MemoryPlan, device_weight_elems, plan_memory, step_overflow
 from intaglio.toolkit.ops import SeqShape
 from intaglio.toolkit.passes import parse_batch, parse_passes, pass_setting
 from intaglio.toolkit.presets import load_model_config
@@ -52,14 +53,25 @@ class Study:
     rate: float | None = None
     input_len: str = "uniform:128:1024"
     output_len: str = "uniform:64:512"
+    length_preset: str | None = None  # e.g. "sharegpt": both lengths (sim/workload.py)
     num_prefixes: int = 0
     prefix_len: int = 0
     priorities: int = 1
     trace: str | None = None
     seed: int = 0
-    # Speculative decoding (engine.speculative_method set): the chance that draft i is accepted
-    # after drafts 0..i-1 were, as `intaglio bench spec` measures it on the real engine.
+    # Speculative decoding (engine.speculative_method set), by one of: the chance that draft i
+    # is accepted after drafts 0..i-1 were; a constant alpha for every draft; or a JSON profile
+    # (sim/speculation.py), e.g. `intaglio bench spec --json-out` (its rows of the method, and
+    # of spec_workload when given, pooled).
     spec_acceptance: tuple[float, ...] = ()
+    spec_alpha: float | None = None
+    spec_profile: str | None = None
+    spec_workload: str | None = None
+    # The share of decode steps in which a lookup proposer finds drafts (the profile file's,
+    # else 1); a draft network always drafts.
+    spec_draft_rate: float | None = None
+    # speculative_method draft_model: the draft's architecture (preset or config.json)
+    draft_model: str | None = None
 
     def config(self) -> ModelConfig:
         return load_model_config(self.model, self.dtype, self.model_overrides)
@@ -92,20 +104,54 @@ class Study:
             out["usd_per_m_tokens"] = dollars / tokens * 1e6
         return out
 
-    def plan(self, step: Sequence[SeqShape] | None = None) -> MemoryPlan:
+    def acceptance(self) -> tuple[float, ...]:
+        """The acceptance profile a speculative simulation verifies drafts against."""
+        given = (bool(self.spec_acceptance), self.spec_alpha is not None, bool(self.spec_profile))
+        if sum(given) > 1:
+            raise ValueError("give one of spec_acceptance, spec_alpha and spec_profile")
+        method = self.engine.speculative_method
+        if self.spec_alpha is not None:
+            profile: tuple[float, ...] = (self.spec_alpha,) * self.engine.num_speculative_tokens
+        elif self.spec_profile:
+            profile = load_profile(self.spec_profile, method, self.spec_workload)[0]
+        else:
+            profile = self.spec_acceptance
+        if method is None and any(given):
+            raise ValueError("an acceptance profile is given but speculative_method is not set")
+        if method is not None and not any(given):
+            raise ValueError(
+                f"speculative_method {method} needs an acceptance profile: spec_acceptance, "
+                "spec_alpha or spec_profile (as `intaglio bench spec --json-out` writes)"
+            )
+        if not all(0 <= p <= 1 for p in profile):
+            raise ValueError(f"acceptance probabilities must lie in [0, 1], got {profile}")
+        return profile
+
+    def draft_rate(self) -> float:
+        """The share of decode steps a lookup proposer drafts in."""
+        rate = self.spec_draft_rate
+        if rate is None and self.spec_profile:
+            method = self.engine.speculative_method
+            rate = load_profile(self.spec_profile, method, self.spec_workload)[1]
+        rate = 1.0 if rate is None else rate
+        if not 0 <= rate <= 1:
+            raise ValueError(f"spec_draft_rate must lie in [0, 1], got {rate}")
+        return rate
+
+    def plan(
+        self, step: Sequence[SeqShape] | None = None, cfg: ModelConfig | None = None
+    ) -> MemoryPlan:
         """The memory plan of the engine settings, or of one step over `step` (its tokens
-        and sampled rows size the activations)."""
+        and sampled rows size the activations); of model `cfg` instead of the study's."""
         parse_passes(self.passes)  # a typo in the pass list fails here, by name
         tokens, seqs = self.engine.max_num_batched_tokens, self.engine.max_num_seqs
         if step is not None:  # one device's share of the step
             tokens = -(-sum(s.num_new_tokens for s in step) // self.data_parallel)
             seqs = -(-sum(1 for s in step if s.samples) // self.data_parallel)
         return plan_memory(
-            self.config(),
+            cfg or self.config(),
             self.hw(),
-            tp=int(pass_setting(self.passes, "tp") or 1),
-            ep=int(pass_setting(self.passes, "ep") or 1),
-            pp=int((pass_setting(self.passes, "pp") or "1").partition(":")[0]),
+            **self.split(),
             weight_dtype=pass_setting(self.passes, "w"),
             kv_dtype=pass_setting(self.passes, "kv"),
             act_dtype=pass_setting(self.passes, "a"),
@@ -115,14 +161,25 @@ class Study:
             utilization=self.memory_utilization,
         )
 
+    def split(self) -> dict[str, int]:
+        """The tp, ep and pp degrees of the pass list."""
+        return {
+            "tp": int(pass_setting(self.passes, "tp") or 1),
+            "ep": int(pass_setting(self.passes, "ep") or 1),
+            "pp": int((pass_setting(self.passes, "pp") or "1").partition(":")[0]),
+        }
+
     def workload(self) -> list[SimRequest]:
         vocab = self.config().vocab_size
         if self.trace:
             return trace_workload(self.trace, vocab, self.seed)
+        input_len, output_len = self.input_len, self.output_len
+        if self.length_preset:
+            input_len, output_len = preset_lengths(self.length_preset)
         return synthetic_workload(
             self.num_requests,
-            self.input_len,
-            self.output_len,
+            input_len,
+            output_len,
             self.rate,
             self.num_prefixes,
             self.prefix_len,
@@ -148,27 +205,73 @@ def step_cost(study: Study, batch: str, allow_overflow: bool = False) -> StepCos
     return cost_step(ops, hw, study.plan().weight_bytes)
 
 
+def draft_network(study: Study) -> DraftNetwork | None:
+    """The draft network a speculative study runs beside the target (None for lookups), on
+    the same devices and pass list."""
+    method = study.engine.speculative_method
+    if method not in MODEL_DRAFT_METHODS:
+        return None
+    target = study.config()
+    shared = None  # what the draft shares with the target (EAGLE: embedding and lm_head)
+    if method == "eagle":
+        cfg, shared = eagle_config(target)
+    elif study.draft_model is None:
+        raise ValueError(
+            "speculative_method draft_model needs draft_model: the draft's architecture, "
+            "a preset or config.json"
+        )
+    else:
+        cfg = load_model_config(study.draft_model, study.dtype)
+        if cfg.vocab_size != target.vocab_size:
+            raise ValueError(
+                f"the draft model's vocabulary ({cfg.vocab_size}) differs from the target's "
+                f"({target.vocab_size}); a draft must share the target's tokenizer"
+            )
+    plan = study.plan(cfg=cfg)
+    weights = plan.weight_bytes
+    if shared is not None:
+        split = study.split()
+        shared_share = device_weight_elems(shared, **split) / device_weight_elems(cfg, **split)
+        weights *= 1 - shared_share
+    model = StepCostModel(cfg, study.hw(), parse_passes(study.passes))
+    return DraftNetwork(method, model, weights, plan.kv_bytes_per_token)
+
+
 def serve(study: Study) -> tuple[SimResult, MemoryPlan]:
     plan = study.plan()
     engine = study.engine
-    if engine.speculative_method in MODEL_DRAFT_METHODS:
-        raise ValueError(
-            "the simulator has no draft network; simulate its drafts as speculative_method "
-            "ngram with the acceptance profile the real engine measured (spec_acceptance)"
-        )
     if not plan.fits and engine.num_kv_blocks is None:
         raise ValueError(plan.message)
+    drafter = draft_network(study)
+    blocks = plan.num_kv_blocks
+    if drafter is not None:
+        # The draft keeps its weights and, in the target's blocks, its own K/V of each token.
+        kv_bytes = blocks * plan.block_size * plan.kv_bytes_per_token - drafter.weight_bytes
+        per_block = plan.block_size * (plan.kv_bytes_per_token + drafter.kv_bytes_per_token)
+        blocks = int(kv_bytes // per_block)
+        if blocks < 1 and engine.num_kv_blocks is None:
+            raise ValueError(f"{plan.message}, and the draft network does not fit beside it")
     model = StepCostModel(study.config(), study.hw(), parse_passes(study.passes), plan.weight_bytes)
     executor = SimulatedExecutor(
         model,
         # The engine schedules for the whole data-parallel group: its KV pools add up.
-        engine.num_kv_blocks or plan.num_kv_blocks * study.data_parallel,
+        engine.num_kv_blocks or blocks * study.data_parallel,
         engine.block_size,
         num_local_kv_blocks=plan.num_local_kv_blocks * study.data_parallel,
-        acceptance=study.spec_acceptance,
+        acceptance=study.acceptance(),
+        draft_rate=study.draft_rate(),
         seed=study.seed,
+        drafter=drafter,
     )
     return simulate(study.workload(), executor, engine), plan
+
+
+def without_speculation(study: Study) -> Study:
+    """The same study decoding plainly: the baseline a speculative run is compared with."""
+    engine = dataclasses.replace(study.engine, speculative_method=None)
+    return dataclasses.replace(
+        study, engine=engine, spec_acceptance=(), spec_alpha=None, spec_profile=None
+    )
 
 
 # EngineConfig fields that mean nothing to a simulation (the study has its own model, dtype
@@ -183,81 +286,3 @@ STUDY_SKIPS = {
     "fp32_weight_cache_gib",
     "speculative_model",
 }
-
-# Sweep names for engine settings -> EngineConfig fields.
-_ENGINE_PARAMS = {
-    "chunk": "max_num_batched_tokens",
-    "policy": "scheduling_policy",
-    "interleave": "interleave_policy",
-}
-
-
-def _with_param(study: Study, name: str, value: Any) -> Study:
-    if name.startswith("hw."):
-        return dataclasses.replace(study, hw_overrides={**study.hw_overrides, name[3:]: value})
-    if name.startswith("model."):
-        overrides = {**study.model_overrides, name[6:]: value}
-        return dataclasses.replace(study, model_overrides=overrides)
-    if name == "rate":  # the workload's Poisson arrival rate, req/s
-        return dataclasses.replace(study, rate=float(value))
-    if name in ("tp", "ep"):
-        kept = [p for p in study.passes.split(",") if p and not p.startswith(f"{name}=")]
-        return dataclasses.replace(study, passes=",".join([f"{name}={value}", *kept]))
-    field_name = _ENGINE_PARAMS.get(name, name)
-    if field_name in {f.name for f in dataclasses.fields(EngineConfig)} - STUDY_SKIPS:
-        kind = type(getattr(study.engine, field_name))
-        engine = dataclasses.replace(study.engine, **{field_name: kind(value)})
-        return dataclasses.replace(study, engine=engine)
-    raise ValueError(
-        f"unknown sweep parameter {name!r}; use batch, context, rate, chunk, policy, interleave, "
-        "an EngineConfig field (max_num_seqs, prefix_caching, ...), tp, ep, hw.FIELD or "
-        "model.FIELD"
-    )
-
-
-def sweep(
-    study: Study, name: str, values: list[Any], serve_mode: bool, batch: str | None, context: int
-) -> list[dict[str, Any]]:
-    """One row of metrics per value: a simulated serving run, or one step (`batch`, by default
-    64 decodes at `context`)."""
-    rows = []
-    for value in values:
-        if name == "batch":
-            point, step_batch = study, f"decode:{int(value)}@{context}"
-        elif name == "context":
-            point, step_batch = study, f"decode:64@{int(value)}"
-        else:
-            point, step_batch = _with_param(study, name, value), batch or f"decode:64@{context}"
-        row: dict[str, Any] = {"value": value}
-        if serve_mode:
-            row["fits"] = point.plan().fits
-            if name in ("batch", "context"):
-                raise ValueError(f"{name} is a step-mode parameter; drop --serve")
-            s = summarize(serve(point)[0])
-            row.update(
-                output_tok_s=s["output_throughput"],
-                ttft_p50_ms=s["ttft_s"]["p50"] * 1e3,
-                ttft_p99_ms=s["ttft_s"]["p99"] * 1e3,
-                tpot_p50_ms=s["tpot_s"]["p50"] * 1e3,
-                e2e_p50_s=s["e2e_s"]["p50"],
-                kv_usage_max=s["kv_usage"]["max"],
-                mfu=s["mfu"],
-                prefix_hit_rate=s["prefix_hit_rate"],
-                preemptions=s["num_preemptions"],
-            )
-        else:
-            # The step's own weights, activations and KV cache must fit one device.
-            row["fits"] = step_overflow_of(point, step_batch) is None
-            cost = step_cost(point, step_batch, allow_overflow=True)
-            tokens = sum(s.num_new_tokens for s in parse_batch(step_batch))
-            kinds = cost.breakdown("kind")
-            row.update(
-                step_ms=cost.time_s * 1e3,
-                tokens_per_s=tokens / cost.time_s,
-                mfu=cost.mfu,
-                mbu=cost.mbu,
-                bound=cost.dominant_bound,
-                top_kind=next(iter(kinds)),
-            )
-        rows.append(row)
-    return rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ def breakdown(parts: dict[str, float], stem: Path, title: str) -> list[Path]:
 
 def series(
     x: Values,
-    ys: dict[str, Values],
+    ys: Mapping[str, Values],
     xlabel: str,
     stem: Path,
     title: str,
@@ -87,6 +87,31 @@ def series(
             ax.set_xscale("log")
     axes[-1, 0].set_xlabel(xlabel)
     axes[0, 0].set_title(title, fontsize=9)
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def lines(
+    x: Values,
+    ys: Mapping[str, Values],
+    xlabel: str,
+    ylabel: str,
+    stem: Path,
+    title: str,
+    logx: bool = False,
+) -> list[Path]:
+    """One metric against a swept parameter, one labelled line per value of a second one."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for label, y in ys.items():
+        ax.plot(x, y, "o-", ms=3, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     paths = _save(fig, stem)
     plt.close(fig)
     return paths

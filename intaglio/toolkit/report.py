@@ -18,6 +18,8 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # a metric that does not apply to this row
+        return "-"
     if isinstance(value, float):
         if value == 0 or 1e-3 <= abs(value) < 1e6:
             return f"{value:.4g}"

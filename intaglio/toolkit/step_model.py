@@ -84,6 +84,9 @@ class StepCostModel:
         b = vals[2] - vals[0]  # per sampled row
         self.base = vals[0] - a * _N1 - b
         self.per_token, self.per_row = a, b
+        # Ops that run only for sampled rows (lm_head, its gather): a step that samples none
+        # (a middle prefill chunk, a draft network's fill pass) skips them, weights included.
+        self._sampling_only = (a == 0).all(axis=1) & (b != 0).any(axis=1)
         # A token reaches an expert with probability top_k / E, or its skewed share.
         probs = [
             ref[i].attrs.get("route_probs", [ref[i].attrs["top_k"] / ref[i].attrs["num_experts"]])
@@ -139,6 +142,8 @@ class StepCostModel:
         """[num_ops, len(_FIELDS)] counts of a step with new tokens q and contexts c."""
         n = float(np.sum(q))
         v = self.base + self.per_token * n + self.per_row * num_sampled
+        if num_sampled == 0:
+            v[self._sampling_only] = 0.0
         if self.attn_rows:
             v[self.attn_rows] += self._attention_from_arrays(q, c)
         if self._expert_ref is not None:
@@ -168,8 +173,11 @@ class StepCostModel:
         t.comm_bytes = v[:, 6]
         t.rows = v[:, 7]
         times = op_times(self.hw, t, self.weight_bytes_total, self._rates, self._scale)
+        op_s = times.time_s
+        if num_sampled == 0:  # the skipped ops' launch overhead too
+            op_s = np.where(self._sampling_only, 0.0, op_s)
         traffic = float(t.weight_bytes.sum() + t.other_bytes.sum())
-        return float(times.time_s.sum()) + self.hw.step_overhead_s, float(v[:, 0].sum()), traffic
+        return float(op_s.sum()) + self.hw.step_overhead_s, float(v[:, 0].sum()), traffic
 
     @property
     def peak_flops(self) -> float:

@@ -62,7 +62,7 @@ def test_step_sweep_over_batch_size(tmp_path, capsys):
     tok_s = [float(r["tokens_per_s"]) for r in rows]
     assert tok_s == sorted(tok_s)  # batching raises decode throughput
     assert rows[0]["bound"] == "memory" and rows[-1]["bound"] == "compute"
-    assert (out / "sweep.svg").exists() and "| value |" in (out / "report.md").read_text()
+    assert (out / "sweep.svg").exists() and "| batch | chips |" in (out / "report.md").read_text()
 
 
 def test_serving_sweep_over_tensor_parallelism(tmp_path, capsys):
@@ -231,7 +231,8 @@ def test_step_sweep_fit_column_counts_the_kv_cache(capsys):
     argv = "sweep --model llama-3-70b --hardware h100-sxm --passes tp=8 --param batch=64,1024"
     assert main(["codesign", *argv.split()]) == 0
     lines = capsys.readouterr().out.splitlines()
-    fits = [line.split()[1] for line in lines[1:]]
+    column = lines[0].split().index("fits")
+    fits = [line.split()[column] for line in lines[1:]]
     assert fits == ["True", "False"]
 
 
@@ -257,3 +258,75 @@ def test_a_closed_pipe_is_quiet_and_out_is_still_written(tmp_path):
     assert proc.wait() == 0 and b"step_ms=" in first
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert len(list(csv.DictReader((out / "ops.csv").open()))) > 100
+
+
+# Speculative decoding in the simulator.
+
+
+def test_simulate_reports_speculation_against_plain_decoding(tmp_path, capsys):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"acceptance": [0.9, 0.8, 0.7, 0.6]}))
+    argv = "simulate --model llama-3.2-1b --hardware h100-sxm --num-requests 4 --max-num-seqs 1"
+    argv += " --input-len fixed:128 --output-len fixed:300 --speculative-method ngram"
+    argv += f" --spec-profile {profile} --out {tmp_path / 'sim'}"
+    assert main(["codesign", *argv.split()]) == 0
+    out = capsys.readouterr().out
+    assert "speculation:" in out and "per position 0.9" in out
+    speedup = float(out.split("with it x")[1].split()[0])
+    assert speedup > 2.0  # 1 + .9 + .72 + .504 + .302 = 3.4 tokens per step at batch 1
+    report = (tmp_path / "sim" / "report.md").read_text()
+    assert "speculation.mean_acceptance_length" in report and "speculation.speedup" in report
+
+
+def test_sweep_speculation_against_none(capsys):
+    argv = "sweep --model llama-3.2-1b --hardware h100-sxm --serve --param speculative_method="
+    argv += "none,ngram,eagle --spec-alpha 0.7 --num-requests 8 --max-num-seqs 2"
+    argv += " --input-len fixed:128 --output-len fixed:100"
+    assert main(["codesign", *argv.split()]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    rows = [dict(zip(header, line.split())) for line in lines[1:4]]
+    assert rows[0]["accept_len"] == "-" and float(rows[1]["accept_len"]) > 2
+    tok_s = [float(r["output_tok_s"]) for r in rows]
+    assert tok_s[1] > tok_s[2] > tok_s[0]  # the head's own steps cost what lookups do not
+
+
+SPEC_REFUSED = [
+    ("--speculative-method ngram", "needs an acceptance profile"),
+    ("--speculative-method ngram --spec-alpha 0.5 --spec-acceptance 0.5", "give one of"),
+    ("--spec-alpha 0.5", "speculative_method is not set"),
+    ("--speculative-method draft_model --spec-alpha 0.5", "needs draft_model"),
+]
+
+
+@pytest.mark.parametrize("flags,message", SPEC_REFUSED)
+def test_speculation_settings_are_refused_with_a_reason(flags, message, capsys):
+    argv = "simulate --model llama-3.2-1b --hardware h100-sxm --num-requests 2 " + flags
+    assert main(["codesign", *argv.split()]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_grid_of_pass_lists_and_batch(tmp_path, capsys):
+    out = tmp_path / "grid"
+    argv = ["codesign", "sweep", "--model", "llama-3-70b", "--hardware", "h100-sxm"]
+    argv += ["--param", "passes=tp=4;tp=8,fuse_allreduce", "--param", "batch=1,64,256"]
+    assert main([*argv, "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[:3] == ["passes", "batch", "chips"] and "tokens_per_s_per_chip" in header
+    rows = [dict(zip(header, line.split())) for line in lines[1:7]]
+    assert lines[7].startswith("wrote") and [(r["passes"], r["batch"]) for r in rows] == [
+        (p, b) for p in ("tp=4", "tp=8,fuse_allreduce") for b in ("1", "64", "256")
+    ]
+    assert len(list(csv.DictReader((out / "sweep.csv").open()))) == 6
+    assert (out / "sweep.png").exists() and "# Sweep of passes x batch" in (
+        out / "report.md"
+    ).read_text()
+
+
+def test_simulate_with_the_sharegpt_length_preset(capsys):
+    argv = "simulate --model llama-3.2-1b --hardware h100-sxm --num-requests 20 --rate 50"
+    assert main(["codesign", *argv.split(), "--length-preset", "sharegpt"]) == 0
+    assert "requests 20" in capsys.readouterr().out
+    assert main(["codesign", *argv.split(), "--length-preset", "alpaca"]) == 2
+    assert "unknown length preset 'alpaca'" in capsys.readouterr().err

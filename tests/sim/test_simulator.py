@@ -257,16 +257,6 @@ def test_speculation_with_a_measured_acceptance_profile(step_model):
     assert spec.makespan_s <= 1.02 * plain.makespan_s
 
 
-def test_a_study_refuses_a_draft_network_it_cannot_simulate():
-    from intaglio.sim.study import Study, serve, study_engine_config
-
-    study = Study(
-        "llama-3.2-1b", "h100-sxm", engine=study_engine_config(speculative_method="eagle")
-    )
-    with pytest.raises(ValueError, match="no draft network"):
-        serve(study)
-
-
 def test_beam_search_runs_in_the_simulator(step_model):
     """The simulator runs the engine's own beam search: beams fork and prune over the real
     block manager, and a wider beam costs more virtual time for the same length."""

@@ -48,6 +48,12 @@ def _assert_speculated(llm: LLM) -> None:
     stats = llm.engine.scheduler.spec_stats
     assert stats.num_draft_tokens > 0
     assert 0 < stats.num_accepted_tokens < stats.num_draft_tokens
+    # Every verification tries its first draft; a draft is tried only after those before it
+    # were kept (the counts the simulator's acceptance profile is made of).
+    assert stats.tried_per_position[0] == stats.num_drafts
+    accepted, tried = stats.accepted_per_position, stats.tried_per_position
+    tried = tried + [0] * (len(accepted) + 1 - len(tried))
+    assert all(tried[i + 1] <= a <= tried[i] for i, a in enumerate(accepted))
 
 
 SETTINGS = {

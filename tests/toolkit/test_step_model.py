@@ -110,3 +110,19 @@ def test_template_is_exact_for_moe(passes):
         for a, b in zip(direct, model.instantiate(seqs)):
             assert b.flops == pytest.approx(a.flops, rel=1e-9, abs=1e-6)
             assert b.bytes == pytest.approx(a.bytes, rel=1e-9, abs=1e-6)
+
+
+@pytest.mark.parametrize("passes", [[], [tensor_parallel(2), fuse_all]], ids=["plain", "tp2"])
+def test_a_step_that_samples_nothing_skips_the_lm_head(passes):
+    """A middle prefill chunk computes no logits: the direct capture has no lm_head, and the
+    template must not read its weights either (a 128K-vocabulary lm_head is a fifth of a 1B
+    model's bytes)."""
+    cfg = _cfg()
+    hw = load_hardware("h100-sxm")
+    model = StepCostModel(cfg, hw, passes)
+    seqs = [SeqShape(200, 400, samples=False)]
+    direct = cost_step(apply_passes(capture_step(cfg, seqs), passes), hw)
+    assert "lm_head" not in [o.name for o in direct.ops]
+    q, c = np.array([200]), np.array([400])
+    assert model.step_time(q, c, 0) == pytest.approx(direct.time_s, rel=1e-9)
+    assert model.step_time(q, c, 1) > model.step_time(q, c, 0)
