@@ -32,18 +32,21 @@ for _ in $(seq 120); do
 done
 model=$(curl -sf "http://127.0.0.1:$PORT/v1/models" | python -c "import json,sys; print(json.load(sys.stdin)['data'][0]['id'])")
 
+# Each client's own CPU seconds (user + system, its child processes included): on a machine with
+# few cores the load generator competes with the server for them.
+TIMEFORMAT=%U+%S
 for c in $CONCURRENCIES; do
   n=$((c * REQUESTS_PER_SLOT))
-  intaglio bench serve --base-url "http://127.0.0.1:$PORT" --max-concurrency "$c" \
+  { time intaglio bench serve --base-url "http://127.0.0.1:$PORT" --max-concurrency "$c" \
     --num-prompts "$n" --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --range-ratio 0 \
-    --json-out "$OUT/intaglio_c$c.json"
-  "$AIPERF" profile --url "http://127.0.0.1:$PORT" --model "$model" --tokenizer "$tokenizer" \
+    --json-out "$OUT/intaglio_c$c.json"; } 2>"$OUT/intaglio_c$c.cpu"
+  { time "$AIPERF" profile --url "http://127.0.0.1:$PORT" --model "$model" --tokenizer "$tokenizer" \
     --endpoint-type completions --streaming --concurrency "$c" --request-count "$n" \
     --warmup-request-count "$c" \
     --prompt-input-tokens-mean "$INPUT_LEN" --prompt-input-tokens-stddev 0 \
     --prompt-output-tokens-mean "$OUTPUT_LEN" --prompt-output-tokens-stddev 0 \
     --extra-inputs ignore_eos:true --use-legacy-max-tokens --use-server-token-count \
     --no-server-metrics --no-gpu-telemetry --ui-type none \
-    --output-artifact-dir "$OUT/aiperf_c$c" >"$OUT/aiperf_c$c.log" 2>&1
+    --output-artifact-dir "$OUT/aiperf_c$c" >"$OUT/aiperf_c$c.log" 2>&1; } 2>"$OUT/aiperf_c$c.cpu"
 done
 python benchmarks/aiperf_table.py "$OUT" $CONCURRENCIES

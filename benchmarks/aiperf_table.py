@@ -31,6 +31,13 @@ def _ours(record: dict, path: tuple[str, ...]) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _cpu_seconds(file: Path) -> float:
+    """bash `time` with TIMEFORMAT=%U+%S: user + system seconds (last line; earlier lines are
+    the command's own stderr)."""
+    user, system = file.read_text().strip().splitlines()[-1].split("+")
+    return float(user) + float(system)
+
+
 def table(folder: Path, concurrencies: list[str]) -> str:
     lines = [
         "| concurrency | metric | intaglio bench serve | aiperf | aiperf / ours |",
@@ -38,12 +45,15 @@ def table(folder: Path, concurrencies: list[str]) -> str:
     ]
     for c in concurrencies:
         ours = json.loads((folder / f"intaglio_c{c}.json").read_text())
-        theirs = json.loads(
-            (folder / f"aiperf_c{c}" / "profile_export_aiperf.json").read_text()
-        )
+        theirs = json.loads((folder / f"aiperf_c{c}" / "profile_export_aiperf.json").read_text())
         for label, our_path, (metric, stat) in ROWS:
             a, b = _ours(ours, our_path), float(theirs[metric][stat])
             lines.append(f"| {c} | {label} | {a:.2f} | {b:.2f} | {b / a:.2f} |")
+        a, b = (
+            _cpu_seconds(folder / f"intaglio_c{c}.cpu"),
+            _cpu_seconds(folder / f"aiperf_c{c}.cpu"),
+        )
+        lines.append(f"| {c} | client CPU s | {a:.1f} | {b:.1f} | {b / a:.2f} |")
     return "\n".join(lines)
 
 
