@@ -9,7 +9,10 @@ the SDPA prefill path against the decode path, and torch's bf16 matmuls).
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -17,7 +20,7 @@ from checkpoints import build_checkpoint
 from intaglio import LLM, SamplingParams
 from intaglio.ops.cpu_kernels import cpu_kernels
 
-pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="no AVX-512 CPU kernels here")
+needs_kernels = pytest.mark.skipif(cpu_kernels() is None, reason="no AVX-512 CPU kernels here")
 
 FAMILIES = ("llama", "qwen2", "qwen3")  # tied head; q/k/v bias; q/k norm and head_dim 32
 MAX_TOKENS = 12
@@ -61,6 +64,7 @@ def _target_among(llm: LLM, others: list[list[int]], at: int):
     return _result(outs[at])
 
 
+@needs_kernels
 @pytest.mark.parametrize("family", FAMILIES)
 def test_alone_equals_in_batches_of_any_size_and_chunking(bf16_checkpoint, family):
     path = bf16_checkpoint(family)
@@ -77,6 +81,7 @@ def test_alone_equals_in_batches_of_any_size_and_chunking(bf16_checkpoint, famil
         assert _target_among(llm, _prompts(4, 6), 2) == alone, budget
 
 
+@needs_kernels
 @pytest.mark.parametrize("family", FAMILIES)
 def test_alone_equals_after_a_prefix_cache_hit_and_after_preemption(bf16_checkpoint, family):
     path = bf16_checkpoint(family)
@@ -106,6 +111,7 @@ def _preempted_target(path):
     return _result(outs["target"])
 
 
+@needs_kernels
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prompt_logprobs_equal_generation_logprobs(bf16_checkpoint, family):
     llm = _llm(bf16_checkpoint(family), max_num_batched_tokens=16)
@@ -114,3 +120,23 @@ def test_prompt_logprobs_equal_generation_logprobs(bf16_checkpoint, family):
     out = llm.generate([TARGET + tokens], echo)[0]  # its K/V partly from the prefix cache
     assert out.prompt_logprobs is not None
     assert out.prompt_logprobs[len(TARGET) :] == logprobs
+
+
+def test_refused_where_it_cannot_hold(bf16_checkpoint, checkpoint):
+    with pytest.raises(ValueError, match="CPU only"):
+        LLM(str(bf16_checkpoint("llama")), batch_invariant=True, device="cuda")
+    if cpu_kernels() is not None:
+        with pytest.raises(ValueError, match="mixture-of-experts"):
+            LLM(str(checkpoint("mixtral")), batch_invariant=True)
+    # Without our kernels (here switched off) the mode refuses rather than silently not holding.
+    code = (
+        "import sys; from intaglio import LLM\n"
+        "try: LLM(sys.argv[1], batch_invariant=True)\n"
+        "except ValueError as e: print(e)"
+    )
+    env = {**os.environ, "INTAGLIO_CPU_KERNELS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(bf16_checkpoint("llama"))],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "batch_invariant needs our AVX-512 CPU kernels" in done.stdout

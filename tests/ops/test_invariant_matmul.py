@@ -46,3 +46,17 @@ def test_rejects_what_it_cannot_multiply():
         KERNELS.invariant_matmul(torch.randn(2, 8), torch.randn(4, 9))
     with pytest.raises(RuntimeError, match="float32"):
         KERNELS.invariant_matmul(torch.randn(2, 8).double(), torch.randn(4, 8))
+
+
+def test_the_same_bits_on_one_thread_and_two():
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(1000, 96, generator=g).bfloat16()
+    x = torch.randn(150, 96, generator=g)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = KERNELS.invariant_matmul(x, w)
+        torch.set_num_threads(2)
+        assert torch.equal(KERNELS.invariant_matmul(x, w), one)
+    finally:
+        torch.set_num_threads(saved)
