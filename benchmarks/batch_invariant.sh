@@ -15,6 +15,9 @@ for mode in --no-batch-invariant --batch-invariant; do
     intaglio bench throughput --dtype bfloat16 --num-threads 1 --skip-hf "$mode" \
         --num-requests 64 --input-len 128 128 --output-len 128 128 --max-num-seqs 64 \
         --json-out "$OUT/batch_invariant_batch64_$name.json"
+    intaglio bench throughput --dtype bfloat16 --num-threads 1 --skip-hf "$mode" \
+        --single-stream --input-len 1024 1024 --output-len 16 16 \
+        --json-out "$OUT/batch_invariant_prefill1024_$name.json"
 done
 python -m intaglio.bench.batch_invariance --num-threads 1
 python -m intaglio.bench.batch_invariance --num-threads 1 --batch-invariant
