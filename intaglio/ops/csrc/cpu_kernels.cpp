@@ -1,6 +1,7 @@
 // Our CPU kernels for decode steps on CPUs without half-precision matrix units (AVX-512), and
-// the batch-invariant mode's matmul (model/batch_invariant.py), compiled on first use by intaglio/ops/cpu_kernels.py. Each splits its work over torch's
-// intra-op threads (at::parallel_for).
+// the batch-invariant mode's matmul (model/batch_invariant.py), compiled on first use by
+// intaglio/ops/cpu_kernels.py. Each splits its work over torch's intra-op threads
+// (at::parallel_for).
 
 #include "decode_attention.h"
 #include "gemv.h"
