@@ -35,6 +35,10 @@ class EngineConfig:
     # matmuls skip widening the weights every step (single rows still read the half weights).
     fp32_weight_cache_gib: float = 1.0
     prefix_caching: bool = True  # reuse the KV of prompt prefixes already computed
+    # A request's logits (so greedy output and logprobs) bitwise independent of the rest of the
+    # batch, of prompt chunking and of prefix-cache hits: fp32 compute through our row-invariant
+    # kernels (model/batch_invariant.py; CPU with AVX-512 only), at a cost in speed.
+    batch_invariant: bool = False
     scheduling_policy: str = "fcfs"  # fcfs, priority or cache-aware (longest prefix first)
     priority_aging_s: float = 10.0  # waiting this long raises a request one priority level
     interleave_policy: str = "stall-free"  # stall-free, prefill-first or decode-first
@@ -78,6 +82,8 @@ class EngineConfig:
             fail(f"scheduling_policy must be one of {SCHEDULING_POLICIES}")
         if self.interleave_policy not in INTERLEAVE_POLICIES:
             fail(f"interleave_policy must be one of {INTERLEAVE_POLICIES}")
+        if self.batch_invariant and self.device != "cpu":
+            fail(f"batch_invariant runs on CPU only, got device {self.device!r}")
         if self.grammar_timeout_s <= 0:
             fail(f"grammar_timeout_s must be positive, got {self.grammar_timeout_s}")
         if self.priority_aging_s < 0:

@@ -9,6 +9,10 @@ attends causally within its own chunk; decodes arrive with chunk-local tables an
 The cache may hold a narrower dtype than the computation (bf16 K/V under fp32 compute on CPUs
 without bf16 units): K/V are rounded to it on the way in and widened on the way out, and a
 prompt attending to its own fresh K/V sees them rounded the same way.
+
+In the batch-invariant mode (model/batch_invariant.py) every query row, decode or prefill, goes
+through the decode kernel over its own causal context, so its order of summation depends on its
+position alone, not on how the step was batched or its prompt chunked.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from intaglio.ops.cpu_kernels import DECODE_ATTENTION_HEAD_DIMS, cpu_kernels
 
 class TorchAttentionBackend:
     name = "torch"
+
+    def __init__(self) -> None:
+        self.batch_invariant = False  # set by model/batch_invariant.py
 
     def write_kv(
         self,
@@ -45,6 +52,8 @@ class TorchAttentionBackend:
         scale: float,
     ) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
         self.write_kv(k, v, k_cache, v_cache, meta)
+        if self.batch_invariant:
+            return _rows_as_decodes(q, k_cache, v_cache, meta, scale)
         out = torch.empty_like(q)
         nd = meta.num_decode_tokens
         if nd:
@@ -107,6 +116,33 @@ class TorchAttentionBackend:
             enable_gqa=True,
         )
         return out.squeeze(2)
+
+
+def _rows_as_decodes(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Every row through the paged decode kernel: prefill rows become decode rows on their
+    chunk's block table, each seeing the positions up to its own (or its local chunk's)."""
+    kernels = cpu_kernels()
+    assert kernels is not None, "the batch-invariant mode checked for the kernels"
+    tables, ranges = [], []
+    if meta.num_decode_tokens:
+        assert meta.decode_block_tables is not None and meta.decode_key_range is not None
+        tables.append(meta.decode_block_tables)
+        ranges.append(meta.decode_key_range)
+    window = meta.attention_chunk_size
+    for chunk in meta.prefills:
+        pos = torch.arange(chunk.context_len - chunk.query_len, chunk.context_len, device=q.device)
+        lo = torch.zeros_like(pos) if window is None else pos - pos % window
+        ranges.append(torch.stack((lo, pos + 1), dim=1))
+        tables.append(chunk.block_table.expand(chunk.query_len, -1))
+    width = max(t.shape[1] for t in tables)
+    table = torch.cat([F.pad(t, (0, width - t.shape[1])) for t in tables])
+    return kernels.paged_decode_attention(q, k_cache, v_cache, table, torch.cat(ranges), scale)
 
 
 def _as_cached(x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:

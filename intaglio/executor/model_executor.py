@@ -16,6 +16,7 @@ import torch
 from intaglio.attention.metadata import AttentionMetadata, PrefillChunk, decode_rows
 from intaglio.config import MODEL_DRAFT_METHODS, EngineConfig
 from intaglio.executor.drafter import Drafter, DraftModel, DraftStep, EagleDrafter
+from intaglio.model.batch_invariant import make_batch_invariant
 from intaglio.model.checkpoint import default_draft_model
 from intaglio.model.kv_layout import split_kv_blocks
 from intaglio.model.loader import load_model
@@ -51,7 +52,9 @@ class ModelExecutor:
         self.model = load_model(model_path, config.dtype, config.device)
         if self.device.type == "cpu":
             cpu_kernels()  # built (first time only) while loading, not in the first request
-        if self.model.compute_dtype == torch.float32 and self.model.cfg.dtype in HALF_DTYPES:
+        if config.batch_invariant:
+            make_batch_invariant(self.model)  # its matmul reads the stored weights
+        elif self.model.compute_dtype == torch.float32 and self.model.cfg.dtype in HALF_DTYPES:
             cached = cache_fp32_weights(self.model, int(config.fp32_weight_cache_gib * 2**30))
             logger.info("fp32 copies of half weights for batched matmuls: %.2f GiB", cached / 2**30)
         cfg = self.model.cfg

@@ -6,6 +6,10 @@ precision (half the bytes to stream): a few rows (decode) go through our GEMV ke
 widens the weights in registers (ops/cpu_kernels.py); more rows go to the fp32 GEMM, over an
 fp32 copy of the weight kept for it (`cache_fp32_weights`, within a memory budget) or else over
 the weight widened a slab of rows at a time, so the widened copy stays in cache.
+
+In the batch-invariant mode (model/batch_invariant.py) every Linear goes through our
+row-invariant matmul instead, in fp32 over the stored weights, so a row's result does not depend
+on how many rows share the call.
 """
 
 from __future__ import annotations
@@ -38,9 +42,15 @@ class Linear(nn.Linear):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.weight_fp32: torch.Tensor | None = None  # see cache_fp32_weights
+        self.batch_invariant = False  # set by model/batch_invariant.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] -> [rows, out]
         w = self.weight
+        if self.batch_invariant:
+            kernels = cpu_kernels()
+            assert kernels is not None, "the batch-invariant mode checked for the kernels"
+            out = kernels.invariant_matmul(x.float(), w)
+            return out if self.bias is None else out + self.bias
         if w.dtype in HALF_DTYPES and x.dtype == torch.float32 and w.device.type == "cpu":
             kernels = cpu_kernels()
             if kernels is not None and x.shape[0] <= GEMV_MAX_ROWS:

@@ -1,9 +1,11 @@
-// Our CPU kernels for decode steps on CPUs without half-precision matrix units (AVX-512),
-// compiled on first use by intaglio/ops/cpu_kernels.py. Each splits its work over torch's
-// intra-op threads (at::parallel_for).
+// Our CPU kernels for decode steps on CPUs without half-precision matrix units (AVX-512), and
+// the batch-invariant mode's matmul (model/batch_invariant.py), compiled on first use by
+// intaglio/ops/cpu_kernels.py. Each splits its work over torch's intra-op threads
+// (at::parallel_for).
 
 #include "decode_attention.h"
 #include "gemv.h"
+#include "invariant_matmul.h"
 #include "pointwise.h"
 
 // How many of torch's intra-op threads a parallel_for over `tasks` items runs on: checks that
@@ -18,6 +20,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace intaglio_cpu;
   m.def("threads_used", &threads_used, "threads a parallel_for runs on (a build check)");
   m.def("half_gemv", &half_gemv, "fp32 rows @ half-precision weights [out, in]^T");
+  m.def("invariant_matmul", &invariant_matmul,
+        "fp32 rows @ weights [out, in]^T, each row's result independent of the row count");
   m.def("paged_decode_attention", &paged_decode_attention, "decode attention over a paged cache");
   m.def("rms_norm", &rms_norm, "RMSNorm of fp32 rows");
   m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of fused gate_up rows");
