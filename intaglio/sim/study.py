@@ -285,4 +285,5 @@ STUDY_SKIPS = {
     "num_threads",
     "fp32_weight_cache_gib",
     "speculative_model",
+    "batch_invariant",  # a CPU numerics mode: the same steps, other bits
 }
