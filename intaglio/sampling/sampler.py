@@ -30,19 +30,21 @@ import numpy as np
 import torch
 
 from intaglio.sampling.confidence import token_confidence
+from intaglio.sampling.draw import inverse_cdf, uniforms
 from intaglio.sampling.dry import DryRows, dry_penalties
 from intaglio.sampling.params import SamplingParams
 from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties
 from intaglio.sampling.processors import ProcessorRow, apply_processors
 from intaglio.sampling.state import SequenceSamplerState
+from intaglio.sampling.target import Target
 from intaglio.sampling.truncation import (
     apply_epsilon_cutoff,
     apply_eta_cutoff,
     apply_mirostat,
-    apply_top_n_sigma,
     apply_typical_p,
     apply_xtc,
     mirostat_next_mu,
+    top_n_sigma_threshold,
 )
 
 # Temperatures below this are treated as greedy: dividing by them overflows float32.
@@ -366,21 +368,6 @@ def apply_top_k_top_p(
     return torch.empty_like(logits).scatter_(1, sorted_idx, sorted_logits)
 
 
-def exponential_race(probs: torch.Tensor, generators: dict[int, torch.Generator]) -> torch.Tensor:
-    """Sample one token per row: argmax(probs / q), q ~ Exp(1). probs: [B, V] -> [B] int64.
-
-    Seeded rows draw q from their own generator so their tokens depend only on their own state.
-    """
-    q = torch.empty_like(probs)
-    if len(generators) < probs.shape[0]:
-        q.exponential_()  # one draw for the whole batch; seeded rows are overwritten below
-    for row, generator in generators.items():
-        q[row].exponential_(generator=generator)
-    # A zero draw would turn a masked token's 0/0 into NaN, which argmax would pick.
-    q.clamp_min_(torch.finfo(q.dtype).tiny)
-    return (probs / q).argmax(dim=-1)
-
-
 class Sampler:
     """Turns one step's logits into token ids (and logprobs when asked)."""
 
@@ -388,14 +375,14 @@ class Sampler:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
         wants_raw = meta.max_num_logprobs is not None or meta.confidence_top_k is not None
         raw_logprobs = logits.float().log_softmax(dim=-1) if wants_raw else None
-        target = self.target_logits(logits, meta)
+        target = self.target(logits, meta)
         token_ids = self.draw(target, meta)
         self.advance(target, token_ids, meta, raw_logprobs)
         if meta.max_num_logprobs is None or raw_logprobs is None:
             return SamplerOutput(token_ids, None, None, None)
         logprobs = raw_logprobs
         if meta.processed_logprobs is not None:
-            processed = target.log_softmax(dim=-1)
+            processed = target.full().log_softmax(dim=-1)
             logprobs = torch.where(meta.processed_logprobs[:, None], processed, raw_logprobs)
         sampled = logprobs.gather(1, token_ids[:, None]).squeeze(1)
         top = logprobs.topk(meta.max_num_logprobs, dim=-1, sorted=True)
@@ -407,6 +394,11 @@ class Sampler:
         module docstring). A greedy row's target is the argmax of its result. Speculative
         verification accepts drafts against these same logits, so a speculated request samples
         exactly what it asked for."""
+        return Sampler.target(logits, meta).full()
+
+    @staticmethod
+    def target(logits: torch.Tensor, meta: SamplingMetadata) -> Target:
+        """The chain's result, compact where every random row keeps at most its top-k tokens."""
         # A float32 input would alias the caller's tensor; clone so edits stay local.
         logits = logits.to(torch.float32, copy=True)
         if meta.allowed_token_ids is not None:
@@ -434,28 +426,34 @@ class Sampler:
             )
         if meta.allowed_token_mask is not None:
             logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
+        vocab_size = logits.shape[1]
         if meta.all_greedy:
-            return logits
-        temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)
-        tempered = _truncate(logits / temperature[:, None], meta)
+            return Target(logits, None, vocab_size)
+        values, index = _truncate(logits, meta)
         if meta.all_random:
-            return tempered
+            return Target(values, index, vocab_size)
         # Greedy rows keep their untempered logits (same argmax, no division by zero).
-        return torch.where((meta.temperature == 0.0)[:, None], logits, tempered)
+        return Target(values, index, vocab_size, meta.temperature == 0.0, logits)
 
     @staticmethod
-    def draw(target: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
-        """One token per row from target_logits' result: [B, V] -> [B] int64."""
+    def draw(target: Target, meta: SamplingMetadata) -> torch.Tensor:
+        """One token per row from the chain's result: [B] int64."""
         if meta.all_greedy:
-            return target.argmax(dim=-1)
-        random_ids = exponential_race(target.softmax(dim=-1), meta.generators)
-        if meta.all_random:
-            return random_ids
-        return torch.where(meta.temperature == 0.0, target.argmax(dim=-1), random_ids)
+            return target.logits.argmax(dim=-1)
+        u = uniforms(target.logits.shape[0], meta.generators, target.logits.device)
+        column = inverse_cdf(target.logits.softmax(dim=-1), u)
+        if target.index is None:
+            token_ids = column
+        else:
+            token_ids = target.index.gather(1, column[:, None]).squeeze(1)
+        if target.greedy is None or target.untempered is None:
+            return token_ids
+        greedy = target.greedy.nonzero().squeeze(1)
+        return token_ids.index_copy(0, greedy, target.untempered[greedy].argmax(dim=-1))
 
     @staticmethod
     def advance(
-        target: torch.Tensor,
+        target: Target,
         token_ids: torch.Tensor,
         meta: SamplingMetadata,
         raw_logprobs: torch.Tensor | None = None,
@@ -479,11 +477,13 @@ class Sampler:
             return
         assert meta.states is not None
         assert meta.mirostat_tau is not None and meta.mirostat_eta is not None
+        old_mu = meta.mirostat_mu.tolist()
         mu = mirostat_next_mu(
-            target, token_ids, meta.mirostat_mu, meta.mirostat_tau, meta.mirostat_eta
+            target.log_prob(token_ids), meta.mirostat_mu, meta.mirostat_tau, meta.mirostat_eta
         ).tolist()
         for row, state in enumerate(meta.states):
-            if state is not None and state.mirostat_mu != float("inf"):
+            # A row without Mirostat this step (mu +inf: off, or greedy) keeps its state.
+            if state is not None and old_mu[row] != float("inf"):
                 state.mirostat_mu = mu[row]
 
 
@@ -530,45 +530,60 @@ def _control_thinking(
     return logits
 
 
-# Rows that all keep at most this many tokens (top_k) are truncated further on their top-k
-# candidates alone, instead of the whole vocabulary.
+# Rows that all keep at most this many tokens (top_k, with ties at the k-th) are truncated
+# further on those candidates alone, instead of the whole vocabulary.
 _COMPACT_MAX_K = 1024
 
 
-def _truncate(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
-    """Step 5 of the chain, on tempered logits: each truncation where some row uses it."""
+def _truncate(
+    logits: torch.Tensor, meta: SamplingMetadata
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step 5 of the chain on the untempered logits [B, V]: (tempered, truncated logits of each
+    row's candidates [B, C], their token ids ascending, or None when they are all V tokens).
+
+    top-nσ and top-k keep the same tokens at any temperature, so they run first, untempered:
+    then the candidates alone need tempering."""
+    threshold = None
     if meta.top_n_sigma is not None:  # its std is over the whole vocabulary: before top-k
-        logits = apply_top_n_sigma(logits, meta.top_n_sigma)
+        threshold = top_n_sigma_threshold(logits, meta.top_n_sigma)
+    temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)[:, None]
     compact = _top_k_candidates(logits, meta)
-    if compact is not None:
-        # Every random row keeps at most k tokens: the rest of the chain sees only those.
-        values, index = compact
-        values = _truncate_candidates(values, meta, top_k_done=True)
-        return torch.full_like(logits, float("-inf")).scatter_(1, index, values)
-    return _truncate_candidates(logits, meta, top_k_done=False)
+    if compact is None:
+        if threshold is not None:
+            logits = logits.masked_fill(logits < threshold, float("-inf"))
+        return _truncate_candidates(logits / temperature, meta, top_k_done=False), None
+    values, index = compact
+    if threshold is not None:
+        values = values.masked_fill(values < threshold, float("-inf"))
+    values = _truncate_candidates(values / temperature, meta, top_k_done=True)
+    # Token-id order, as over the whole vocabulary: the draw then picks the same token.
+    index, order = index.sort(dim=-1)
+    return values.gather(1, order), index
 
 
 def _top_k_candidates(
     logits: torch.Tensor, meta: SamplingMetadata
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(values, token ids) [B, k] of each row's top_k tokens, the rest -inf; None where that
-    would differ from masking the whole vocabulary (a row without top_k, ties at the k-th)."""
+    """(values, token ids) [B, C] of each row's top_k tokens and the tokens tied with its k-th
+    (as masking the whole vocabulary keeps them), the rest -inf; None where some row has no
+    top_k or keeps more than _COMPACT_MAX_K tokens."""
     if meta.top_k is None:
         return None
     # Greedy rows take their untempered logits in the end, so their k does not matter.
     top_k = torch.where(meta.temperature == 0.0, 1, meta.top_k)
     k = int(top_k.max())
-    if k > _COMPACT_MAX_K or k >= logits.shape[1]:
+    if k >= min(_COMPACT_MAX_K, logits.shape[1]):
         return None
-    values, index = logits.topk(k, dim=-1)
+    # One more than k: the (k+1)-th value tells whether a token beyond the k-th ties with it.
+    values, index = logits.topk(k + 1, dim=-1)
     kth = values.gather(1, (top_k - 1)[:, None])
-    # A tie with a finite k-th value: the whole-vocabulary path keeps all of them. (With fewer
-    # than k finite logits the candidates already hold every one.)
-    tied = ((logits >= kth).sum(dim=-1) > top_k) & torch.isfinite(kth.squeeze(1))
+    tied = (values.gather(1, top_k[:, None]) == kth).squeeze(1) & torch.isfinite(kth.squeeze(1))
     if bool(tied.any()):
-        return None
-    beyond = torch.arange(k, device=logits.device)[None, :] >= top_k[:, None]
-    return values.masked_fill(beyond, float("-inf")), index
+        width = int((logits[tied] >= kth[tied]).sum(dim=-1).max())
+        if width > _COMPACT_MAX_K:
+            return None
+        values, index = logits.topk(max(width, k + 1), dim=-1)
+    return values.masked_fill(values < kth, float("-inf")), index
 
 
 def _truncate_candidates(

@@ -15,18 +15,30 @@ import torch
 _NEG_INF = float("-inf")
 
 
-def apply_top_n_sigma(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Keep logits >= max - n * std (std over the finite logits); n < 0 disables a row.
+def top_n_sigma_threshold(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """[B, 1]: max - n * std over each row's finite logits; -inf where n < 0 (disabled).
 
     Scaling the logits scales max and std alike, so the kept set does not depend on temperature.
     """
-    finite = torch.isfinite(logits)
-    count = finite.sum(dim=-1, keepdim=True).clamp_min(1)
-    mean = torch.where(finite, logits, 0.0).sum(dim=-1, keepdim=True) / count
-    var = torch.where(finite, (logits - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
+    width = logits.shape[1]
+    mean = logits.sum(dim=-1, keepdim=True) / width
+    centered = logits - mean
+    var = torch.linalg.vecdot(centered, centered)[:, None] / width
+    masked = ~torch.isfinite(mean.squeeze(1))  # rows with -inf logits (bans, a grammar)
+    if bool(masked.any()):
+        rows = logits[masked]
+        finite = torch.isfinite(rows)
+        count = finite.sum(dim=-1, keepdim=True).clamp_min(1)
+        row_mean = torch.where(finite, rows, 0.0).sum(dim=-1, keepdim=True) / count
+        squares = torch.where(finite, (rows - row_mean) ** 2, 0.0)
+        var[masked] = squares.sum(dim=-1, keepdim=True) / count
     threshold = logits.amax(dim=-1, keepdim=True) - n[:, None] * var.sqrt()
-    drop = (logits < threshold) & (n >= 0)[:, None]
-    return logits.masked_fill(drop, _NEG_INF)
+    return torch.where((n >= 0)[:, None], threshold, _NEG_INF)
+
+
+def apply_top_n_sigma(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Keep logits >= max - n * std (std over the finite logits); n < 0 disables a row."""
+    return logits.masked_fill(logits < top_n_sigma_threshold(logits, n), _NEG_INF)
 
 
 def apply_typical_p(logits: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
@@ -83,13 +95,9 @@ def apply_mirostat(logits: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
 
 
 def mirostat_next_mu(
-    target: torch.Tensor,
-    token_ids: torch.Tensor,
-    mu: torch.Tensor,
-    tau: torch.Tensor,
-    eta: torch.Tensor,
+    token_logprob: torch.Tensor, mu: torch.Tensor, tau: torch.Tensor, eta: torch.Tensor
 ) -> torch.Tensor:
-    """mu after drawing token_ids from target: mu - eta * (observed surprise - tau), the surprise
-    measured on the distribution the token was drawn from (as llama.cpp)."""
-    logp = target.log_softmax(dim=-1).gather(1, token_ids[:, None]).squeeze(1)
-    return mu - eta * (-logp / math.log(2.0) - tau)
+    """mu after drawing a token of log-probability token_logprob [B]: mu - eta * (observed
+    surprise - tau), the surprise measured on the distribution the token was drawn from (as
+    llama.cpp)."""
+    return mu - eta * (-token_logprob / math.log(2.0) - tau)

@@ -153,6 +153,7 @@ def test_mirostat_update_follows_llama_cpp():
     target = torch.log(torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.9, 0.1, 0.0, 0.0]]))
     mu = torch.tensor([6.0, 10.0])
     tau, eta = torch.tensor([5.0, 3.0]), torch.tensor([0.1, 0.2])
-    new = mirostat_next_mu(target, torch.tensor([1, 0]), mu, tau, eta)
+    logp = target.log_softmax(-1).gather(1, torch.tensor([[1], [0]])).squeeze(1)
+    new = mirostat_next_mu(logp, mu, tau, eta)
     expect = [6.0 - 0.1 * (2.0 - 5.0), 10.0 - 0.2 * (-math.log2(0.9) - 3.0)]
     assert new.tolist() == pytest.approx(expect)
