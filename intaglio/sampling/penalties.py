@@ -9,16 +9,41 @@ from __future__ import annotations
 import torch
 
 
-def token_counts(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Count occurrences of each token per row.
+def history_runs(
+    token_ids: torch.Tensor, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's history tokens sorted, so equal tokens form runs.
 
-    token_ids: [B, L] int64, padded with `vocab_size`. Returns [B, vocab_size] int64.
+    token_ids: [B, L] int64, padded with `vocab_size`. Returns (ids, order, run, real), each
+    [B, L]: the sorted ids, with padding pointing at the row's first token (the last of the
+    vocabulary in an empty row) so that gathers and scatters there repeat a real entry; the
+    sort's permutation; each position's run number (padding: run 0, its first token's); and
+    whether a position holds a real token.
     """
-    num_rows = token_ids.shape[0]
-    # One spare column catches the padding id so no mask is needed before the scatter.
-    counts = torch.zeros(num_rows, vocab_size + 1, dtype=torch.int64, device=token_ids.device)
-    counts.scatter_add_(1, token_ids, torch.ones_like(token_ids))
-    return counts[:, :vocab_size]
+    ids, order = token_ids.sort(dim=-1)
+    real = ids < vocab_size
+    starts = torch.ones_like(real)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    run = torch.where(real, starts.cumsum(dim=-1) - 1, 0)
+    safe = torch.where(real, ids, ids[:, :1].clamp_max(vocab_size - 1))
+    return safe, order, run, real
+
+
+def scatter_history_(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    real: torch.Tensor,
+    values: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> None:
+    """Write the new logits `values` [R, L] at history tokens `ids` (from history_runs) in
+    place, in logits' rows `rows` [R, L] (None: the first R rows, in order); padding writes its
+    row's first entry again, so every write to a token is the same value."""
+    values = torch.where(real, values, values[:, :1])
+    if rows is None:
+        logits.scatter_(1, ids, values)
+    else:
+        logits.index_put_((rows, ids), values)
 
 
 def apply_banned_tokens(logits: torch.Tensor, banned_token_ids: list[list[int]]) -> None:
@@ -55,38 +80,46 @@ def apply_logit_bias(logits: torch.Tensor, logit_bias: list[tuple[tuple[int, flo
     )
 
 
-def apply_penalties(
+def apply_penalties_(
     logits: torch.Tensor,
     prompt_token_ids: torch.Tensor | None,
     output_token_ids: torch.Tensor | None,
     repetition_penalty: torch.Tensor | None,
     presence_penalty: torch.Tensor | None,
     frequency_penalty: torch.Tensor | None,
-) -> torch.Tensor:
-    """Apply HF repetition penalty, then OpenAI frequency/presence penalties.
+) -> None:
+    """Apply HF repetition penalty, then OpenAI frequency/presence penalties, in place.
 
     logits: [B, V] float32; token id tensors: [B, L] int64 padded with V; penalties: [B].
-    Returns new [B, V] logits (the input is not modified).
+    Only the tokens of each row's history are read and written (histories are hundreds of
+    tokens, vocabularies 10^5).
     """
     vocab_size = logits.shape[1]
-    output_counts = (
-        token_counts(output_token_ids, vocab_size) if output_token_ids is not None else None
-    )
+    # Repetition counts the prompt too; frequency and presence count the output only.
+    parts = [output_token_ids] if output_token_ids is not None else []
+    if repetition_penalty is not None and prompt_token_ids is not None:
+        parts.append(prompt_token_ids)
+    if not parts:
+        return
+    history = torch.cat(parts, dim=1)
+    ids, order, run, real = history_runs(history, vocab_size)
+    from_output = torch.zeros_like(history, dtype=torch.bool)
+    if output_token_ids is not None:
+        from_output[:, : output_token_ids.shape[1]] = True
+    from_output = from_output.gather(1, order) & real
+    # Each position: how often its token occurs in the output (its run's count).
+    per_run = torch.zeros_like(run).scatter_add_(1, run, from_output.long())
+    counts = per_run.gather(1, run)
 
+    values = logits.gather(1, ids)
     if repetition_penalty is not None:
         # HF formula over tokens seen anywhere (prompt or output): shrink toward zero for
         # positive logits, push further negative for negative ones.
-        seen = torch.zeros_like(logits, dtype=torch.bool)
-        if prompt_token_ids is not None:
-            seen |= token_counts(prompt_token_ids, vocab_size) > 0
-        if output_counts is not None:
-            seen |= output_counts > 0
         penalty = repetition_penalty.to(logits.dtype)[:, None]
-        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits = torch.where(seen, penalized, logits)
-
-    if output_counts is not None and frequency_penalty is not None:
-        logits = logits - frequency_penalty.to(logits.dtype)[:, None] * output_counts
-    if output_counts is not None and presence_penalty is not None:
-        logits = logits - presence_penalty.to(logits.dtype)[:, None] * (output_counts > 0)
-    return logits
+        penalized = torch.where(values > 0, values / penalty, values * penalty)
+        values = torch.where(real, penalized, values)
+    if frequency_penalty is not None:
+        values = values - frequency_penalty.to(logits.dtype)[:, None] * counts
+    if presence_penalty is not None:
+        values = values - presence_penalty.to(logits.dtype)[:, None] * (counts > 0)
+    scatter_history_(logits, ids, real, values)

@@ -31,9 +31,9 @@ import torch
 
 from intaglio.sampling.confidence import token_confidence
 from intaglio.sampling.draw import inverse_cdf, uniforms
-from intaglio.sampling.dry import DryRows, dry_penalties
+from intaglio.sampling.dry import DryRows, apply_dry_
 from intaglio.sampling.params import SamplingParams
-from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties
+from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties_
 from intaglio.sampling.processors import ProcessorRow, apply_processors
 from intaglio.sampling.state import SequenceSamplerState
 from intaglio.sampling.target import Target
@@ -405,7 +405,7 @@ class Sampler:
             logits = _keep_allowed(logits, meta.allowed_token_ids)
         apply_logit_bias(logits, meta.logit_bias)
         apply_banned_tokens(logits, meta.banned_token_ids)
-        logits = apply_penalties(
+        apply_penalties_(
             logits,
             meta.prompt_token_ids,
             meta.output_token_ids,
@@ -414,9 +414,7 @@ class Sampler:
             meta.frequency_penalty,
         )
         if meta.dry is not None:
-            index = torch.tensor(meta.dry.rows, dtype=torch.int64, device=logits.device)
-            penalty = dry_penalties(meta.dry, logits.shape[1])
-            logits.index_add_(0, index, -penalty)
+            apply_dry_(logits, meta.dry)
         if meta.processors is not None:
             assert meta.processor_rows is not None
             logits = apply_processors(logits, meta.processors, meta.processor_rows)
@@ -575,7 +573,7 @@ def _top_k_candidates(
     if k >= min(_COMPACT_MAX_K, logits.shape[1]):
         return None
     # One more than k: the (k+1)-th value tells whether a token beyond the k-th ties with it.
-    values, index = logits.topk(k + 1, dim=-1)
+    values, index = _top(logits, k + 1)
     kth = values.gather(1, (top_k - 1)[:, None])
     tied = (values.gather(1, top_k[:, None]) == kth).squeeze(1) & torch.isfinite(kth.squeeze(1))
     if bool(tied.any()):
@@ -584,6 +582,30 @@ def _top_k_candidates(
             return None
         values, index = logits.topk(max(width, k + 1), dim=-1)
     return values.masked_fill(values < kth, float("-inf")), index
+
+
+# Blocks of the vocabulary for _top.
+_TOP_BLOCK = 128
+
+
+def _top(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits.topk(k): each row's k largest values, descending, and their token ids.
+
+    Where the vocabulary splits into many more than k blocks, the k largest values all lie in
+    the k blocks with the largest maxima (any other value has k block maxima at least as
+    large), so only those blocks are searched: a max per block, then a top-k over k blocks.
+    """
+    rows, width = logits.shape
+    num_blocks = width // _TOP_BLOCK
+    if width % _TOP_BLOCK or 4 * k > num_blocks:
+        values, index = logits.topk(k, dim=-1)
+        return values, index
+    blocks = logits.view(rows, num_blocks, _TOP_BLOCK)
+    best = blocks.amax(dim=-1).topk(k, dim=-1).indices  # [B, k]
+    searched = blocks.gather(1, best[:, :, None].expand(-1, -1, _TOP_BLOCK)).view(rows, -1)
+    values, position = searched.topk(k, dim=-1)
+    block = best.gather(1, position // _TOP_BLOCK)
+    return values, block * _TOP_BLOCK + position % _TOP_BLOCK
 
 
 def _truncate_candidates(

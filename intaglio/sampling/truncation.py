@@ -21,18 +21,21 @@ def top_n_sigma_threshold(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor
     Scaling the logits scales max and std alike, so the kept set does not depend on temperature.
     """
     width = logits.shape[1]
-    mean = logits.sum(dim=-1, keepdim=True) / width
-    centered = logits - mean
-    var = torch.linalg.vecdot(centered, centered)[:, None] / width
-    masked = ~torch.isfinite(mean.squeeze(1))  # rows with -inf logits (bans, a grammar)
-    if bool(masked.any()):
-        rows = logits[masked]
+    # One pass each for the sum and the sum of squares; var = E[x^2] - mean^2 in float64.
+    mean = logits.sum(dim=-1).double() / width
+    var = torch.linalg.vector_norm(logits, dim=-1).double() ** 2 / width - mean**2
+    # Rows with -inf logits (bans, a grammar), and rows whose mean is so far from zero that the
+    # difference above would lose digits, take the two-pass formula over the finite logits.
+    exact = ~torch.isfinite(mean) | (mean**2 > 16.0 * var)
+    if bool(exact.any()):
+        rows = logits[exact].double()
         finite = torch.isfinite(rows)
-        count = finite.sum(dim=-1, keepdim=True).clamp_min(1)
-        row_mean = torch.where(finite, rows, 0.0).sum(dim=-1, keepdim=True) / count
-        squares = torch.where(finite, (rows - row_mean) ** 2, 0.0)
-        var[masked] = squares.sum(dim=-1, keepdim=True) / count
-    threshold = logits.amax(dim=-1, keepdim=True) - n[:, None] * var.sqrt()
+        count = finite.sum(dim=-1).clamp_min(1)
+        row_mean = torch.where(finite, rows, 0.0).sum(dim=-1) / count
+        squares = torch.where(finite, (rows - row_mean[:, None]) ** 2, 0.0)
+        var[exact] = squares.sum(dim=-1) / count
+    std = var.clamp_min(0.0).sqrt().float()[:, None]
+    threshold = logits.amax(dim=-1, keepdim=True) - n[:, None] * std
     return torch.where((n >= 0)[:, None], threshold, _NEG_INF)
 
 

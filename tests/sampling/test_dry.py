@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from intaglio.sampling.dry import DryBreakers, DryRows, dry_penalties
+from intaglio.sampling.dry import DryBreakers, DryRows, apply_dry_
 
 VOCAB = 12
 
@@ -49,7 +50,9 @@ def _run(histories, mult, base, allowed, breakers) -> np.ndarray:
     rows = DryRows.build(
         list(range(len(histories))), histories, mult, base, allowed, breakers, "cpu"
     )
-    return dry_penalties(rows, VOCAB).double().numpy()
+    logits = torch.zeros(len(histories), VOCAB)
+    apply_dry_(logits, rows)
+    return -logits.double().numpy()
 
 
 NONE = DryBreakers((), ())
