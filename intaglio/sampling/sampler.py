@@ -371,11 +371,22 @@ def apply_top_k_top_p(
 class Sampler:
     """Turns one step's logits into token ids (and logprobs when asked)."""
 
+    def __init__(self) -> None:
+        # The chain edits a float32 copy of the logits. On the CPU a fresh [B, V] tensor each
+        # step is returned to the OS when freed and pays its page faults again (several ms at
+        # B=64, V=49K), so the copy goes to this buffer, kept for the next step.
+        self._work = torch.empty(0)
+
+    def _work_buffer(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._work.numel() < logits.numel() or self._work.device != logits.device:
+            self._work = torch.empty(logits.numel(), dtype=torch.float32, device=logits.device)
+        return self._work[: logits.numel()].view(logits.shape)
+
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
         wants_raw = meta.max_num_logprobs is not None or meta.confidence_top_k is not None
         raw_logprobs = logits.float().log_softmax(dim=-1) if wants_raw else None
-        target = self.target(logits, meta)
+        target = self.target(logits, meta, self._work_buffer(logits))
         token_ids = self.draw(target, meta)
         self.advance(target, token_ids, meta, raw_logprobs)
         if meta.max_num_logprobs is None or raw_logprobs is None:
@@ -397,10 +408,15 @@ class Sampler:
         return Sampler.target(logits, meta).full()
 
     @staticmethod
-    def target(logits: torch.Tensor, meta: SamplingMetadata) -> Target:
-        """The chain's result, compact where every random row keeps at most its top-k tokens."""
-        # A float32 input would alias the caller's tensor; clone so edits stay local.
-        logits = logits.to(torch.float32, copy=True)
+    def target(
+        logits: torch.Tensor, meta: SamplingMetadata, work: torch.Tensor | None = None
+    ) -> Target:
+        """The chain's result, compact where every random row keeps at most its top-k tokens.
+        `work`: a float32 tensor shaped like logits for the chain's copy (the result may alias
+        it), or None for a fresh one."""
+        # The chain edits its copy in place; the caller's logits stay as they are.
+        work = torch.empty_like(logits, dtype=torch.float32) if work is None else work
+        logits = work.copy_(logits)
         if meta.allowed_token_ids is not None:
             logits = _keep_allowed(logits, meta.allowed_token_ids)
         apply_logit_bias(logits, meta.logit_bias)
