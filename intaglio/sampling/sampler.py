@@ -1,6 +1,7 @@
 """Batched sampler: raw logits -> one processing chain -> token ids.
 
-`target_logits` is the chain, `draw` the choice. The chain, in order:
+`target` is the chain (`target_logits` its result over the whole vocabulary), `draw` the
+choice. The chain, in order:
 
 1. every row: allowed_token_ids, logit bias, banned tokens (min_tokens, bad words);
 2. every row: repetition, frequency and presence penalties, then DRY;
@@ -8,9 +9,14 @@
 4. every row: the grammar mask, last, so nothing can re-enable a token it forbids;
    greedy rows take the argmax of this;
 5. random rows: temperature, then top-nσ, min-p, top-k, top-p, typical, epsilon, eta, XTC and
-   Mirostat (truncation.py), then the exponential race (argmax of probs / q, q ~ Exp(1)),
-   which lets a seeded row draw q from its own generator so its tokens never depend on its
-   neighbours.
+   Mirostat (truncation.py), then the draw: inverse transform sampling with one uniform per
+   row (draw.py), which a seeded row takes from its own generator so its tokens never depend
+   on its neighbours.
+
+Cost: top-nσ and top-k keep the same tokens at any temperature, so they run on the untempered
+logits; when every random row has a top_k (up to _COMPACT_MAX_K), the rest of step 5 and the
+draw see only each row's top-k candidates (`Target`), and the penalties and DRY touch only the
+tokens of each row's history. No step draws random numbers over the vocabulary.
 
 Steps 1, 2 and 4 and temperature before truncation follow vLLM (so requests written for vLLM
 sample what they would there); HF's typical/epsilon/eta warpers also run after temperature.
