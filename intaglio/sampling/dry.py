@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from intaglio.sampling.penalties import history_runs, scatter_history_
+from intaglio.sampling.penalties import history_slots, per_token
 
 # Largest x with exp(x) finite in float32: the exponent is clamped to stay below it.
 _FLOAT_MAX_LOG = 88.7228391
@@ -108,9 +108,10 @@ def _breaker_ends(
     return ends
 
 
-def apply_dry_(logits: torch.Tensor, d: DryRows) -> None:
+def apply_dry_(logits: torch.Tensor, d: DryRows, table: torch.Tensor) -> None:
     """Subtract DRY's penalties from the rows d.rows of logits [B, V], in place. Only the
-    tokens that follow a repeat in a row's history are read and written."""
+    tokens that follow a repeat in a row's history are read and written; table: a zeroed
+    [>= R, V + 1] float32 scratch (see penalties.per_token)."""
     vocab_size = logits.shape[1]
     h = d.history
     num_rows, width = h.shape
@@ -151,11 +152,10 @@ def apply_dry_(logits: torch.Tensor, d: DryRows) -> None:
     # Each token that would extend a repeat takes the longest repeat it extends (the penalty
     # grows with the length, so the largest penalty); a single-token breaker is never penalized.
     next_token = torch.where(extends, h[:, 1:], vocab_size)
-    for _, index, table in groups:
+    for _, index, breaker in groups:
         rows = next_token.index_select(0, index)
-        next_token.index_copy_(0, index, torch.where(table[rows], vocab_size, rows))
-    ids, order, runs, real = history_runs(next_token, vocab_size)
-    values = torch.where(real, values.gather(1, order), 0.0)  # breakers were made padding
-    largest = torch.zeros_like(values).scatter_reduce_(1, runs, values, "amax").gather(1, runs)
-    rows = torch.tensor(d.rows, dtype=torch.int64, device=logits.device)[:, None].expand_as(ids)
-    scatter_history_(logits, ids, real, logits[rows, ids] - largest, rows)
+        next_token.index_copy_(0, index, torch.where(breaker[rows], vocab_size, rows))
+    slots, _ = history_slots(next_token, vocab_size)
+    largest = per_token(table, next_token, values, slots, "amax")
+    rows = torch.tensor(d.rows, dtype=torch.int64, device=logits.device)[:, None].expand_as(slots)
+    logits.index_put_((rows, slots), logits[rows, slots] - largest)

@@ -9,41 +9,35 @@ from __future__ import annotations
 import torch
 
 
-def history_runs(
-    token_ids: torch.Tensor, vocab_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's history tokens sorted, so equal tokens form runs.
+def history_slots(token_ids: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each position of a history reads and writes the logits.
 
-    token_ids: [B, L] int64, padded with `vocab_size`. Returns (ids, order, run, real), each
-    [B, L]: the sorted ids, with padding pointing at the row's first token (the last of the
-    vocabulary in an empty row) so that gathers and scatters there repeat a real entry; the
-    sort's permutation; each position's run number (padding: run 0, its first token's); and
-    whether a position holds a real token.
+    token_ids: [R, L] int64, padded with `vocab_size`. Returns (slots, has): the token of each
+    position, with padding pointing at the row's largest token (token 0 in a row without any),
+    so that a value computed per token from gathers at the slots is the same at every position
+    of that token and a scatter writes each token once, whatever the duplicates; and [R, 1]
+    whether the row holds a token at all.
     """
-    ids, order = token_ids.sort(dim=-1)
-    real = ids < vocab_size
-    starts = torch.ones_like(real)
-    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
-    run = torch.where(real, starts.cumsum(dim=-1) - 1, 0)
-    safe = torch.where(real, ids, ids[:, :1].clamp_max(vocab_size - 1))
-    return safe, order, run, real
+    real = token_ids < vocab_size
+    anchor = torch.where(real, token_ids, -1).amax(dim=-1, keepdim=True)
+    return torch.where(real, token_ids, anchor.clamp_min(0)), anchor >= 0
 
 
-def scatter_history_(
-    logits: torch.Tensor,
-    ids: torch.Tensor,
-    real: torch.Tensor,
+def per_token(
+    table: torch.Tensor,
+    token_ids: torch.Tensor,
     values: torch.Tensor,
-    rows: torch.Tensor | None = None,
-) -> None:
-    """Write the new logits `values` [R, L] at history tokens `ids` (from history_runs) in
-    place, in logits' rows `rows` [R, L] (None: the first R rows, in order); padding writes its
-    row's first entry again, so every write to a token is the same value."""
-    values = torch.where(real, values, values[:, :1])
-    if rows is None:
-        logits.scatter_(1, ids, values)
-    else:
-        logits.index_put_((rows, ids), values)
+    slots: torch.Tensor,
+    how: str,
+) -> torch.Tensor:
+    """Reduce `values` [R, L] over equal tokens of each row (`how`: "sum" or "amax", values >= 0
+    for amax), read back at `slots` [R, L]. `table` is a zeroed [>= R, V + 1] scratch (the
+    last column catches the padding id V); it is left zeroed."""
+    scratch = table[: token_ids.shape[0]]
+    scratch.scatter_reduce_(1, token_ids, values, how)
+    out = scratch.gather(1, slots)
+    scratch.scatter_(1, token_ids, 0.0)
+    return out
 
 
 def apply_banned_tokens(logits: torch.Tensor, banned_token_ids: list[list[int]]) -> None:
@@ -87,12 +81,13 @@ def apply_penalties_(
     repetition_penalty: torch.Tensor | None,
     presence_penalty: torch.Tensor | None,
     frequency_penalty: torch.Tensor | None,
+    table: torch.Tensor,
 ) -> None:
     """Apply HF repetition penalty, then OpenAI frequency/presence penalties, in place.
 
-    logits: [B, V] float32; token id tensors: [B, L] int64 padded with V; penalties: [B].
-    Only the tokens of each row's history are read and written (histories are hundreds of
-    tokens, vocabularies 10^5).
+    logits: [B, V] float32; token id tensors: [B, L] int64 padded with V; penalties: [B];
+    table: a zeroed [>= B, V + 1] float32 scratch (see per_token). Only the tokens of each row's
+    history are read and written (histories are hundreds of tokens, vocabularies 10^5).
     """
     vocab_size = logits.shape[1]
     # Repetition counts the prompt too; frequency and presence count the output only.
@@ -102,24 +97,21 @@ def apply_penalties_(
     if not parts:
         return
     history = torch.cat(parts, dim=1)
-    ids, order, run, real = history_runs(history, vocab_size)
-    from_output = torch.zeros_like(history, dtype=torch.bool)
+    slots, has = history_slots(history, vocab_size)
+    counts = torch.zeros_like(slots, dtype=torch.float32)
     if output_token_ids is not None:
-        from_output[:, : output_token_ids.shape[1]] = True
-    from_output = from_output.gather(1, order) & real
-    # Each position: how often its token occurs in the output (its run's count).
-    per_run = torch.zeros_like(run).scatter_add_(1, run, from_output.long())
-    counts = per_run.gather(1, run)
+        ones = torch.ones_like(output_token_ids, dtype=torch.float32)
+        counts = per_token(table, output_token_ids, ones, slots, "sum")
 
-    values = logits.gather(1, ids)
+    values = logits.gather(1, slots)
     if repetition_penalty is not None:
         # HF formula over tokens seen anywhere (prompt or output): shrink toward zero for
         # positive logits, push further negative for negative ones.
         penalty = repetition_penalty.to(logits.dtype)[:, None]
         penalized = torch.where(values > 0, values / penalty, values * penalty)
-        values = torch.where(real, penalized, values)
+        values = torch.where(has, penalized, values)
     if frequency_penalty is not None:
         values = values - frequency_penalty.to(logits.dtype)[:, None] * counts
     if presence_penalty is not None:
         values = values - presence_penalty.to(logits.dtype)[:, None] * (counts > 0)
-    scatter_history_(logits, ids, real, values)
+    logits.scatter_(1, slots, values)

@@ -52,6 +52,7 @@ from intaglio.sampling.truncation import (
     mirostat_next_mu,
     top_n_sigma_threshold,
 )
+from intaglio.sampling.workspace import Workspace
 
 # Temperatures below this are treated as greedy: dividing by them overflows float32.
 _SAMPLING_EPS = 1e-5
@@ -378,21 +379,13 @@ class Sampler:
     """Turns one step's logits into token ids (and logprobs when asked)."""
 
     def __init__(self) -> None:
-        # The chain edits a float32 copy of the logits. On the CPU a fresh [B, V] tensor each
-        # step is returned to the OS when freed and pays its page faults again (several ms at
-        # B=64, V=49K), so the copy goes to this buffer, kept for the next step.
-        self._work = torch.empty(0)
-
-    def _work_buffer(self, logits: torch.Tensor) -> torch.Tensor:
-        if self._work.numel() < logits.numel() or self._work.device != logits.device:
-            self._work = torch.empty(logits.numel(), dtype=torch.float32, device=logits.device)
-        return self._work[: logits.numel()].view(logits.shape)
+        self.workspace = Workspace()  # buffers kept from step to step
 
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
         wants_raw = meta.max_num_logprobs is not None or meta.confidence_top_k is not None
         raw_logprobs = logits.float().log_softmax(dim=-1) if wants_raw else None
-        target = self.target(logits, meta, self._work_buffer(logits))
+        target = self.target(logits, meta, self.workspace)
         token_ids = self.draw(target, meta)
         self.advance(target, token_ids, meta, raw_logprobs)
         if meta.max_num_logprobs is None or raw_logprobs is None:
@@ -415,28 +408,31 @@ class Sampler:
 
     @staticmethod
     def target(
-        logits: torch.Tensor, meta: SamplingMetadata, work: torch.Tensor | None = None
+        logits: torch.Tensor, meta: SamplingMetadata, workspace: Workspace | None = None
     ) -> Target:
         """The chain's result, compact where every random row keeps at most its top-k tokens.
-        `work`: a float32 tensor shaped like logits for the chain's copy (the result may alias
-        it), or None for a fresh one."""
+        `workspace`: the buffers to reuse (the result may alias them), None for fresh ones."""
+        workspace = Workspace() if workspace is None else workspace
         # The chain edits its copy in place; the caller's logits stay as they are.
-        work = torch.empty_like(logits, dtype=torch.float32) if work is None else work
-        logits = work.copy_(logits)
+        logits = workspace.copy_of(logits)
+        num_rows, vocab_size = logits.shape
         if meta.allowed_token_ids is not None:
             logits = _keep_allowed(logits, meta.allowed_token_ids)
         apply_logit_bias(logits, meta.logit_bias)
         apply_banned_tokens(logits, meta.banned_token_ids)
-        apply_penalties_(
-            logits,
-            meta.prompt_token_ids,
-            meta.output_token_ids,
-            meta.repetition_penalty,
-            meta.presence_penalty,
-            meta.frequency_penalty,
-        )
-        if meta.dry is not None:
-            apply_dry_(logits, meta.dry)
+        if meta.output_token_ids is not None or meta.dry is not None:
+            table = workspace.zeros(num_rows, vocab_size + 1, logits.device)
+            apply_penalties_(
+                logits,
+                meta.prompt_token_ids,
+                meta.output_token_ids,
+                meta.repetition_penalty,
+                meta.presence_penalty,
+                meta.frequency_penalty,
+                table,
+            )
+            if meta.dry is not None:
+                apply_dry_(logits, meta.dry, table)
         if meta.processors is not None:
             assert meta.processor_rows is not None
             logits = apply_processors(logits, meta.processors, meta.processor_rows)
@@ -446,7 +442,6 @@ class Sampler:
             )
         if meta.allowed_token_mask is not None:
             logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
-        vocab_size = logits.shape[1]
         if meta.all_greedy:
             return Target(logits, None, vocab_size)
         values, index = _truncate(logits, meta)
@@ -624,7 +619,9 @@ def _top(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return values, index
     blocks = logits.view(rows, num_blocks, _TOP_BLOCK)
     best = blocks.amax(dim=-1).topk(k, dim=-1).indices  # [B, k]
-    searched = blocks.gather(1, best[:, :, None].expand(-1, -1, _TOP_BLOCK)).view(rows, -1)
+    first_block = torch.arange(rows, device=logits.device)[:, None] * num_blocks
+    flat = logits.view(rows * num_blocks, _TOP_BLOCK)
+    searched = flat.index_select(0, (best + first_block).view(-1)).view(rows, -1)
     values, position = searched.topk(k, dim=-1)
     block = best.gather(1, position // _TOP_BLOCK)
     return values, block * _TOP_BLOCK + position % _TOP_BLOCK

@@ -67,7 +67,7 @@ class DeltaTracker:
             if p.done:
                 continue
             if self._drop_output:
-                dropped = None if c.confidences is None else []
+                dropped: list[float] | None = None if c.confidences is None else []
                 c = replace(c, text="", token_ids=[], logprobs=None, confidences=dropped)
             p.text += c.text
             p.token_ids.extend(c.token_ids)

@@ -144,7 +144,9 @@ def test_penalties_match_reference() -> None:
         meta.repetition_penalty,
         meta.presence_penalty,
         meta.frequency_penalty,
+        table := torch.zeros(batch, vocab + 1),
     )
+    assert not table.any()  # the scratch is left zeroed for the next user
     want = np.stack(
         [
             ref_penalize(logits[i], prompts[i], outputs[i], rep[i], pres[i], freq[i])
