@@ -16,6 +16,7 @@ prefix; that refinement is left out.)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ class DryRows:
     def build(
         cls,
         rows: list[int],
-        histories: list[list[int]],
+        histories: Sequence[Sequence[int] | np.ndarray],
         multiplier: list[float],
         base: list[float],
         allowed_length: list[int],
@@ -60,7 +61,7 @@ class DryRows:
         width = max((len(h) for h in histories), default=0)
         history = np.full((len(histories), width), -1, dtype=np.int64)
         for i, h in enumerate(histories):
-            if h:
+            if len(h):
                 history[i, width - len(h) :] = h
         return cls(
             rows,

@@ -58,15 +58,33 @@ from intaglio.sampling.workspace import Workspace
 _SAMPLING_EPS = 1e-5
 
 
-def _pad_token_ids(
-    token_ids: list[list[int]], pad_id: int, device: torch.device | str
-) -> torch.Tensor:
-    """Ragged lists -> [B, max_len] int64 padded with pad_id (built in numpy, one copy)."""
+def _pad_token_ids(token_ids: list[list[int]], pad_id: int) -> np.ndarray:
+    """Ragged lists -> [B, max_len] int64 padded with pad_id."""
     max_len = max((len(ids) for ids in token_ids), default=0)
     out = np.full((len(token_ids), max_len), pad_id, dtype=np.int64)
     for row, ids in enumerate(token_ids):
         out[row, : len(ids)] = ids
-    return torch.from_numpy(out).to(device)
+    return out
+
+
+class _Histories:
+    """The rows' prompt and output tokens as padded arrays, each converted from its Python
+    lists at most once per step (the penalties and DRY read the same tokens)."""
+
+    def __init__(self, prompts: list[list[int]], outputs: list[list[int]], pad_id: int) -> None:
+        self.prompts, self.outputs, self._pad_id = prompts, outputs, pad_id
+        self._prompt: np.ndarray | None = None
+        self._output: np.ndarray | None = None
+
+    def prompt(self) -> np.ndarray:
+        if self._prompt is None:
+            self._prompt = _pad_token_ids(self.prompts, self._pad_id)
+        return self._prompt
+
+    def output(self) -> np.ndarray:
+        if self._output is None:
+            self._output = _pad_token_ids(self.outputs, self._pad_id)
+        return self._output
 
 
 @dataclass
@@ -157,6 +175,7 @@ class SamplingMetadata:
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
         states = states if states is not None else [None] * len(params)
         banned_token_ids = _with_bad_words(banned_token_ids, states, output_token_ids)
+        histories = _Histories(prompt_token_ids, output_token_ids, vocab_size)
         meta = cls(
             temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
             top_k=(
@@ -170,10 +189,10 @@ class SamplingMetadata:
             presence_penalty=pres_t,
             frequency_penalty=freq_t,
             prompt_token_ids=(
-                _pad_token_ids(prompt_token_ids, vocab_size, device) if rep_t is not None else None
+                torch.from_numpy(histories.prompt()).to(device) if rep_t is not None else None
             ),
             output_token_ids=(
-                _pad_token_ids(output_token_ids, vocab_size, device) if any_penalty else None
+                torch.from_numpy(histories.output()).to(device) if any_penalty else None
             ),
             banned_token_ids=banned_token_ids,
             logit_bias=[p.logit_bias for p in params],
@@ -183,19 +202,19 @@ class SamplingMetadata:
             all_greedy=all(greedy),
             all_random=not any(greedy),
         )
-        meta._add_samplers(params, greedy, prompt_token_ids, output_token_ids, generators, states)
+        meta._add_samplers(params, greedy, histories, generators, states)
         return meta
 
     def _add_samplers(
         self,
         params: list[SamplingParams],
         greedy: list[bool],
-        prompt_token_ids: list[list[int]],
-        output_token_ids: list[list[int]],
+        histories: _Histories,
         generators: dict[int, torch.Generator],
         states: list[SequenceSamplerState | None],
     ) -> None:
         """The samplers added for reasoning models; each stays None unless a row uses it."""
+        prompt_token_ids, output_token_ids = histories.prompts, histories.outputs
         device = self.temperature.device
 
         def floats(values: list[float], disabled: float) -> torch.Tensor | None:
@@ -207,7 +226,7 @@ class SamplingMetadata:
             self.allowed_token_ids = [p.allowed_token_ids for p in params]
         dry = [i for i, p in enumerate(params) if p.uses_dry]
         if dry:
-            self.dry = _dry_rows(dry, params, prompt_token_ids, output_token_ids, states, device)
+            self.dry = _dry_rows(dry, params, histories, states, device)
         if any(p.logits_processors for p in params):
             self.processors = [p.logits_processors for p in params]
             self.processor_rows = [
@@ -276,24 +295,19 @@ def _with_bad_words(
 def _dry_rows(
     rows: list[int],
     params: list[SamplingParams],
-    prompt_token_ids: list[list[int]],
-    output_token_ids: list[list[int]],
+    histories: _Histories,
     states: list[SequenceSamplerState | None],
     device: torch.device | str,
 ) -> DryRows:
-    histories = []
+    windows = []  # each row's last dry_penalty_last_n tokens of prompt and output
+    prompts, outputs = histories.prompt(), histories.output()
     for i in rows:
-        last_n, prompt, output = (
-            params[i].dry_penalty_last_n,
-            prompt_token_ids[i],
-            output_token_ids[i],
-        )
-        if last_n == -1:
-            histories.append([*prompt, *output])
-        elif last_n <= len(output):
-            histories.append(output[len(output) - last_n :])
-        else:
-            histories.append([*prompt[max(len(prompt) - last_n + len(output), 0) :], *output])
+        num_prompt, num_output = len(histories.prompts[i]), len(histories.outputs[i])
+        last_n = params[i].dry_penalty_last_n
+        last_n = num_prompt + num_output if last_n == -1 else last_n
+        output = outputs[i, max(num_output - last_n, 0) : num_output]
+        prompt = prompts[i, max(num_prompt - last_n + len(output), 0) : num_prompt]
+        windows.append(np.concatenate([prompt, output]))
     breakers = []
     for i in rows:
         state = states[i]
@@ -301,7 +315,7 @@ def _dry_rows(
         breakers.append(state.dry_breakers)
     return DryRows.build(
         rows,
-        histories,
+        windows,
         [params[i].dry_multiplier for i in rows],
         [params[i].dry_base for i in rows],
         [params[i].dry_allowed_length for i in rows],
@@ -318,17 +332,19 @@ def _xtc_coins(
 ) -> list[bool]:
     """Whether XTC acts on each row this step (chance xtc_probability). A seeded row's coin is
     a function of its seed and output position alone, so it never depends on the batch."""
+    if all(p.xtc_probability <= 0.0 for p in params):
+        return [False] * len(params)
     coins = []
+    unseeded = torch.rand(len(params)).tolist()  # one call for the rows without a seed
     for row, p in enumerate(params):
         if greedy[row] or p.xtc_probability <= 0.0:
             coins.append(False)
             continue
         generator = generators.get(row)
+        u = unseeded[row]
         if generator is not None:
             rng = np.random.default_rng([generator.initial_seed(), len(output_token_ids[row])])
             u = float(rng.random())
-        else:
-            u = float(torch.rand(()))
         coins.append(u < p.xtc_probability)
     return coins
 
