@@ -605,18 +605,23 @@ def _top_k_candidates(
     k = int(top_k.max())
     if k >= min(_COMPACT_MAX_K, logits.shape[1]):
         return None
-    # One more than k: the (k+1)-th value tells whether a token beyond the k-th ties with it.
-    values, index = _top(logits, k + 1)
-    kth = values.gather(1, (top_k - 1)[:, None])
-    tied = (values.gather(1, top_k[:, None]) == kth).squeeze(1) & torch.isfinite(kth.squeeze(1))
-    if bool(tied.any()):
-        width = int((logits[tied] >= kth[tied]).sum(dim=-1).max())
+    # A few more than k: logits rounded from bfloat16 often tie at the k-th value, and a row
+    # keeps every token tied with it. The candidates hold them all once the last one is below
+    # every row's k-th value; until then, widen.
+    width = min(k + _TIE_MARGIN, logits.shape[1])
+    while True:
+        values, index = _top(logits, width)
+        kth = values.gather(1, (top_k - 1)[:, None])
+        more = (values[:, -1:] >= kth) & torch.isfinite(kth)
+        if width == logits.shape[1] or not bool(more.any()):
+            return values.masked_fill(values < kth, float("-inf")), index
+        width = min(2 * width, logits.shape[1])
         if width > _COMPACT_MAX_K:
             return None
-        values, index = logits.topk(max(width, k + 1), dim=-1)
-    return values.masked_fill(values < kth, float("-inf")), index
 
 
+# Candidates beyond the largest top_k, so that ties with the k-th rarely need a second search.
+_TIE_MARGIN = 8
 # Blocks of the vocabulary for _top.
 _TOP_BLOCK = 128
 
@@ -630,7 +635,7 @@ def _top(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     rows, width = logits.shape
     num_blocks = width // _TOP_BLOCK
-    if width % _TOP_BLOCK or 4 * k > num_blocks:
+    if width % _TOP_BLOCK or 2 * k > num_blocks:
         values, index = logits.topk(k, dim=-1)
         return values, index
     blocks = logits.view(rows, num_blocks, _TOP_BLOCK)

@@ -112,3 +112,19 @@ def test_the_block_search_equals_topk(k: int) -> None:
     assert torch.equal(values, want.values)
     assert torch.equal(logits.gather(1, index), values)  # the ids hold those values
     assert (index.sort(-1).values.diff(dim=-1) > 0).all()  # each token once
+
+
+def test_many_ties_at_the_kth_widen_the_candidates(monkeypatch) -> None:
+    vocab = 128 * 64
+    logits = torch.randn(3, vocab, generator=torch.Generator().manual_seed(6))
+    logits[0, 1000:1040] = 5.0  # 40 tokens tied at row 0's 3rd value, beyond the margin
+    logits[0, 7] = 6.0
+    logits[0, 9] = 5.5
+    logits = logits.bfloat16().float()  # and the ties of bfloat16 logits in the other rows
+    params = [SamplingParams(temperature=0.8, top_k=k, top_p=0.99) for k in (3, 20, 50)]
+    meta = SamplingMetadata.build(params, [[]] * 3, [[]] * 3, {}, [[]] * 3, vocab, "cpu")
+    compact = Sampler.target(logits, meta)
+    assert compact.index is not None
+    assert int(torch.isfinite(compact.full()[0]).sum()) == 42
+    monkeypatch.setattr(sampler_module, "_COMPACT_MAX_K", 0)  # the whole-vocabulary path
+    assert torch.equal(compact.full(), Sampler.target_logits(logits, meta))
