@@ -3,9 +3,9 @@
 For batch sizes 1 and 64 and vocabularies of 49,152 (SmolLM2, Llama-like) and 151,936 (Qwen)
 tokens, it times one sampler step (building SamplingMetadata from the requests, then the
 processing chain and the draw) for greedy decoding, each sampler alone, and the full chain (every
-sampler at once), on random logits (rounded to bfloat16) and a 768-token history. It then times a decode step of the
-default model at batch 64 (and 1), so each sampler's added cost reads as a share of a real step
-(the step samples greedily, so what the full chain adds is its time less greedy's).
+sampler at once), on random logits (rounded to bfloat16) and a 768-token history. It then times
+a decode step of the default model at batch 64 (and 1), so each sampler's added cost reads as a
+share of a real step (the step samples greedily, so the full chain adds its time less greedy's).
 
     intaglio bench sampler --num-threads 2 --json-out docs/results/sampler.json
 """
