@@ -51,6 +51,8 @@ class SampleUpdate:
     output_token_ids: list[int]
     output_logprobs: list[dict[int, float]] | None
     output_confidences: list[float] | None = None  # the sample's live list, when asked for
+    # The new tokens' confidences, copied now: the live list grows while this update waits.
+    new_confidences: list[float] | None = None
     cumulative_logprob: float | None = None  # beam search: what ranked the sample
 
 
@@ -462,6 +464,7 @@ class EngineCore:
             if num == start and not child.is_finished:
                 continue
             group.reported[i] = num
+            confidences = _confidences(child)
             samples.append(
                 SampleUpdate(
                     index=i,
@@ -471,7 +474,8 @@ class EngineCore:
                     stop_reason=child.stop_reason,
                     output_token_ids=child.output_token_ids,
                     output_logprobs=child.logprobs,
-                    output_confidences=_confidences(child),
+                    output_confidences=confidences,
+                    new_confidences=None if confidences is None else confidences[start:num],
                 )
             )
         new_prompt, group.new_prompt_logprobs = group.new_prompt_logprobs, None

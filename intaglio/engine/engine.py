@@ -225,12 +225,14 @@ class LLMEngine:
             sample.num_chars_sent = max(end, sample.num_chars_sent)
             token_ids = [] if update is None else update.new_token_ids
             logprobs = None if update is None else update.new_logprobs
-            confidences = _tail(sample.confidences, len(token_ids))
+            confidences = None if update is None else update.new_confidences
         else:  # a copy: the core keeps appending to the request's own lists
             text = detok.stream_text(done)
             token_ids = list(sample.token_ids)
             logprobs = None if sample.logprobs is None else list(sample.logprobs)
             confidences = None if sample.confidences is None else list(sample.confidences)
+            if confidences is not None:  # the live list may already hold later tokens'
+                confidences = confidences[: len(token_ids)]
         return CompletionOutput(
             index=index,
             text=text,
@@ -241,7 +243,3 @@ class LLMEngine:
             confidences=confidences,
             cumulative_logprob=sample.cumulative_logprob,
         )
-
-
-def _tail(values: list[float] | None, n: int) -> list[float] | None:
-    return None if values is None else values[len(values) - n :]

@@ -21,15 +21,28 @@ def token_confidence(raw_logprobs: torch.Tensor, top_k: torch.Tensor) -> torch.T
     return -torch.where(within, top, 0.0).sum(dim=-1) / top_k
 
 
+@dataclass
+class GroupConfidence:
+    """The sliding-window mean ending at each token (shorter windows at the start), token by
+    token: a stream gives each chunk the group confidences of its own tokens."""
+
+    window: int
+    values: list[float] = field(default_factory=list)
+    total: float = 0.0
+
+    def add(self, confidence: float) -> float:
+        i = len(self.values)
+        self.values.append(confidence)
+        self.total += confidence
+        if i >= self.window:
+            self.total -= self.values[i - self.window]
+        return self.total / min(i + 1, self.window)
+
+
 def group_confidences(confidences: list[float], window: int) -> list[float]:
     """The sliding-window mean ending at each token (shorter windows at the start)."""
-    out, total = [], 0.0
-    for i, c in enumerate(confidences):
-        total += c
-        if i >= window:
-            total -= confidences[i - window]
-        out.append(total / min(i + 1, window))
-    return out
+    group = GroupConfidence(window)
+    return [group.add(c) for c in confidences]
 
 
 @dataclass

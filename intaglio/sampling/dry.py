@@ -16,10 +16,13 @@ prefix; that refinement is left out.)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from intaglio.sampling.penalties import history_slots, per_token
 
 # Largest x with exp(x) finite in float32: the exponent is clamped to stay below it.
 _FLOAT_MAX_LOG = 88.7228391
@@ -48,7 +51,7 @@ class DryRows:
     def build(
         cls,
         rows: list[int],
-        histories: list[list[int]],
+        histories: Sequence[Sequence[int] | np.ndarray],
         multiplier: list[float],
         base: list[float],
         allowed_length: list[int],
@@ -58,7 +61,7 @@ class DryRows:
         width = max((len(h) for h in histories), default=0)
         history = np.full((len(histories), width), -1, dtype=np.int64)
         for i, h in enumerate(histories):
-            if h:
+            if len(h):
                 history[i, width - len(h) :] = h
         return cls(
             rows,
@@ -106,12 +109,15 @@ def _breaker_ends(
     return ends
 
 
-def dry_penalties(d: DryRows, vocab_size: int) -> torch.Tensor:
-    """[R, V] float32: what DRY subtracts from each row's logits."""
+def apply_dry_(logits: torch.Tensor, d: DryRows, table: torch.Tensor) -> None:
+    """Subtract DRY's penalties from the rows d.rows of logits [B, V], in place. Only the
+    tokens that follow a repeat in a row's history are read and written; table: a zeroed
+    [>= R, V + 1] float32 scratch (see penalties.per_token)."""
+    vocab_size = logits.shape[1]
     h = d.history
     num_rows, width = h.shape
     if width < 2:
-        return torch.zeros(num_rows, vocab_size, dtype=torch.float32, device=h.device)
+        return
     valid = h >= 0
     positions = torch.arange(width, device=h.device)
     # rep_limit: tokens after the last breaker (the whole window when there is none).
@@ -145,11 +151,12 @@ def dry_penalties(d: DryRows, vocab_size: int) -> torch.Tensor:
     )
     values = torch.where(extends, d.multiplier[:, None] * d.base[:, None] ** exponent.float(), 0.0)
     # Each token that would extend a repeat takes the longest repeat it extends (the penalty
-    # grows with the length, so the largest penalty); the padding column catches the rest.
+    # grows with the length, so the largest penalty); a single-token breaker is never penalized.
     next_token = torch.where(extends, h[:, 1:], vocab_size)
-    penalty = torch.zeros(num_rows, vocab_size + 1, dtype=torch.float32, device=h.device)
-    penalty.scatter_reduce_(1, next_token, values, "amax")
-    penalty = penalty[:, :vocab_size]
-    for _, index, table in groups:  # a single-token breaker is never penalized
-        penalty[index] = penalty[index].masked_fill(table[None, :vocab_size], 0.0)
-    return penalty
+    for _, index, breaker in groups:
+        rows = next_token.index_select(0, index)
+        next_token.index_copy_(0, index, torch.where(breaker[rows], vocab_size, rows))
+    slots, _ = history_slots(next_token, vocab_size)
+    largest = per_token(table, next_token, values, slots, "amax")
+    rows = torch.tensor(d.rows, dtype=torch.int64, device=logits.device)[:, None].expand_as(slots)
+    logits.index_put_((rows, slots), logits[rows, slots] - largest)

@@ -9,16 +9,35 @@ from __future__ import annotations
 import torch
 
 
-def token_counts(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Count occurrences of each token per row.
+def history_slots(token_ids: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each position of a history reads and writes the logits.
 
-    token_ids: [B, L] int64, padded with `vocab_size`. Returns [B, vocab_size] int64.
+    token_ids: [R, L] int64, padded with `vocab_size`. Returns (slots, has): the token of each
+    position, with padding pointing at the row's largest token (token 0 in a row without any),
+    so that a value computed per token from gathers at the slots is the same at every position
+    of that token and a scatter writes each token once, whatever the duplicates; and [R, 1]
+    whether the row holds a token at all.
     """
-    num_rows = token_ids.shape[0]
-    # One spare column catches the padding id so no mask is needed before the scatter.
-    counts = torch.zeros(num_rows, vocab_size + 1, dtype=torch.int64, device=token_ids.device)
-    counts.scatter_add_(1, token_ids, torch.ones_like(token_ids))
-    return counts[:, :vocab_size]
+    real = token_ids < vocab_size
+    anchor = torch.where(real, token_ids, -1).amax(dim=-1, keepdim=True)
+    return torch.where(real, token_ids, anchor.clamp_min(0)), anchor >= 0
+
+
+def per_token(
+    table: torch.Tensor,
+    token_ids: torch.Tensor,
+    values: torch.Tensor,
+    slots: torch.Tensor,
+    how: str,
+) -> torch.Tensor:
+    """Reduce `values` [R, L] over equal tokens of each row (`how`: "sum" or "amax", values >= 0
+    for amax), read back at `slots` [R, L]. `table` is a zeroed [>= R, V + 1] scratch (the
+    last column catches the padding id V); it is left zeroed."""
+    scratch = table[: token_ids.shape[0]]
+    scratch.scatter_reduce_(1, token_ids, values, how)
+    out = scratch.gather(1, slots)
+    scratch.scatter_(1, token_ids, 0.0)
+    return out
 
 
 def apply_banned_tokens(logits: torch.Tensor, banned_token_ids: list[list[int]]) -> None:
@@ -55,38 +74,44 @@ def apply_logit_bias(logits: torch.Tensor, logit_bias: list[tuple[tuple[int, flo
     )
 
 
-def apply_penalties(
+def apply_penalties_(
     logits: torch.Tensor,
     prompt_token_ids: torch.Tensor | None,
     output_token_ids: torch.Tensor | None,
     repetition_penalty: torch.Tensor | None,
     presence_penalty: torch.Tensor | None,
     frequency_penalty: torch.Tensor | None,
-) -> torch.Tensor:
-    """Apply HF repetition penalty, then OpenAI frequency/presence penalties.
+    table: torch.Tensor,
+) -> None:
+    """Apply HF repetition penalty, then OpenAI frequency/presence penalties, in place.
 
-    logits: [B, V] float32; token id tensors: [B, L] int64 padded with V; penalties: [B].
-    Returns new [B, V] logits (the input is not modified).
+    logits: [B, V] float32; token id tensors: [B, L] int64 padded with V; penalties: [B];
+    table: a zeroed [>= B, V + 1] float32 scratch (see per_token). Only the tokens of each row's
+    history are read and written (histories are hundreds of tokens, vocabularies 10^5).
     """
     vocab_size = logits.shape[1]
-    output_counts = (
-        token_counts(output_token_ids, vocab_size) if output_token_ids is not None else None
-    )
+    # Repetition counts the prompt too; frequency and presence count the output only.
+    parts = [output_token_ids] if output_token_ids is not None else []
+    if repetition_penalty is not None and prompt_token_ids is not None:
+        parts.append(prompt_token_ids)
+    if not parts:
+        return
+    history = torch.cat(parts, dim=1)
+    slots, has = history_slots(history, vocab_size)
+    counts = torch.zeros_like(slots, dtype=torch.float32)
+    if output_token_ids is not None:
+        ones = torch.ones_like(output_token_ids, dtype=torch.float32)
+        counts = per_token(table, output_token_ids, ones, slots, "sum")
 
+    values = logits.gather(1, slots)
     if repetition_penalty is not None:
         # HF formula over tokens seen anywhere (prompt or output): shrink toward zero for
         # positive logits, push further negative for negative ones.
-        seen = torch.zeros_like(logits, dtype=torch.bool)
-        if prompt_token_ids is not None:
-            seen |= token_counts(prompt_token_ids, vocab_size) > 0
-        if output_counts is not None:
-            seen |= output_counts > 0
         penalty = repetition_penalty.to(logits.dtype)[:, None]
-        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits = torch.where(seen, penalized, logits)
-
-    if output_counts is not None and frequency_penalty is not None:
-        logits = logits - frequency_penalty.to(logits.dtype)[:, None] * output_counts
-    if output_counts is not None and presence_penalty is not None:
-        logits = logits - presence_penalty.to(logits.dtype)[:, None] * (output_counts > 0)
-    return logits
+        penalized = torch.where(values > 0, values / penalty, values * penalty)
+        values = torch.where(has, penalized, values)
+    if frequency_penalty is not None:
+        values = values - frequency_penalty.to(logits.dtype)[:, None] * counts
+    if presence_penalty is not None:
+        values = values - presence_penalty.to(logits.dtype)[:, None] * (counts > 0)
+    logits.scatter_(1, slots, values)

@@ -1,6 +1,7 @@
 """Batched sampler: raw logits -> one processing chain -> token ids.
 
-`target_logits` is the chain, `draw` the choice. The chain, in order:
+`target` is the chain (`target_logits` its result over the whole vocabulary), `draw` the
+choice. The chain, in order:
 
 1. every row: allowed_token_ids, logit bias, banned tokens (min_tokens, bad words);
 2. every row: repetition, frequency and presence penalties, then DRY;
@@ -8,9 +9,14 @@
 4. every row: the grammar mask, last, so nothing can re-enable a token it forbids;
    greedy rows take the argmax of this;
 5. random rows: temperature, then top-nσ, min-p, top-k, top-p, typical, epsilon, eta, XTC and
-   Mirostat (truncation.py), then the exponential race (argmax of probs / q, q ~ Exp(1)),
-   which lets a seeded row draw q from its own generator so its tokens never depend on its
-   neighbours.
+   Mirostat (truncation.py), then the draw: inverse transform sampling with one uniform per
+   row (draw.py), which a seeded row takes from its own generator so its tokens never depend
+   on its neighbours.
+
+Cost: top-nσ and top-k keep the same tokens at any temperature, so they run on the untempered
+logits; when every random row has a top_k (up to _COMPACT_MAX_K), the rest of step 5 and the
+draw see only each row's top-k candidates (`Target`), and the penalties and DRY touch only the
+tokens of each row's history. No step draws random numbers over the vocabulary.
 
 Steps 1, 2 and 4 and temperature before truncation follow vLLM (so requests written for vLLM
 sample what they would there); HF's typical/epsilon/eta warpers also run after temperature.
@@ -30,34 +36,55 @@ import numpy as np
 import torch
 
 from intaglio.sampling.confidence import token_confidence
-from intaglio.sampling.dry import DryRows, dry_penalties
+from intaglio.sampling.draw import inverse_cdf, uniforms
+from intaglio.sampling.dry import DryRows, apply_dry_
 from intaglio.sampling.params import SamplingParams
-from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties
+from intaglio.sampling.penalties import apply_banned_tokens, apply_logit_bias, apply_penalties_
 from intaglio.sampling.processors import ProcessorRow, apply_processors
 from intaglio.sampling.state import SequenceSamplerState
+from intaglio.sampling.target import Target
 from intaglio.sampling.truncation import (
     apply_epsilon_cutoff,
     apply_eta_cutoff,
     apply_mirostat,
-    apply_top_n_sigma,
     apply_typical_p,
     apply_xtc,
     mirostat_next_mu,
+    top_n_sigma_threshold,
 )
+from intaglio.sampling.workspace import Workspace
 
 # Temperatures below this are treated as greedy: dividing by them overflows float32.
 _SAMPLING_EPS = 1e-5
 
 
-def _pad_token_ids(
-    token_ids: list[list[int]], pad_id: int, device: torch.device | str
-) -> torch.Tensor:
-    """Ragged lists -> [B, max_len] int64 padded with pad_id (built in numpy, one copy)."""
+def _pad_token_ids(token_ids: list[list[int]], pad_id: int) -> np.ndarray:
+    """Ragged lists -> [B, max_len] int64 padded with pad_id."""
     max_len = max((len(ids) for ids in token_ids), default=0)
     out = np.full((len(token_ids), max_len), pad_id, dtype=np.int64)
     for row, ids in enumerate(token_ids):
         out[row, : len(ids)] = ids
-    return torch.from_numpy(out).to(device)
+    return out
+
+
+class _Histories:
+    """The rows' prompt and output tokens as padded arrays, each converted from its Python
+    lists at most once per step (the penalties and DRY read the same tokens)."""
+
+    def __init__(self, prompts: list[list[int]], outputs: list[list[int]], pad_id: int) -> None:
+        self.prompts, self.outputs, self._pad_id = prompts, outputs, pad_id
+        self._prompt: np.ndarray | None = None
+        self._output: np.ndarray | None = None
+
+    def prompt(self) -> np.ndarray:
+        if self._prompt is None:
+            self._prompt = _pad_token_ids(self.prompts, self._pad_id)
+        return self._prompt
+
+    def output(self) -> np.ndarray:
+        if self._output is None:
+            self._output = _pad_token_ids(self.outputs, self._pad_id)
+        return self._output
 
 
 @dataclass
@@ -148,6 +175,7 @@ class SamplingMetadata:
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
         states = states if states is not None else [None] * len(params)
         banned_token_ids = _with_bad_words(banned_token_ids, states, output_token_ids)
+        histories = _Histories(prompt_token_ids, output_token_ids, vocab_size)
         meta = cls(
             temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
             top_k=(
@@ -161,10 +189,10 @@ class SamplingMetadata:
             presence_penalty=pres_t,
             frequency_penalty=freq_t,
             prompt_token_ids=(
-                _pad_token_ids(prompt_token_ids, vocab_size, device) if rep_t is not None else None
+                torch.from_numpy(histories.prompt()).to(device) if rep_t is not None else None
             ),
             output_token_ids=(
-                _pad_token_ids(output_token_ids, vocab_size, device) if any_penalty else None
+                torch.from_numpy(histories.output()).to(device) if any_penalty else None
             ),
             banned_token_ids=banned_token_ids,
             logit_bias=[p.logit_bias for p in params],
@@ -174,19 +202,19 @@ class SamplingMetadata:
             all_greedy=all(greedy),
             all_random=not any(greedy),
         )
-        meta._add_samplers(params, greedy, prompt_token_ids, output_token_ids, generators, states)
+        meta._add_samplers(params, greedy, histories, generators, states)
         return meta
 
     def _add_samplers(
         self,
         params: list[SamplingParams],
         greedy: list[bool],
-        prompt_token_ids: list[list[int]],
-        output_token_ids: list[list[int]],
+        histories: _Histories,
         generators: dict[int, torch.Generator],
         states: list[SequenceSamplerState | None],
     ) -> None:
         """The samplers added for reasoning models; each stays None unless a row uses it."""
+        prompt_token_ids, output_token_ids = histories.prompts, histories.outputs
         device = self.temperature.device
 
         def floats(values: list[float], disabled: float) -> torch.Tensor | None:
@@ -198,7 +226,7 @@ class SamplingMetadata:
             self.allowed_token_ids = [p.allowed_token_ids for p in params]
         dry = [i for i, p in enumerate(params) if p.uses_dry]
         if dry:
-            self.dry = _dry_rows(dry, params, prompt_token_ids, output_token_ids, states, device)
+            self.dry = _dry_rows(dry, params, histories, states, device)
         if any(p.logits_processors for p in params):
             self.processors = [p.logits_processors for p in params]
             self.processor_rows = [
@@ -267,24 +295,19 @@ def _with_bad_words(
 def _dry_rows(
     rows: list[int],
     params: list[SamplingParams],
-    prompt_token_ids: list[list[int]],
-    output_token_ids: list[list[int]],
+    histories: _Histories,
     states: list[SequenceSamplerState | None],
     device: torch.device | str,
 ) -> DryRows:
-    histories = []
+    windows = []  # each row's last dry_penalty_last_n tokens of prompt and output
+    prompts, outputs = histories.prompt(), histories.output()
     for i in rows:
-        last_n, prompt, output = (
-            params[i].dry_penalty_last_n,
-            prompt_token_ids[i],
-            output_token_ids[i],
-        )
-        if last_n == -1:
-            histories.append([*prompt, *output])
-        elif last_n <= len(output):
-            histories.append(output[len(output) - last_n :])
-        else:
-            histories.append([*prompt[max(len(prompt) - last_n + len(output), 0) :], *output])
+        num_prompt, num_output = len(histories.prompts[i]), len(histories.outputs[i])
+        last_n = params[i].dry_penalty_last_n
+        last_n = num_prompt + num_output if last_n == -1 else last_n
+        output = outputs[i, max(num_output - last_n, 0) : num_output]
+        prompt = prompts[i, max(num_prompt - last_n + len(output), 0) : num_prompt]
+        windows.append(np.concatenate([prompt, output]))
     breakers = []
     for i in rows:
         state = states[i]
@@ -292,7 +315,7 @@ def _dry_rows(
         breakers.append(state.dry_breakers)
     return DryRows.build(
         rows,
-        histories,
+        windows,
         [params[i].dry_multiplier for i in rows],
         [params[i].dry_base for i in rows],
         [params[i].dry_allowed_length for i in rows],
@@ -309,17 +332,19 @@ def _xtc_coins(
 ) -> list[bool]:
     """Whether XTC acts on each row this step (chance xtc_probability). A seeded row's coin is
     a function of its seed and output position alone, so it never depends on the batch."""
+    if all(p.xtc_probability <= 0.0 for p in params):
+        return [False] * len(params)
     coins = []
+    unseeded = torch.rand(len(params)).tolist()  # one call for the rows without a seed
     for row, p in enumerate(params):
         if greedy[row] or p.xtc_probability <= 0.0:
             coins.append(False)
             continue
         generator = generators.get(row)
+        u = unseeded[row]
         if generator is not None:
             rng = np.random.default_rng([generator.initial_seed(), len(output_token_ids[row])])
             u = float(rng.random())
-        else:
-            u = float(torch.rand(()))
         coins.append(u < p.xtc_probability)
     return coins
 
@@ -366,36 +391,24 @@ def apply_top_k_top_p(
     return torch.empty_like(logits).scatter_(1, sorted_idx, sorted_logits)
 
 
-def exponential_race(probs: torch.Tensor, generators: dict[int, torch.Generator]) -> torch.Tensor:
-    """Sample one token per row: argmax(probs / q), q ~ Exp(1). probs: [B, V] -> [B] int64.
-
-    Seeded rows draw q from their own generator so their tokens depend only on their own state.
-    """
-    q = torch.empty_like(probs)
-    if len(generators) < probs.shape[0]:
-        q.exponential_()  # one draw for the whole batch; seeded rows are overwritten below
-    for row, generator in generators.items():
-        q[row].exponential_(generator=generator)
-    # A zero draw would turn a masked token's 0/0 into NaN, which argmax would pick.
-    q.clamp_min_(torch.finfo(q.dtype).tiny)
-    return (probs / q).argmax(dim=-1)
-
-
 class Sampler:
     """Turns one step's logits into token ids (and logprobs when asked)."""
+
+    def __init__(self) -> None:
+        self.workspace = Workspace()  # buffers kept from step to step
 
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         # logits: [B, V] any float dtype -> SamplerOutput with [B] token ids
         wants_raw = meta.max_num_logprobs is not None or meta.confidence_top_k is not None
         raw_logprobs = logits.float().log_softmax(dim=-1) if wants_raw else None
-        target = self.target_logits(logits, meta)
+        target = self.target(logits, meta, self.workspace)
         token_ids = self.draw(target, meta)
         self.advance(target, token_ids, meta, raw_logprobs)
         if meta.max_num_logprobs is None or raw_logprobs is None:
             return SamplerOutput(token_ids, None, None, None)
         logprobs = raw_logprobs
         if meta.processed_logprobs is not None:
-            processed = target.log_softmax(dim=-1)
+            processed = target.full().log_softmax(dim=-1)
             logprobs = torch.where(meta.processed_logprobs[:, None], processed, raw_logprobs)
         sampled = logprobs.gather(1, token_ids[:, None]).squeeze(1)
         top = logprobs.topk(meta.max_num_logprobs, dim=-1, sorted=True)
@@ -407,24 +420,35 @@ class Sampler:
         module docstring). A greedy row's target is the argmax of its result. Speculative
         verification accepts drafts against these same logits, so a speculated request samples
         exactly what it asked for."""
-        # A float32 input would alias the caller's tensor; clone so edits stay local.
-        logits = logits.to(torch.float32, copy=True)
+        return Sampler.target(logits, meta).full()
+
+    @staticmethod
+    def target(
+        logits: torch.Tensor, meta: SamplingMetadata, workspace: Workspace | None = None
+    ) -> Target:
+        """The chain's result, compact where every random row keeps at most its top-k tokens.
+        `workspace`: the buffers to reuse (the result may alias them), None for fresh ones."""
+        workspace = Workspace() if workspace is None else workspace
+        # The chain edits its copy in place; the caller's logits stay as they are.
+        logits = workspace.copy_of(logits)
+        num_rows, vocab_size = logits.shape
         if meta.allowed_token_ids is not None:
             logits = _keep_allowed(logits, meta.allowed_token_ids)
         apply_logit_bias(logits, meta.logit_bias)
         apply_banned_tokens(logits, meta.banned_token_ids)
-        logits = apply_penalties(
-            logits,
-            meta.prompt_token_ids,
-            meta.output_token_ids,
-            meta.repetition_penalty,
-            meta.presence_penalty,
-            meta.frequency_penalty,
-        )
-        if meta.dry is not None:
-            index = torch.tensor(meta.dry.rows, dtype=torch.int64, device=logits.device)
-            penalty = dry_penalties(meta.dry, logits.shape[1])
-            logits.index_add_(0, index, -penalty)
+        if meta.output_token_ids is not None or meta.dry is not None:
+            table = workspace.zeros(num_rows, vocab_size + 1, logits.device)
+            apply_penalties_(
+                logits,
+                meta.prompt_token_ids,
+                meta.output_token_ids,
+                meta.repetition_penalty,
+                meta.presence_penalty,
+                meta.frequency_penalty,
+                table,
+            )
+            if meta.dry is not None:
+                apply_dry_(logits, meta.dry, table)
         if meta.processors is not None:
             assert meta.processor_rows is not None
             logits = apply_processors(logits, meta.processors, meta.processor_rows)
@@ -435,27 +459,32 @@ class Sampler:
         if meta.allowed_token_mask is not None:
             logits = logits.masked_fill(~meta.allowed_token_mask, float("-inf"))
         if meta.all_greedy:
-            return logits
-        temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)
-        tempered = _truncate(logits / temperature[:, None], meta)
+            return Target(logits, None, vocab_size)
+        values, index = _truncate(logits, meta)
         if meta.all_random:
-            return tempered
+            return Target(values, index, vocab_size)
         # Greedy rows keep their untempered logits (same argmax, no division by zero).
-        return torch.where((meta.temperature == 0.0)[:, None], logits, tempered)
+        return Target(values, index, vocab_size, meta.temperature == 0.0, logits)
 
     @staticmethod
-    def draw(target: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
-        """One token per row from target_logits' result: [B, V] -> [B] int64."""
+    def draw(target: Target, meta: SamplingMetadata) -> torch.Tensor:
+        """One token per row from the chain's result: [B] int64."""
         if meta.all_greedy:
-            return target.argmax(dim=-1)
-        random_ids = exponential_race(target.softmax(dim=-1), meta.generators)
-        if meta.all_random:
-            return random_ids
-        return torch.where(meta.temperature == 0.0, target.argmax(dim=-1), random_ids)
+            return target.logits.argmax(dim=-1)
+        u = uniforms(target.logits.shape[0], meta.generators, target.logits.device)
+        column = inverse_cdf(target.logits.softmax(dim=-1), u)
+        if target.index is None:
+            token_ids = column
+        else:
+            token_ids = target.index.gather(1, column[:, None]).squeeze(1)
+        if target.greedy is None or target.untempered is None:
+            return token_ids
+        greedy = target.greedy.nonzero().squeeze(1)
+        return token_ids.index_copy(0, greedy, target.untempered[greedy].argmax(dim=-1))
 
     @staticmethod
     def advance(
-        target: torch.Tensor,
+        target: Target,
         token_ids: torch.Tensor,
         meta: SamplingMetadata,
         raw_logprobs: torch.Tensor | None = None,
@@ -479,11 +508,13 @@ class Sampler:
             return
         assert meta.states is not None
         assert meta.mirostat_tau is not None and meta.mirostat_eta is not None
+        old_mu = meta.mirostat_mu.tolist()
         mu = mirostat_next_mu(
-            target, token_ids, meta.mirostat_mu, meta.mirostat_tau, meta.mirostat_eta
+            target.log_prob(token_ids), meta.mirostat_mu, meta.mirostat_tau, meta.mirostat_eta
         ).tolist()
         for row, state in enumerate(meta.states):
-            if state is not None and state.mirostat_mu != float("inf"):
+            # A row without Mirostat this step (mu +inf: off, or greedy) keeps its state.
+            if state is not None and old_mu[row] != float("inf"):
                 state.mirostat_mu = mu[row]
 
 
@@ -530,45 +561,91 @@ def _control_thinking(
     return logits
 
 
-# Rows that all keep at most this many tokens (top_k) are truncated further on their top-k
-# candidates alone, instead of the whole vocabulary.
+# Rows that all keep at most this many tokens (top_k, with ties at the k-th) are truncated
+# further on those candidates alone, instead of the whole vocabulary.
 _COMPACT_MAX_K = 1024
 
 
-def _truncate(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
-    """Step 5 of the chain, on tempered logits: each truncation where some row uses it."""
+def _truncate(
+    logits: torch.Tensor, meta: SamplingMetadata
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step 5 of the chain on the untempered logits [B, V]: (tempered, truncated logits of each
+    row's candidates [B, C], their token ids ascending, or None when they are all V tokens).
+
+    top-nσ and top-k keep the same tokens at any temperature, so they run first, untempered:
+    then the candidates alone need tempering."""
+    threshold = None
     if meta.top_n_sigma is not None:  # its std is over the whole vocabulary: before top-k
-        logits = apply_top_n_sigma(logits, meta.top_n_sigma)
+        threshold = top_n_sigma_threshold(logits, meta.top_n_sigma)
+    temperature = torch.where(meta.temperature == 0.0, 1.0, meta.temperature)[:, None]
     compact = _top_k_candidates(logits, meta)
-    if compact is not None:
-        # Every random row keeps at most k tokens: the rest of the chain sees only those.
-        values, index = compact
-        values = _truncate_candidates(values, meta, top_k_done=True)
-        return torch.full_like(logits, float("-inf")).scatter_(1, index, values)
-    return _truncate_candidates(logits, meta, top_k_done=False)
+    if compact is None:
+        if threshold is not None:
+            logits = logits.masked_fill(logits < threshold, float("-inf"))
+        return _truncate_candidates(logits / temperature, meta, top_k_done=False), None
+    values, index = compact
+    if threshold is not None:
+        values = values.masked_fill(values < threshold, float("-inf"))
+    values = _truncate_candidates(values / temperature, meta, top_k_done=True)
+    # Token-id order, as over the whole vocabulary: the draw then picks the same token.
+    index, order = index.sort(dim=-1)
+    return values.gather(1, order), index
 
 
 def _top_k_candidates(
     logits: torch.Tensor, meta: SamplingMetadata
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(values, token ids) [B, k] of each row's top_k tokens, the rest -inf; None where that
-    would differ from masking the whole vocabulary (a row without top_k, ties at the k-th)."""
+    """(values, token ids) [B, C] of each row's top_k tokens and the tokens tied with its k-th
+    (as masking the whole vocabulary keeps them), the rest -inf; None where some row has no
+    top_k or keeps more than _COMPACT_MAX_K tokens."""
     if meta.top_k is None:
         return None
     # Greedy rows take their untempered logits in the end, so their k does not matter.
     top_k = torch.where(meta.temperature == 0.0, 1, meta.top_k)
     k = int(top_k.max())
-    if k > _COMPACT_MAX_K or k >= logits.shape[1]:
+    if k >= min(_COMPACT_MAX_K, logits.shape[1]):
         return None
-    values, index = logits.topk(k, dim=-1)
-    kth = values.gather(1, (top_k - 1)[:, None])
-    # A tie with a finite k-th value: the whole-vocabulary path keeps all of them. (With fewer
-    # than k finite logits the candidates already hold every one.)
-    tied = ((logits >= kth).sum(dim=-1) > top_k) & torch.isfinite(kth.squeeze(1))
-    if bool(tied.any()):
-        return None
-    beyond = torch.arange(k, device=logits.device)[None, :] >= top_k[:, None]
-    return values.masked_fill(beyond, float("-inf")), index
+    # A few more than k: logits rounded from bfloat16 often tie at the k-th value, and a row
+    # keeps every token tied with it. The candidates hold them all once the last one is below
+    # every row's k-th value; until then, widen.
+    width = min(k + _TIE_MARGIN, logits.shape[1])
+    while True:
+        values, index = _top(logits, width)
+        kth = values.gather(1, (top_k - 1)[:, None])
+        more = (values[:, -1:] >= kth) & torch.isfinite(kth)
+        if width == logits.shape[1] or not bool(more.any()):
+            return values.masked_fill(values < kth, float("-inf")), index
+        width = min(2 * width, logits.shape[1])
+        if width > _COMPACT_MAX_K:
+            return None
+
+
+# Candidates beyond the largest top_k, so that ties with the k-th rarely need a second search.
+_TIE_MARGIN = 8
+# Blocks of the vocabulary for _top.
+_TOP_BLOCK = 128
+
+
+def _top(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits.topk(k): each row's k largest values, descending, and their token ids.
+
+    Where the vocabulary splits into many more than k blocks, the k largest values all lie in
+    the k blocks with the largest maxima (any other value has k block maxima at least as
+    large), so only those blocks are searched: a max per block, then a top-k over k blocks.
+    """
+    rows, width = logits.shape
+    num_blocks = width // _TOP_BLOCK
+    if width % _TOP_BLOCK or 2 * k > num_blocks:
+        values, index = logits.topk(k, dim=-1)
+        return values, index
+    blocks = logits.view(rows, num_blocks, _TOP_BLOCK)
+    best = blocks.amax(dim=-1).topk(k, dim=-1).indices  # [B, k]
+    first_block = torch.arange(rows, device=logits.device)[:, None] * num_blocks
+    flat = logits.view(rows * num_blocks, _TOP_BLOCK)
+    searched = flat.index_select(0, (best + first_block).view(-1)).view(rows, -1)
+    values, position = searched.topk(k, dim=-1)
+    block = best.gather(1, position // _TOP_BLOCK)
+    return values, block * _TOP_BLOCK + position % _TOP_BLOCK
 
 
 def _truncate_candidates(

@@ -15,18 +15,33 @@ import torch
 _NEG_INF = float("-inf")
 
 
-def apply_top_n_sigma(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Keep logits >= max - n * std (std over the finite logits); n < 0 disables a row.
+def top_n_sigma_threshold(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """[B, 1]: max - n * std over each row's finite logits; -inf where n < 0 (disabled).
 
     Scaling the logits scales max and std alike, so the kept set does not depend on temperature.
     """
-    finite = torch.isfinite(logits)
-    count = finite.sum(dim=-1, keepdim=True).clamp_min(1)
-    mean = torch.where(finite, logits, 0.0).sum(dim=-1, keepdim=True) / count
-    var = torch.where(finite, (logits - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
-    threshold = logits.amax(dim=-1, keepdim=True) - n[:, None] * var.sqrt()
-    drop = (logits < threshold) & (n >= 0)[:, None]
-    return logits.masked_fill(drop, _NEG_INF)
+    width = logits.shape[1]
+    # One pass each for the sum and the sum of squares; var = E[x^2] - mean^2 in float64.
+    mean = logits.sum(dim=-1).double() / width
+    var = torch.linalg.vector_norm(logits, dim=-1).double() ** 2 / width - mean**2
+    # Rows with -inf logits (bans, a grammar), and rows whose mean is so far from zero that the
+    # difference above would lose digits, take the two-pass formula over the finite logits.
+    exact = ~torch.isfinite(mean) | (mean**2 > 16.0 * var)
+    if bool(exact.any()):
+        rows = logits[exact].double()
+        finite = torch.isfinite(rows)
+        count = finite.sum(dim=-1).clamp_min(1)
+        row_mean = torch.where(finite, rows, 0.0).sum(dim=-1) / count
+        squares = torch.where(finite, (rows - row_mean[:, None]) ** 2, 0.0)
+        var[exact] = squares.sum(dim=-1) / count
+    std = var.clamp_min(0.0).sqrt().float()[:, None]
+    threshold = logits.amax(dim=-1, keepdim=True) - n[:, None] * std
+    return torch.where((n >= 0)[:, None], threshold, _NEG_INF)
+
+
+def apply_top_n_sigma(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Keep logits >= max - n * std (std over the finite logits); n < 0 disables a row."""
+    return logits.masked_fill(logits < top_n_sigma_threshold(logits, n), _NEG_INF)
 
 
 def apply_typical_p(logits: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
@@ -83,13 +98,9 @@ def apply_mirostat(logits: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
 
 
 def mirostat_next_mu(
-    target: torch.Tensor,
-    token_ids: torch.Tensor,
-    mu: torch.Tensor,
-    tau: torch.Tensor,
-    eta: torch.Tensor,
+    token_logprob: torch.Tensor, mu: torch.Tensor, tau: torch.Tensor, eta: torch.Tensor
 ) -> torch.Tensor:
-    """mu after drawing token_ids from target: mu - eta * (observed surprise - tau), the surprise
-    measured on the distribution the token was drawn from (as llama.cpp)."""
-    logp = target.log_softmax(dim=-1).gather(1, token_ids[:, None]).squeeze(1)
-    return mu - eta * (-logp / math.log(2.0) - tau)
+    """mu after drawing a token of log-probability token_logprob [B]: mu - eta * (observed
+    surprise - tau), the surprise measured on the distribution the token was drawn from (as
+    llama.cpp)."""
+    return mu - eta * (-token_logprob / math.log(2.0) - tau)

@@ -16,7 +16,7 @@ from intaglio.engine.outputs import RequestOutput
 from intaglio.server.admission import admit
 from intaglio.server.bodies import parse_request
 from intaglio.server.chat_template import chat_length, render_chat
-from intaglio.server.confidence import confidence_fields
+from intaglio.server.confidence import StreamConfidences, confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import chat_logprobs
@@ -222,16 +222,20 @@ class _ChatView:
                 include_usage,
             )
 
+        confidences = StreamConfidences(self.req.confidence_window)
+
         def make_choice(out: RequestOutput, d: Delta) -> dict[str, Any] | None:
             delta, finish_reason = self._message(d, stream=True)
             logprobs = self._logprobs(d)
-            if not delta and finish_reason is None and logprobs is None:
+            confidence = confidences.fields(d.index, d.confidences)
+            if not delta and finish_reason is None and logprobs is None and not confidence:
                 return None  # all of it held back (a tool call being written)
             return {
                 "index": d.index,
                 "delta": delta,
                 "logprobs": logprobs,
                 "finish_reason": finish_reason,
+                **confidence,
             }
 
         def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:

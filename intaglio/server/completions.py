@@ -16,7 +16,7 @@ from intaglio.engine.outputs import RequestOutput
 from intaglio.sampling.params import SamplingParams
 from intaglio.server.admission import admit
 from intaglio.server.bodies import parse_request
-from intaglio.server.confidence import confidence_fields
+from intaglio.server.confidence import StreamConfidences, confidence_fields
 from intaglio.server.deltas import Delta, DeltaTracker
 from intaglio.server.errors import bad_request
 from intaglio.server.logprobs import completion_logprobs
@@ -217,11 +217,13 @@ class _View:
         offsets: dict[int, int] = {}  # choice index -> characters sent (logprob text_offset)
         prompt_index = {rid: i for i, rid in enumerate(self.request_ids)}
 
+        confidences = StreamConfidences(self.req.confidence_window)
+
         def make_choice(out: RequestOutput, delta: Delta) -> dict[str, Any]:
             start = offsets.get(delta.index, 0)
             choice = self._choice(out, delta, prompt_index[out.request_id], start)
             offsets[delta.index] = start + len(choice["text"])
-            return choice
+            return {**choice, **confidences.fields(delta.index, delta.confidences)}
 
         return stream_chunks(
             queue,

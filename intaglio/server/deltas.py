@@ -24,6 +24,7 @@ class Delta:
     logprobs: list[LogprobEntry] | None  # their logprob entries, when asked for
     finish_reason: str | None
     first: bool  # the choice's first chunk (where echo and the chat role go)
+    confidences: list[float] | None = None  # their confidences, when asked for
 
 
 @dataclass
@@ -33,6 +34,7 @@ class _Progress:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[LogprobEntry] | None = None
+    confidences: list[float] | None = None
     num_tokens: int = 0
     started: bool = False
     done: bool = False
@@ -65,11 +67,14 @@ class DeltaTracker:
             if p.done:
                 continue
             if self._drop_output:
-                c = replace(c, text="", token_ids=[], logprobs=None)
+                dropped: list[float] | None = None if c.confidences is None else []
+                c = replace(c, text="", token_ids=[], logprobs=None, confidences=dropped)
             p.text += c.text
             p.token_ids.extend(c.token_ids)
             if c.logprobs is not None:
                 p.logprobs = [*(p.logprobs or []), *c.logprobs]
+            if c.confidences is not None:
+                p.confidences = [*(p.confidences or []), *c.confidences]
             p.num_tokens += len(c.token_ids)
             # Wait for a first token (the prompt is then fully read) and for visible text.
             if not (c.finished or (p.num_tokens and p.text)):
@@ -82,9 +87,10 @@ class DeltaTracker:
                     logprobs=p.logprobs,
                     finish_reason=c.finish_reason,
                     first=not p.started,
+                    confidences=p.confidences,
                 )
             )
-            p.text, p.token_ids, p.logprobs = "", [], None
+            p.text, p.token_ids, p.logprobs, p.confidences = "", [], None, None
             p.started, p.done = True, c.finished
         return deltas
 

@@ -1,10 +1,10 @@
 """Lossless verification of draft tokens by coupled sampling.
 
-Every position p of a sequence (prompt and output) draws its token as
-argmax(target_probs / E_p), E_p ~ Exp(1) i.i.d. per vocabulary entry (the exponential race, a
-Gumbel-max sampler). With speculation the noise E_p is the same function of (seed, p) as
-without it, so verifying k drafts only decides how many positions one step covers: position p's
-token is the one plain decoding would draw, and the draft d_p is kept exactly when it equals it.
+Every position p of a sequence (prompt and output) draws its token from the target by inverse
+transform sampling with one uniform U_p (sampling/draw.py). With speculation the noise U_p is
+the same function of (seed, p) as without it, so verifying k drafts only decides how many
+positions one step covers: position p's token is the one plain decoding would draw, and the
+draft d_p is kept exactly when it equals it.
 For a deterministic draft this is the classic rule with a one-hot q: accept with probability
 min(1, p(d) / 1) = p(d), and on rejection the token is distributed as p with d removed,
 norm(max(0, p - q)). Hence the output distribution is the target's (lossless) and a seeded

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from intaglio.sampling.params import SamplingParams
-from intaglio.sampling.penalties import apply_penalties
+from intaglio.sampling.penalties import apply_penalties_
 from intaglio.sampling.sampler import (
     Sampler,
     SamplingMetadata,
@@ -136,14 +136,17 @@ def test_penalties_match_reference() -> None:
         for r, p, f in zip(rep, pres, freq, strict=True)
     ]
     meta = build(params, vocab, prompts=prompts, outputs=outputs)
-    got = apply_penalties(
-        torch.from_numpy(logits),
+    got = torch.from_numpy(logits.copy())
+    apply_penalties_(
+        got,
         meta.prompt_token_ids,
         meta.output_token_ids,
         meta.repetition_penalty,
         meta.presence_penalty,
         meta.frequency_penalty,
+        table := torch.zeros(batch, vocab + 1),
     )
+    assert not table.any()  # the scratch is left zeroed for the next user
     want = np.stack(
         [
             ref_penalize(logits[i], prompts[i], outputs[i], rep[i], pres[i], freq[i])

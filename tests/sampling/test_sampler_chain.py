@@ -217,11 +217,18 @@ def test_truncating_on_the_top_k_candidates_equals_the_whole_vocabulary(monkeypa
     assert torch.equal(compact, full)
     assert (torch.isfinite(full).sum(-1) <= torch.tensor([5, V, 30, 12])).all()
     monkeypatch.undo()
-    # A tie with the k-th value: the whole-vocabulary path keeps every tied token.
+    # A tie with the k-th value: the candidates hold every tied token, as the whole vocabulary
+    # keeps them.
     tied = logits.clone()
     tied[0, :8] = 3.0
     meta = build(params, states=states)
-    assert sampler_module._top_k_candidates(tied, meta) is None
+    candidates = sampler_module._top_k_candidates(tied, meta)
+    assert candidates is not None
+    assert int(torch.isfinite(candidates[0][0]).sum()) == 12  # 4 above 3.0, 8 tied at the 5th
+    compact = Sampler.target_logits(tied, build(params, states=states))
+    monkeypatch.setattr(sampler_module, "_COMPACT_MAX_K", 0)
+    assert torch.equal(compact, Sampler.target_logits(tied, build(params, states=states)))
+    monkeypatch.undo()
     # Fewer finite logits than k (here after top-nσ): the candidates hold them all.
     sparse = torch.full((4, V), float("-inf"))
     sparse[:, :2] = torch.tensor([1.0, 0.5])

@@ -105,6 +105,18 @@ def test_top_n_sigma_matches_formula_and_ignores_temperature(case, n):
         assert torch.equal(_kept(tempered), _kept(ours))
 
 
+def test_top_n_sigma_far_from_zero_and_with_masked_logits():
+    # A mean far from zero (the one-pass variance would lose its digits), and -inf logits.
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 5000, generator=g) * 0.5 + torch.tensor([[1000.0], [-3000.0], [0.0]])
+    logits[2, ::4] = NEG
+    for n in (0.3, 1.0, 2.0):
+        ours = apply_top_n_sigma(logits, torch.full((3,), n))
+        ref = np.stack([ref_top_n_sigma(r, n) for r in logits.double().numpy()])
+        assert np.array_equal(_kept(ours).numpy(), ref)
+        assert 1 < int(_kept(ours).sum()) < 3 * 5000
+
+
 def ref_xtc(row: np.ndarray, threshold: float) -> np.ndarray:
     """llama.cpp: sort by prob; if >= 2 tokens reach threshold, drop all of them but the last."""
     probs = np.exp(row - row[np.isfinite(row)].max())
@@ -153,6 +165,7 @@ def test_mirostat_update_follows_llama_cpp():
     target = torch.log(torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.9, 0.1, 0.0, 0.0]]))
     mu = torch.tensor([6.0, 10.0])
     tau, eta = torch.tensor([5.0, 3.0]), torch.tensor([0.1, 0.2])
-    new = mirostat_next_mu(target, torch.tensor([1, 0]), mu, tau, eta)
+    logp = target.log_softmax(-1).gather(1, torch.tensor([[1], [0]])).squeeze(1)
+    new = mirostat_next_mu(logp, mu, tau, eta)
     expect = [6.0 - 0.1 * (2.0 - 5.0), 10.0 - 0.2 * (-math.log2(0.9) - 3.0)]
     assert new.tolist() == pytest.approx(expect)

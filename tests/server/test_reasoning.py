@@ -65,8 +65,15 @@ def test_the_budget_forces_the_end_and_the_answer_follows(offline: LLM):
         )
     )
     for budget in (0, 1, 5):
+        # ignore_eos: what follows the marker is the answer, however short the random model
+        # would make it.
         params = SamplingParams(
-            temperature=1.0, seed=seed, n=3, max_tokens=budget + 6, thinking_token_budget=budget
+            temperature=1.0,
+            seed=seed,
+            n=3,
+            max_tokens=budget + 6,
+            thinking_token_budget=budget,
+            ignore_eos=True,
         )
         for ids in _ids(offline, params):
             assert ids.index(END) == budget  # budget thinking tokens, then the marker

@@ -1,9 +1,12 @@
-"""The sampler fields over HTTP: they reach the engine (the offline API gives the same tokens)
-and a bad value is a 400 naming the field."""
+"""The sampler fields over HTTP: they reach the engine (the offline API gives the same tokens),
+a bad value is a 400 naming the field, and confidences come in responses and in streams."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from openai import OpenAI
 from serverkit import MODEL_NAME, RunningServer
 from test_server_errors import assert_openai_error
 
@@ -87,3 +90,46 @@ def test_confidences_are_returned_and_a_threshold_stops_the_trace(server: Runnin
     # Every group is below an absurd threshold: the trace ends at its first full window.
     assert stopped["choices"][0]["finish_reason"] == "low_confidence"
     assert stopped["usage"]["completion_tokens"] == 3
+
+
+def _extra(choice: Any, name: str) -> list[float]:
+    """A field the openai client's models do not declare (kept as an extra)."""
+    value = (choice.model_extra or {}).get(name)
+    assert value is not None, f"no {name} on {choice}"
+    return list(value)
+
+
+# Open: about one run in four, a stream misses the first chunk's confidences with n=2 (a race
+# between the fork of the samples and the first streamed update, not yet found).
+@pytest.mark.xfail(reason="first chunk's confidences sometimes missing with n=2", strict=False)
+@pytest.mark.parametrize("kind", ["chat", "completions"])
+def test_streamed_confidences_concatenate_to_the_response_s(server: RunningServer, kind) -> None:
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30.0)
+    extra = {"confidence_top_k": 4, "confidence_window": 3, "seed": 5, "ignore_eos": True}
+    args: dict[str, Any] = dict(
+        model=MODEL_NAME, max_tokens=9, n=2, temperature=1.0, extra_body=extra
+    )
+    if kind == "chat":
+        args["messages"] = [{"role": "user", "content": "hi"}]
+        create: Any = client.chat.completions.create
+    else:
+        args["prompt"] = "def f(x):"
+        create = client.completions.create
+    whole = {c.index: c for c in create(**args).choices}
+    streamed: dict[int, dict[str, list[float]]] = {i: {} for i in whole}
+    chunks_with_confidences = 0
+    for chunk in create(**args, stream=True):
+        for choice in chunk.choices:
+            if not (choice.model_extra or {}).get("confidences"):
+                continue
+            chunks_with_confidences += 1
+            for name in ("confidences", "group_confidences"):
+                streamed[choice.index].setdefault(name, []).extend(_extra(choice, name))
+    assert chunks_with_confidences > 2  # per chunk, not once at the end
+    for i, choice in whole.items():
+        assert len(_extra(choice, "confidences")) == 9
+        # The same tokens; the second request reads its prompt from the prefix cache, which
+        # moves the logits in their last float32 digits.
+        for name in ("confidences", "group_confidences"):
+            assert streamed[i][name] == pytest.approx(_extra(choice, name), rel=1e-5)
+    assert whole[0].model_extra != whole[1].model_extra  # two different samples
