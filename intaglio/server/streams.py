@@ -71,8 +71,15 @@ def _merge(first: RequestOutput, then: RequestOutput) -> RequestOutput:
         a = by_index.pop(c.index, None)
         if a is not None:
             logprobs = None if c.logprobs is None else [*(a.logprobs or []), *c.logprobs]
+            confidences = c.confidences
+            if confidences is not None:
+                confidences = [*(a.confidences or []), *confidences]
             c = replace(
-                c, text=a.text + c.text, token_ids=a.token_ids + c.token_ids, logprobs=logprobs
+                c,
+                text=a.text + c.text,
+                token_ids=a.token_ids + c.token_ids,
+                logprobs=logprobs,
+                confidences=confidences,
             )
         completions.append(c)
     prompt_logprobs = first.prompt_logprobs
