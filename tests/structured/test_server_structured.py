@@ -48,14 +48,21 @@ def test_json_schema_strict(client) -> None:
 
 
 def test_json_object(client) -> None:
-    assert isinstance(
-        json.loads(
-            _chat(
-                client, response_format={"type": "json_object"}, seed=1, max_completion_tokens=200
-            )
-        ),
-        dict,
-    )
+    """Every answer that ends by itself is a JSON object (a random model may also run out of
+    tokens inside a long string: then it was cut, not wrong)."""
+    ended = 0
+    for seed in range(6):
+        out = client.chat.completions.create(
+            model=MODEL_NAME,
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_object"},
+            seed=seed,
+            max_completion_tokens=200,
+        ).choices[0]
+        if out.finish_reason == "stop":
+            ended += 1
+            assert isinstance(json.loads(out.message.content), dict)
+    assert ended >= 1
 
 
 def test_guided_extras(client) -> None:
