@@ -140,3 +140,17 @@ def test_refused_where_it_cannot_hold(bf16_checkpoint, checkpoint):
         env=env, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert "batch_invariant needs our AVX-512 CPU kernels" in done.stdout
+
+
+@needs_kernels
+def test_speculative_decoding_keeps_the_bits(bf16_checkpoint):
+    """Verification scores a request's drafts in one step, several rows per request: in the mode
+    those rows give the bits plain decoding gives, so greedy tokens and logprobs are unchanged."""
+    path = bf16_checkpoint("llama")
+    repeats = [*TARGET[:8]] * 6  # prompt lookups find drafts in a repeating prompt
+    prompts = [repeats, TARGET, *_prompts(5, 3)]
+    plain = [_result(o) for o in _llm(path).generate(prompts, GREEDY)]
+    llm = _llm(path, speculative_method="ngram", speculative_adaptive=False)
+    assert [_result(o) for o in llm.generate(prompts, GREEDY)] == plain
+    stats = llm.engine.scheduler.spec_stats
+    assert 0 < stats.num_accepted_tokens < stats.num_draft_tokens  # kept and rejected drafts
