@@ -23,13 +23,9 @@ load_tokenizer(resolve_model_path(None)).save_pretrained('$tokenizer')"
 
 # No prefix caching: aiperf's prompts share text and ours do not, so hits would make the
 # two workloads differ.
-intaglio serve --no-prefix-caching ${SERVE_ARGS:-} --port "$PORT" --log-level warning &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$tokenizer"' EXIT
-for _ in $(seq 120); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 1
-done
+source "$(dirname "$0")/serve_lib.sh"
+trap 'kill ${server:-} 2>/dev/null; wait ${server:-} 2>/dev/null || true; rm -rf "$tokenizer"' EXIT
+start_server "$PORT" --no-prefix-caching ${SERVE_ARGS:-}
 model=$(curl -sf "http://127.0.0.1:$PORT/v1/models" | python -c "import json,sys; print(json.load(sys.stdin)['data'][0]['id'])")
 
 # Each client's own CPU seconds (user + system, its child processes included): on a machine with

@@ -18,13 +18,9 @@ if [[ "$MODEL" == "120m" ]]; then
   args=(--model "$folder" --dtype bfloat16)
 fi
 
-intaglio serve "${args[@]}" ${SERVE_ARGS:-} --port "$PORT" --log-level warning &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 120); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 1
-done
+source "$(dirname "$0")/serve_lib.sh"
+trap 'kill ${server:-} 2>/dev/null; wait ${server:-} 2>/dev/null || true' EXIT
+start_server "$PORT" "${args[@]}" ${SERVE_ARGS:-}
 
 for rate in $RATES; do
   intaglio bench serve --base-url "http://127.0.0.1:$PORT" --request-rate "$rate" \
